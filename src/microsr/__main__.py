@@ -1,0 +1,3 @@
+from microsr.cli import app
+
+app(prog_name="microsr")

@@ -1,0 +1,103 @@
+"""Specimen-level train/validation/test splits (never slice-level).
+
+Saved as ``splits.json`` keyed by specimen id, as nnU-Net's ``splits_final.json``::
+
+    {"seed": 0, "train": ["f01", ...], "val": [...], "test": [...]}
+
+A user may supply their own file with the same keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from microsr.errors import InputFileError, MicrosrError
+
+SPLITS = ("train", "val", "test")
+# The paper's femur split is 44/12/15 of 71 specimens.
+DEFAULT_FRACTIONS = (0.62, 0.17, 0.21)
+
+
+def _counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    if n < 3:
+        raise MicrosrError(f"need at least 3 specimens for a train/val/test split, got {n}")
+    n_test = max(1, round(fractions[2] * n))
+    n_val = max(1, round(fractions[1] * n))
+    n_train = n - n_test - n_val
+    if n_train < 1:
+        n_train, n_val, n_test = n - 2, 1, 1
+    return n_train, n_val, n_test
+
+
+def make_splits(
+    specimens: dict[str, str],
+    *,
+    seed: int,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+) -> dict:
+    """Split specimens into train/val/test, per site (stratified), reproducibly.
+
+    Parameters
+    ----------
+    specimens
+        Mapping specimen id -> site.
+    seed
+        Seed of the shuffle (recorded in the result).
+    fractions
+        Target train/val/test fractions (rounded; at least one val and one test specimen).
+        Sites with fewer than 3 specimens are pooled into one group (or, if the
+        pool is still under 3, split together with the largest site).
+    """
+    rng = np.random.default_rng(seed)
+    by_site: dict[str, list[str]] = {}
+    for sid, site in sorted(specimens.items()):
+        by_site.setdefault(site, []).append(sid)
+    small = [s for s, ids in by_site.items() if len(ids) < 3]
+    pooled = [i for s in small for i in by_site.pop(s)]
+    if len(pooled) >= 3 or (pooled and not by_site):
+        by_site["__pooled__"] = pooled
+    elif pooled:  # too few to split on their own: split them with the largest site
+        by_site[max(by_site, key=lambda s: len(by_site[s]))].extend(pooled)
+    out: dict = {"seed": int(seed), "train": [], "val": [], "test": []}
+    for site in sorted(by_site):
+        ids = list(by_site[site])
+        rng.shuffle(ids)
+        n_train, n_val, _ = _counts(len(ids), fractions)
+        out["train"] += sorted(ids[:n_train])
+        out["val"] += sorted(ids[n_train : n_train + n_val])
+        out["test"] += sorted(ids[n_train + n_val :])
+    check_splits(out, set(specimens))
+    return out
+
+
+def check_splits(splits: dict, specimens: set[str], *, source: str | Path = "splits") -> None:
+    """Assert that the splits are disjoint and cover exactly ``specimens``."""
+    for key in SPLITS:
+        if key not in splits:
+            raise InputFileError(source, f"missing key {key!r} (need train, val, test)")
+    sets = {k: set(splits[k]) for k in SPLITS}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        both = sets[a] & sets[b]
+        if both:
+            raise InputFileError(source, f"specimen(s) {sorted(both)} are in both {a} and {b}")
+    listed = set().union(*sets.values())
+    if listed - specimens:
+        raise InputFileError(source, f"unknown specimen(s) {sorted(listed - specimens)}")
+    if specimens - listed:
+        raise InputFileError(source, f"specimen(s) {sorted(specimens - listed)} are in no split")
+    if not sets["train"]:
+        raise InputFileError(source, "the train split is empty")
+
+
+def load_splits(path: str | Path, specimens: set[str]) -> dict:
+    """Read a user's splits file and check it against the dataset's specimens."""
+    path = Path(path)
+    try:
+        splits = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputFileError(path, f"cannot read splits JSON ({exc})") from None
+    check_splits(splits, specimens, source=path)
+    return splits

@@ -1,0 +1,399 @@
+"""Simulate a low-resolution microCT acquisition of a high-resolution volume.
+
+What is modelled, slice by slice (one transverse slice = one detector row group):
+
+* parallel-beam geometry (each slice is projected and reconstructed on its own);
+* detector binning: ``factor`` HR slices are averaged along Z (detector rows) and
+  ``factor`` HR detector bins are merged in-plane, so the LR detector pitch is the LR
+  voxel size; bins integrate intensity, so they average transmission ``exp(-p)``, not
+  the line integral ``p`` (the non-linear partial-volume effect);
+* angular undersampling: ``round(projections_ratio * hr_projections)`` views evenly
+  over [0, 180) degrees;
+* Poisson photon noise with ``photons * frames`` incident photons per LR bin (frame
+  averaging adds photons);
+* filtered back-projection (FBP) with a ramp (or other scikit-image) filter onto the
+  LR grid: Kak & Slaney, *Principles of Computerized Tomographic Imaging*, IEEE Press
+  1988, ch. 3, doi:10.1137/1.9780898719277.
+
+What is not: cone-beam geometry and its artefacts, polychromatic beam hardening,
+scatter, focal-spot blur, detector PSF and afterglow, ring artefacts, sample motion,
+and the scanner vendor's own reconstruction filters and corrections. The LR images
+are therefore cleaner than a real scan's and a model trained on them alone will not
+see those artefacts.
+
+``quick=True`` replaces the projection / noise / FBP chain by a Gaussian PSF, a block
+average and Gaussian noise, for tests and fast data generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pydantic
+from scipy import ndimage
+from skimage.transform import iradon, radon
+from tqdm.auto import tqdm
+
+from microsr.errors import MicrosrError
+from microsr.volume import Volume
+
+logger = logging.getLogger(__name__)
+
+_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
+
+
+class AcquisitionConfig(pydantic.BaseModel):
+    """Settings of the simulated low-resolution acquisition.
+
+    Invalid values raise :class:`~microsr.errors.MicrosrError`.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    factor: int = pydantic.Field(
+        2, description="LR voxel size / HR voxel size, in-plane and along Z (>= 1)."
+    )
+    projections_ratio: float = pydantic.Field(
+        0.5, description="LR projections / HR projections (> 0)."
+    )
+    hr_projections: int | None = pydantic.Field(
+        None,
+        description="Projections of the HR scan; None -> ceil(pi/2 * max(Y, X)), "
+        "the angular Nyquist rate of the HR slice.",
+    )
+    photons: float = pydantic.Field(
+        5000.0,
+        description="Incident photons per LR detector bin per frame (> 0); "
+        "float('inf') switches photon noise off.",
+    )
+    frames: int = pydantic.Field(
+        1, description="Frames averaged per projection (>= 1): I0 = photons * frames."
+    )
+    mu_bone_per_mm: float = pydantic.Field(
+        0.5, description="Linear attenuation (1/mm) of a grey value of reference_value (> 0)."
+    )
+    reference_value: float = pydantic.Field(
+        1000.0,
+        description="Grey value with attenuation mu_bone_per_mm (> 0); attenuation scales "
+        "linearly with the grey value, negative values are clipped to 0.",
+    )
+    filter_name: str = pydantic.Field(
+        "ramp", description=f"FBP filter, one of scikit-image iradon's {_FILTERS}."
+    )
+    quick: bool = pydantic.Field(
+        False,
+        description="Gaussian PSF + block average + Gaussian noise instead of "
+        "projection / Poisson noise / FBP.",
+    )
+    quick_psf_sigma: float | None = pydantic.Field(
+        None, description="Quick mode PSF sigma in HR voxels (>= 0); None -> 0.5 * factor."
+    )
+    quick_noise_sigma: float | None = pydantic.Field(
+        None,
+        description="Quick mode noise standard deviation in grey units (>= 0); None -> the "
+        "FBP noise expected for `photons`, `frames` and the LR projections "
+        "(see `fbp_noise_sigma`).",
+    )
+    seed: int = pydantic.Field(0, description="Seed of the noise (per-slice streams).")
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> AcquisitionConfig:
+        problems = []
+        if self.factor < 1:
+            problems.append(f"factor must be >= 1, got {self.factor}")
+        if not self.projections_ratio > 0:
+            problems.append(f"projections_ratio must be > 0, got {self.projections_ratio}")
+        if self.hr_projections is not None and self.hr_projections < 1:
+            problems.append(f"hr_projections must be >= 1, got {self.hr_projections}")
+        if not self.photons > 0:
+            problems.append(f"photons must be > 0, got {self.photons}")
+        if self.frames < 1:
+            problems.append(f"frames must be >= 1, got {self.frames}")
+        if not (self.mu_bone_per_mm > 0 and self.reference_value > 0):
+            problems.append("mu_bone_per_mm and reference_value must be > 0")
+        if self.filter_name not in _FILTERS:
+            problems.append(f"filter_name must be one of {_FILTERS}, got {self.filter_name!r}")
+        for name in ("quick_psf_sigma", "quick_noise_sigma"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                problems.append(f"{name} must be >= 0, got {value}")
+        if problems:
+            raise MicrosrError("invalid AcquisitionConfig: " + "; ".join(problems))
+        return self
+
+
+_DEFAULT_CONFIG = AcquisitionConfig()  # frozen, so safe to share as a default
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Per-slice projection geometry shared by all slices (HR pixel units unless noted)."""
+
+    factor: int
+    pixel_mm: float  # HR in-plane pixel size
+    theta_deg: np.ndarray  # (M,) view angles
+    shift: np.ndarray  # (M,) LR detector centre minus radon's rotation axis, on the detector
+    lr_bins: int  # LR detector bins, rotation axis at lr_bins // 2
+    out_size: int  # square iradon output, rotation axis at out_size // 2
+    crop: tuple[int, int]  # (row, col) of LR pixel (0, 0) in the iradon output
+    lr_shape: tuple[int, int]  # (Y_lr, X_lr)
+
+
+def simulate_acquisition(
+    hr: Volume, config: AcquisitionConfig = _DEFAULT_CONFIG, *, progress: bool = False
+) -> Volume:
+    """Simulate the low-resolution scan of a high-resolution volume.
+
+    Parameters
+    ----------
+    hr
+        HR volume, shape ``(Z, Y, X)``, grey values (e.g. mg HA/cm3); spacing in mm.
+        In-plane pixels are assumed square (the Y spacing is used for line integrals).
+    config
+        Acquisition settings; see :class:`AcquisitionConfig`.
+    progress
+        Show a tqdm progress bar over LR slices.
+
+    Returns
+    -------
+    Volume
+        float32, shape ``(Z // f, Y // f, X // f)`` (remainders dropped) in the grey
+        units of ``hr``; spacing ``hr.spacing_mm * f``; origin placing each LR voxel
+        centre at the centre of the HR voxels it covers,
+        ``origin_hr + (f - 1) / 2 * spacing_hr``. Calibration kept;
+        ``metadata["acquisition"]`` holds ``config.model_dump()`` and
+        ``metadata["acquisition_resolved"]`` the derived projection counts.
+    """
+    f = config.factor
+    shape = hr.shape
+    if shape[0] < f or min(shape[1:]) < f:
+        raise MicrosrError(
+            f"volume of shape {shape} is too small for factor {f}: every axis needs "
+            f"at least {f} voxels"
+        )
+    if shape[0] % f or shape[1] % f or shape[2] % f:
+        logger.info("shape %s not divisible by factor %d: remainders dropped", shape, f)
+    lr_shape = tuple(n // f for n in shape)
+    resolved: dict = {"lr_shape": lr_shape}
+    if config.quick:
+        lr, resolved["quick_noise_sigma"] = _quick(hr, config)
+    else:
+        lr = _full(hr, config, progress=progress)
+        resolved.update(_projection_counts(shape, config))
+    spacing = tuple(s * f for s in hr.spacing_mm)
+    origin = tuple(o + (f - 1) / 2 * s for o, s in zip(hr.origin_mm, hr.spacing_mm))
+    metadata = dict(hr.metadata)
+    metadata["acquisition"] = config.model_dump()
+    metadata["acquisition_resolved"] = resolved
+    return Volume(
+        array=lr.astype(np.float32, copy=False),
+        spacing_mm=spacing,
+        origin_mm=origin,
+        calibration=hr.calibration,
+        metadata=metadata,
+    )
+
+
+def _projection_counts(shape: tuple[int, int, int], config: AcquisitionConfig) -> dict:
+    """HR and LR projection counts for a volume of ``shape``."""
+    hr_n = config.hr_projections or math.ceil(math.pi / 2 * max(shape[1:]))
+    lr_n = max(1, round(config.projections_ratio * hr_n))
+    return {"hr_projections": int(hr_n), "lr_projections": int(lr_n)}
+
+
+def _slice_rng(seed: int, index: int) -> np.random.Generator:
+    """Independent stream for LR slice ``index``, whatever order slices run in."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def _full(hr: Volume, config: AcquisitionConfig, *, progress: bool) -> np.ndarray:
+    """Projection / noise / FBP simulation, float32 ``(Z_lr, Y_lr, X_lr)``."""
+    f = config.factor
+    geometry = _make_geometry(hr.shape[1:], hr.spacing_mm[1], config)
+    n_slices = hr.shape[0] // f
+    out = np.empty((n_slices,) + geometry.lr_shape, dtype=np.float32)
+    mu_per_value = config.mu_bone_per_mm / config.reference_value
+    for z in tqdm(range(n_slices), disable=not progress, desc="simulate LR", unit="slice"):
+        # detector rows: the mean of f HR slices, read one group at a time (memmap friendly)
+        binned = np.mean(hr.array[z * f : (z + 1) * f], axis=0, dtype=np.float64)
+        mu = np.clip(binned, 0.0, None) * mu_per_value
+        out[z] = _acquire_slice(mu, geometry, config, _slice_rng(config.seed, z)) / mu_per_value
+    return out
+
+
+def _make_geometry(
+    slice_shape: tuple[int, int], pixel_mm: float, config: AcquisitionConfig
+) -> _Geometry:
+    """Detector and reconstruction geometry for HR slices of ``slice_shape`` (Y, X).
+
+    ``skimage.transform.radon`` rotates about HR pixel ``(Y // 2, X // 2)`` and
+    ``iradon`` reconstructs about output pixel ``(n // 2, n // 2)``, the detector
+    centre being bin ``bins // 2`` in both. We reconstruct about the centre of LR
+    pixel ``(Y_lr // 2, X_lr // 2)``, which lies at HR coordinate
+    ``(f - 1) / 2 + f * index`` and so is off radon's axis by up to ``f / 2`` pixels;
+    the LR detector is displaced by the projection of that offset at each angle.
+    """
+    f = config.factor
+    ny, nx = slice_shape
+    lr_shape = (ny // f, nx // f)
+    centre_lr = (lr_shape[0] // 2, lr_shape[1] // 2)
+    dy = (f - 1) / 2 + f * centre_lr[0] - ny // 2
+    dx = (f - 1) / 2 + f * centre_lr[1] - nx // 2
+    n_views = _projection_counts((1, ny, nx), config)["lr_projections"]
+    theta = np.arange(n_views) * (180.0 / n_views)
+    rad = np.deg2rad(theta)
+    # radon / iradon detector coordinate of a point at (row, col) offset: col cos - row sin
+    shift = dx * np.cos(rad) - dy * np.sin(rad)
+    out_size = max(lr_shape)
+    hr_bins = math.ceil(math.sqrt(2) * max(ny, nx))  # radon(circle=False) sinogram length
+    half = max((hr_bins / 2 + 1 + f) / f, out_size / math.sqrt(2) + 2)
+    return _Geometry(
+        factor=f,
+        pixel_mm=float(pixel_mm),
+        theta_deg=theta,
+        shift=shift,
+        lr_bins=2 * math.ceil(half) + 1,
+        out_size=out_size,
+        crop=(out_size // 2 - centre_lr[0], out_size // 2 - centre_lr[1]),
+        lr_shape=lr_shape,
+    )
+
+
+def _acquire_slice(
+    mu: np.ndarray, geometry: _Geometry, config: AcquisitionConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Project, bin, add noise and reconstruct one slice.
+
+    Parameters
+    ----------
+    mu
+        Attenuation coefficients in 1/mm, shape ``(Y, X)`` on the HR grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        Reconstructed attenuation in 1/mm, shape ``(Y_lr, X_lr)``.
+    """
+    # radon sums pixel values along rays: x pixel size -> dimensionless line integral
+    line_integrals = radon(mu, theta=geometry.theta_deg, circle=False, preserve_range=True)
+    transmission = _bin_detector(np.exp(-line_integrals * geometry.pixel_mm), geometry)
+    if math.isfinite(config.photons):
+        incident = config.photons * config.frames
+        counts = rng.poisson(incident * transmission)
+        # zero counts would give an infinite line integral: clamp to one photon, as
+        # scanners do by flooring the normalised intensity
+        transmission = np.maximum(counts, 1) / incident
+    sinogram = -np.log(transmission)
+    lr_pixel_mm = geometry.pixel_mm * geometry.factor
+    # iradon expects sums in units of its own (LR) pixels
+    image = iradon(
+        sinogram / lr_pixel_mm,
+        theta=geometry.theta_deg,
+        output_size=geometry.out_size,
+        filter_name=config.filter_name,
+        circle=False,
+        preserve_range=True,
+    )
+    r0, c0 = geometry.crop
+    return image[r0 : r0 + geometry.lr_shape[0], c0 : c0 + geometry.lr_shape[1]]
+
+
+def _bin_detector(transmission: np.ndarray, geometry: _Geometry) -> np.ndarray:
+    """Merge HR detector bins into LR bins of width ``factor``, at a sub-bin offset.
+
+    Parameters
+    ----------
+    transmission
+        HR sinogram of transmissions, shape ``(bins, M)``; bin ``k`` covers detector
+        coordinate ``[k - bins // 2 - 0.5, k - bins // 2 + 0.5]`` (HR pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        LR transmissions, shape ``(lr_bins, M)``: the mean over each LR bin, the
+        HR profile being taken as piecewise constant (exact box integration, outside
+        the HR sinogram the transmission is 1).
+    """
+    f = geometry.factor
+    n_hr = transmission.shape[0]
+    lr_index = np.arange(geometry.lr_bins) - geometry.lr_bins // 2
+    edges_hr = np.arange(n_hr + 1) - n_hr // 2 - 0.5
+    out = np.empty((geometry.lr_bins, transmission.shape[1]))
+    # integrate (transmission - 1) so that bins outside the HR range contribute 0
+    cumulative = np.concatenate(
+        [np.zeros((1, transmission.shape[1])), np.cumsum(transmission - 1.0, axis=0)]
+    )
+    for m in range(transmission.shape[1]):
+        centre = lr_index * f + geometry.shift[m]
+        upper = np.interp(centre + f / 2, edges_hr, cumulative[:, m])
+        lower = np.interp(centre - f / 2, edges_hr, cumulative[:, m])
+        out[:, m] = 1.0 + (upper - lower) / f
+    return out
+
+
+def fbp_noise_sigma(hr: Volume, config: AcquisitionConfig) -> float:
+    """Expected noise standard deviation of the FBP reconstruction, in grey units.
+
+    Ramp-filtered parallel-beam FBP of projections with independent noise of variance
+    ``var_p`` per bin gives ``var_mu = pi**2 * var_p / (12 * M * d**2)`` for ``M``
+    views over 180 degrees and detector pitch ``d`` (Kak & Slaney 1988, ch. 5.2,
+    doi:10.1137/1.9780898719277). Linear interpolation in the back-projection
+    averages neighbouring filtered bins, whose ramp-filtered noise has correlation
+    ``-6 / pi**2``; over uniformly distributed interpolation weights this scales the
+    variance by ``2/3 - 2/pi**2``. For the apodised filters the estimate is an upper
+    bound. ``var_p = mean(exp(p)) / (photons * frames)`` with ``p``
+    the line integrals through the object along Y and X (a rough, object-dependent
+    estimate; only ``photons`` and ``frames`` matter for an empty volume).
+
+    Parameters
+    ----------
+    hr
+        HR volume ``(Z, Y, X)`` in grey units.
+    config
+        Acquisition settings.
+
+    Returns
+    -------
+    float
+        Standard deviation in grey units; 0 if ``photons`` is infinite.
+    """
+    if not math.isfinite(config.photons):
+        return 0.0
+    mu_per_value = config.mu_bone_per_mm / config.reference_value
+    mu = np.clip(np.asarray(hr.array, dtype=np.float32), 0.0, None) * mu_per_value
+    p = np.concatenate([mu.sum(axis=1).ravel(), mu.sum(axis=2).ravel()]) * hr.spacing_mm[1]
+    inside = p[p > 0]
+    mean_inverse_transmission = float(np.exp(inside).mean()) if inside.size else 1.0
+    var_p = mean_inverse_transmission / (config.photons * config.frames)
+    n_views = _projection_counts(hr.shape, config)["lr_projections"]
+    pitch_mm = hr.spacing_mm[1] * config.factor
+    interpolation = 2 / 3 - 2 / math.pi**2
+    var_mu = math.pi**2 * var_p / (12 * n_views * pitch_mm**2) * interpolation
+    return math.sqrt(var_mu) / mu_per_value
+
+
+def _quick(hr: Volume, config: AcquisitionConfig) -> tuple[np.ndarray, float]:
+    """Gaussian PSF, ``factor``-cube block average and Gaussian noise.
+
+    The PSF sigma defaults to ``0.5 * factor`` HR voxels, roughly the blur of
+    detector binning plus FBP interpolation at the LR pitch; it is applied along all
+    three axes. Returns the float32 LR array and the noise sigma used.
+    """
+    f = config.factor
+    sigma = 0.5 * f if config.quick_psf_sigma is None else config.quick_psf_sigma
+    array = np.asarray(hr.array, dtype=np.float32)
+    if sigma > 0:
+        array = ndimage.gaussian_filter(array, sigma, mode="nearest")
+    nz, ny, nx = (n // f for n in hr.shape)
+    blocks = array[: nz * f, : ny * f, : nx * f].reshape(nz, f, ny, f, nx, f)
+    lr = blocks.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
+    noise_sigma = config.quick_noise_sigma
+    if noise_sigma is None:
+        noise_sigma = fbp_noise_sigma(hr, config)
+    if noise_sigma > 0:
+        rng = np.random.default_rng(np.random.SeedSequence(config.seed))
+        lr += rng.normal(0.0, noise_sigma, size=lr.shape).astype(np.float32)
+    return lr, float(noise_sigma)

@@ -1,0 +1,69 @@
+"""The Lightning module: a model, a loss, Adam, and PSNR/SSIM on validation slices."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from microsr import __version__
+from microsr.metrics import psnr_batch, ssim_batch
+from microsr.models.factory import build_model
+from microsr.training.config import TrainConfig
+from microsr.training.losses import compute_loss
+
+CHECKPOINT_KEY = "microsr"
+
+
+class SRModule(L.LightningModule):
+    """Super-resolution training wrapper around a plain ``nn.Module``.
+
+    Parameters
+    ----------
+    config
+        ``TrainConfig`` as a plain dict (JSON types only, so checkpoints load with
+        ``torch.load(weights_only=True)``).
+    data
+        What the model needs to know about its data at prediction time: ``factor`` and
+        ``normalization`` (dict), recorded in every checkpoint.
+    """
+
+    def __init__(self, config: dict, data: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = TrainConfig.model_validate(config)
+        self.model = build_model(self.cfg.model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        lr, hr = batch
+        loss = compute_loss(self(lr), hr, self.cfg.loss)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        lr, hr = batch
+        logits = self(lr)
+        pred = torch.sigmoid(logits).float()
+        self.log("val_loss", compute_loss(logits, hr, self.cfg.loss), prog_bar=True, sync_dist=True)
+        self.log(
+            "val_psnr", psnr_batch(pred, hr, data_range=1.0).mean(), prog_bar=True, sync_dist=True
+        )
+        self.log("val_ssim", ssim_batch(pred, hr, data_range=1.0).mean(), sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Everything `predict` needs, in JSON types: the checkpoint describes itself.
+        checkpoint[CHECKPOINT_KEY] = {
+            "format_version": 1,
+            "microsr_version": __version__,
+            "model_class": type(self.model).__name__,
+            "model_config": self.cfg.model.model_dump(mode="json"),
+            "train_config": self.cfg.model_dump(mode="json"),
+            "factor": int(self.hparams["data"]["factor"]),
+            "normalization": dict(self.hparams["data"]["normalization"]),
+            "seed": self.cfg.seed,
+        }

@@ -1,0 +1,162 @@
+"""``microsr train``: one training loop (Lightning) for one CPU, one GPU or many."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from microsr.data.dataset import PatchDataset, SliceDataset, SlicePairs
+from microsr.data.prepare import load_dataset_info
+from microsr.errors import MicrosrError
+from microsr.training.config import TrainConfig
+from microsr.training.device import resolve_device
+from microsr.training.module import SRModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a training run left its outputs."""
+
+    best: Path
+    last: Path
+    metrics_csv: Path | None
+    config: TrainConfig
+
+
+class _TrainBar(TQDMProgressBar):
+    """Lightning's bar without the per-batch validation bar (one line per epoch in logs)."""
+
+    def init_validation_tqdm(self):
+        bar = super().init_validation_tqdm()
+        bar.disable = True
+        return bar
+
+
+class SRDataModule(L.LightningDataModule):
+    """Train patches from the train specimens, whole validation slices from the val ones."""
+
+    def __init__(self, dataset_dir: str | Path, config: TrainConfig) -> None:
+        super().__init__()
+        self.dataset_dir, self.cfg = Path(dataset_dir), config
+        self.info, self.splits = load_dataset_info(dataset_dir)
+        train, val, test = (set(self.splits[k]) for k in ("train", "val", "test"))
+        # The one rule that must never break: no test specimen reaches training.
+        assert not (train & test) and not (train & val), "a specimen is in train and val/test"
+        if not val:
+            raise MicrosrError(f"{dataset_dir}: the validation split is empty")
+
+    def _pairs(self, split: str) -> SlicePairs:
+        return SlicePairs(self.dataset_dir, self.info, self.splits[split])
+
+    def train_dataloader(self) -> DataLoader:
+        pairs = self._pairs("train")
+        patch = min(self.cfg.patch, *(min(s) for s in pairs.shapes))
+        if patch < self.cfg.patch:
+            log.warning("patch %d is larger than the ROI; using %d", self.cfg.patch, patch)
+        ds = PatchDataset(pairs, patch=patch, augment=self.cfg.augment)
+        return DataLoader(
+            ds,
+            batch_size=self.cfg.batch_size,
+            shuffle=True,
+            drop_last=False,
+            num_workers=self.cfg.num_workers,
+            pin_memory=False,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        ds = SliceDataset(self._pairs("val"), max_slices=self.cfg.val_max_slices)
+        # Batch 1: validation specimens may have different ROI sizes.
+        return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
+
+
+def _trainer(run_dir: Path, cfg: TrainConfig, progress: bool) -> L.Trainer:
+    device = resolve_device(cfg.device)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir,
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    callbacks = [checkpoint] + ([_TrainBar()] if progress else [])
+    return L.Trainer(
+        default_root_dir=run_dir,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
+        precision=cfg.precision,
+        max_epochs=cfg.epochs,
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
+        callbacks=callbacks,
+        logger=CSVLogger(run_dir, name="logs", version=""),
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+
+
+def train(
+    dataset_dir: str | Path,
+    run_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a model on a prepared dataset; writes ``best.ckpt``, ``last.ckpt`` and a CSV log.
+
+    Parameters
+    ----------
+    dataset_dir
+        Output of :func:`microsr.data.prepare.prepare_dataset`.
+    run_dir
+        Where checkpoints (``best.ckpt``: lowest validation loss; ``last.ckpt``), the
+        metrics log (``logs/metrics.csv``) and ``train_config.json`` go.
+    resume
+        Continue from ``run_dir/last.ckpt`` (optimizer state and epoch included) up to
+        ``config.epochs``.
+    """
+    run_dir = Path(run_dir)
+    config = config or TrainConfig()
+    last = run_dir / "last.ckpt"
+    if resume and not last.is_file():
+        raise MicrosrError(f"{run_dir}: nothing to resume (no last.ckpt)")
+    if not resume and last.is_file():
+        raise MicrosrError(f"{run_dir}: already holds a run (use --resume or another folder)")
+    if config.seed is None:  # seeds are always recorded, generated if not given
+        config = config.model_copy(update={"seed": secrets.randbelow(2**31)})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    data = SRDataModule(dataset_dir, config)
+    module = SRModule(
+        config.model_dump(mode="json"),
+        {"factor": data.info["factor"], "normalization": data.info["normalization"]},
+    )
+    (run_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
+    trainer = _trainer(run_dir, config, progress)
+    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    if not last.is_file():  # stopped by max_time before the first checkpoint
+        trainer.save_checkpoint(last)
+    best = run_dir / "best.ckpt"
+    if not best.is_file():
+        best = last
+    metrics = run_dir / "logs" / "metrics.csv"
+    log.info("training finished: %s", json.dumps({"best": str(best), "last": str(last)}))
+    return TrainResult(best, last, metrics if metrics.is_file() else None, config)

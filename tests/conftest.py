@@ -1,0 +1,56 @@
+"""Tiny synthetic LR/HR pairs shared by the tests (no external data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from microsr.data.manifest import SpecimenRow, write_manifest
+from microsr.io import write_volume
+from microsr.volume import Volume
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lhdl_3155_D_4_bc"
+
+
+def block_average(arr: np.ndarray, f: int) -> np.ndarray:
+    """Exact f x f x f block average of a (Z, Y, X) array (remainders dropped)."""
+    z, y, x = (n // f for n in arr.shape)
+    a = arr[: z * f, : y * f, : x * f].reshape(z, f, y, f, x, f)
+    return a.mean(axis=(1, 3, 5)).astype(np.float32)
+
+
+def make_pair(seed: int, shape=(8, 36, 36), spacing=0.01, f=2) -> tuple[Volume, Volume]:
+    """A smooth random 'bone-like' HR volume and its block-averaged LR partner."""
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.standard_normal(shape), 2.0)
+    hr_arr = np.where(np.abs(field) < 0.05, 1000.0, 100.0).astype(np.float32)
+    hr_arr = gaussian_filter(hr_arr, 0.7).astype(np.float32)
+    hr = Volume(hr_arr, (spacing,) * 3)
+    origin = tuple((f - 1) / 2 * spacing for _ in range(3))
+    lr = Volume(
+        block_average(hr_arr, f)
+        + rng.normal(0, 20, (shape[0] // f, shape[1] // f, shape[2] // f)).astype(np.float32),
+        (spacing * f,) * 3,
+        origin,
+    )
+    return lr, hr
+
+
+@pytest.fixture
+def pair_manifest(tmp_path: Path) -> Path:
+    """A manifest of 5 tiny specimens (.mha), two sites."""
+    rows = []
+    for i in range(5):
+        lr, hr = make_pair(i)
+        rows.append(
+            SpecimenRow(
+                f"s{i}",
+                "femur" if i < 3 else "spine",
+                write_volume(lr, tmp_path / f"s{i}_lr.mha"),
+                write_volume(hr, tmp_path / f"s{i}_hr.mha"),
+            )
+        )
+    return write_manifest(rows, tmp_path / "manifest.csv")

@@ -1,0 +1,94 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from microsr.data.prepare import PrepareConfig, prepare_dataset
+from microsr.errors import MicrosrError
+from microsr.inference.checkpoint import load_checkpoint, read_checkpoint
+from microsr.models.factory import ModelConfig
+from microsr.training.config import TrainConfig
+from microsr.training.device import resolve_device
+from microsr.training.losses import compute_loss
+from microsr.training.train import SRDataModule, train
+
+TINY = TrainConfig(
+    model=ModelConfig(width=4, depth=2),
+    epochs=2,
+    batch_size=4,
+    patch=16,
+    seed=7,
+    device="cpu",
+    val_max_slices=2,
+)
+
+
+@pytest.fixture
+def dataset(pair_manifest, tmp_path):
+    return prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24), progress=False)
+
+
+def test_train_writes_self_describing_checkpoints_and_resumes(dataset, tmp_path):
+    run = tmp_path / "run"
+    result = train(dataset, run, TINY, progress=False)
+    assert result.best == run / "best.ckpt" and result.last.is_file()
+    ckpt = read_checkpoint(result.last)  # weights_only=True load of a real checkpoint
+    meta = ckpt["microsr"]
+    assert meta["model_class"] == "UNet" and meta["factor"] == 2
+    assert meta["normalization"]["mode"] == "minmax" and meta["seed"] == 7
+    assert meta["train_config"]["lr"] == 1e-3 and meta["train_config"]["loss"] == "bce"
+    assert ckpt["epoch"] == 1 and "optimizer_states" in ckpt and "state_dict" in ckpt
+    log = pd.read_csv(result.metrics_csv)
+    assert {"train_loss", "val_loss", "val_psnr", "val_ssim"} <= set(log.columns)
+    with pytest.raises(MicrosrError, match="already holds a run"):
+        train(dataset, run, TINY, progress=False)
+    train(dataset, run, TINY.model_copy(update={"epochs": 3}), resume=True, progress=False)
+    assert read_checkpoint(run / "last.ckpt")["epoch"] == 2
+    loaded = load_checkpoint(run / "best.ckpt")
+    assert not loaded.model.training and loaded.factor == 2
+
+
+def test_seed_is_generated_and_recorded_when_not_given(dataset, tmp_path):
+    result = train(
+        dataset, tmp_path / "r", TINY.model_copy(update={"seed": None, "epochs": 1}), progress=False
+    )
+    assert isinstance(result.config.seed, int)
+    assert read_checkpoint(result.last)["microsr"]["seed"] == result.config.seed
+
+
+def test_test_specimens_never_reach_training(dataset):
+    dm = SRDataModule(dataset, TINY)
+    seen = set(dm.train_dataloader().dataset.pairs.specimens)
+    assert seen == set(dm.splits["train"]) and seen.isdisjoint(dm.splits["test"])
+    # A tampered splits file that leaks a test specimen into training is refused.
+    splits = json.loads((dataset / "splits.json").read_text())
+    splits["train"].append(splits["test"][0])
+    (dataset / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(AssertionError, match="train and val/test"):
+        SRDataModule(dataset, TINY)
+
+
+def test_resume_without_checkpoint_is_an_error(dataset, tmp_path):
+    with pytest.raises(MicrosrError, match="nothing to resume"):
+        train(dataset, tmp_path / "empty", TINY, resume=True, progress=False)
+
+
+def test_losses_analytic():
+    t = torch.tensor([0.0, 1.0, 0.5])
+    logits = torch.tensor([0.0, 0.0, 0.0])  # sigmoid = 0.5
+    assert compute_loss(logits, t, "l1").item() == pytest.approx((0.5 + 0.5 + 0) / 3)
+    assert compute_loss(logits, t, "mse").item() == pytest.approx((0.25 + 0.25) / 3)
+    assert compute_loss(logits, t, "bce").item() == pytest.approx(
+        torch.log(torch.tensor(2.0)).item()
+    )
+
+
+def test_resolve_device():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(MicrosrError, match="no CUDA"):
+            resolve_device("cuda")
+    with pytest.raises(MicrosrError, match="unknown device"):
+        resolve_device("tpu")
