@@ -1,0 +1,3 @@
+"""Batch/scale-out subcommands (reserved for the speed-and-scale work)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Model comparison subcommand (compare)."""
+
+from __future__ import annotations

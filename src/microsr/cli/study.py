@@ -1,0 +1,3 @@
+"""Study subcommands: morphometry, study, report."""
+
+from __future__ import annotations
