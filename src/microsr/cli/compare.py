@@ -1,3 +1,61 @@
 """Model comparison subcommand (compare)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from microsr.cli._app import Device, Spacing, command, parse_spacing
+from microsr.errors import MicrosrError
+
+
+@command
+def compare(
+    out_dir: Path,
+    data: Annotated[
+        Path | None, typer.Option(help="HR volume cut into z-slabs (default: phantoms)")
+    ] = None,
+    spacing: Spacing = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="an already prepared dataset instead of simulating")
+    ] = None,
+    specimens: Annotated[int, typer.Option(help="phantoms or slabs to simulate")] = 10,
+    minutes: Annotated[float, typer.Option(help="training wall time per candidate")] = 2.0,
+    epochs: Annotated[int, typer.Option(help="epoch cap per candidate")] = 10_000,
+    candidates: Annotated[
+        str | None, typer.Option(help="comma-separated subset of the default candidates")
+    ] = None,
+    tta: Annotated[bool, typer.Option(help="score with 8-fold flip/rot90 averaging")] = False,
+    seed: int = 0,
+    device: Device = "auto",
+) -> None:
+    """Train each candidate model with the same budget; table of scores on test specimens."""
+    from pydantic import ValidationError
+
+    from microsr.compare import DEFAULT_CANDIDATES, CompareConfig, make_compare_dataset, run_compare
+
+    known = {c.name: c for c in DEFAULT_CANDIDATES}
+    chosen = tuple(known) if candidates is None else tuple(candidates.split(","))
+    unknown = [c for c in chosen if c not in known]
+    if unknown:
+        raise MicrosrError(f"--candidates: unknown {unknown}; choose from {list(known)}")
+    try:
+        cfg = CompareConfig(
+            candidates=tuple(known[c] for c in chosen),
+            minutes=minutes,
+            epochs=epochs,
+            seed=seed,
+            tta=tta,
+            device=device,
+        )
+    except ValidationError as exc:
+        raise MicrosrError(f"compare options: {exc.errors()[0]['msg']}") from None
+    if dataset is None:
+        dataset = make_compare_dataset(
+            out_dir, data=data, spacing_mm=parse_spacing(spacing), n_specimens=specimens, seed=seed
+        )
+    result = run_compare(dataset, out_dir, cfg, progress=False)
+    typer.echo(result.markdown)
+    typer.echo(f"\ntables: {out_dir / 'table.md'}  {out_dir / 'table.csv'}")

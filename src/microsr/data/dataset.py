@@ -13,12 +13,19 @@ from torch.utils.data import Dataset
 class SlicePairs:
     """Index of ``(specimen, slice)`` pairs across specimens of a prepared dataset.
 
-    The ``.npy`` files are opened lazily with ``mmap_mode="r"`` (once per worker process),
+    With ``context = k > 0`` (2.5D input) the LR side of a pair is the stack of LR slices
+    ``i - k .. i + k`` of the same specimen, clamped at its ends (the prepared ``lr.npy``
+    holds the paired slices in z order). The ``.npy`` files are opened lazily with ``mmap_mode="r"`` (once per worker process),
     so nothing but the requested slice is read.
     """
 
-    def __init__(self, dataset_dir: str | Path, info: dict, specimens: list[str]) -> None:
+    def __init__(
+        self, dataset_dir: str | Path, info: dict, specimens: list[str], *, context: int = 0
+    ) -> None:
+        if context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
         self.dataset_dir = Path(dataset_dir)
+        self.context = context
         self.specimens = list(specimens)
         counts = [info["specimens"][s]["n_slices"] for s in self.specimens]
         self.spec_index = np.repeat(np.arange(len(self.specimens)), counts)
@@ -42,16 +49,30 @@ class SlicePairs:
         ]
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``i``-th (LR, HR) slice pair, each ``(H, W)`` memory-mapped float32 in [0, 1]."""
+        """The ``i``-th (LR, HR) slice pair, float32 in [0, 1].
+
+        LR is ``(H, W)`` (memory-mapped) without context, ``(2k + 1, H, W)`` with it; HR is
+        ``(H, W)``.
+        """
         lr, hr = self._arrays[self.spec_index[i]]
-        k = self.slice_index[i]
-        return lr[k], hr[k]
+        k = int(self.slice_index[i])
+        if not self.context:
+            return lr[k], hr[k]
+        index = np.clip(np.arange(k - self.context, k + self.context + 1), 0, len(lr) - 1)
+        return np.asarray(lr[index]), hr[k]
+
+
+def _channels(array: np.ndarray) -> torch.Tensor:
+    """``(H, W) -> (1, H, W)``; a ``(C, H, W)`` stack is kept as it is."""
+    tensor = torch.from_numpy(array)
+    return tensor[None] if tensor.ndim == 2 else tensor
 
 
 class PatchDataset(Dataset):
     """Random square patches, one per slice per epoch, with optional flips/rot90.
 
-    Returns ``(lr, hr)`` tensors of shape ``(1, patch, patch)``. Randomness comes from
+    Returns ``(lr, hr)`` tensors of shape ``(C, patch, patch)`` and ``(1, patch, patch)``
+    (``C = 2k + 1`` with 2.5D context, else 1). Randomness comes from
     torch's global generator, which Lightning seeds per worker.
     """
 
@@ -66,11 +87,11 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = self.pairs.pair(i)
-        h, w = lr.shape
+        h, w = lr.shape[-2:]
         y = int(torch.randint(0, h - self.patch + 1, ()))
         x = int(torch.randint(0, w - self.patch + 1, ()))
-        a = torch.from_numpy(np.array(lr[y : y + self.patch, x : x + self.patch]))[None]
-        b = torch.from_numpy(np.array(hr[y : y + self.patch, x : x + self.patch]))[None]
+        a = _channels(np.array(lr[..., y : y + self.patch, x : x + self.patch]))
+        b = _channels(np.array(hr[y : y + self.patch, x : x + self.patch]))
         if self.augment:
             k = int(torch.randint(0, 4, ()))
             a, b = torch.rot90(a, k, (1, 2)), torch.rot90(b, k, (1, 2))
@@ -95,4 +116,4 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = self.pairs.pair(int(self.index[i]))
-        return torch.from_numpy(np.array(lr))[None], torch.from_numpy(np.array(hr))[None]
+        return _channels(np.array(lr)), _channels(np.array(hr))

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
 from microsr.data.normalize import NormalizationConfig, slice_ranges
 from microsr.data.upsample import upsample_bilinear
+from microsr.inference.augment import tta_images
 from microsr.inference.checkpoint import LoadedModel, load_checkpoint
+from microsr.inference.engine import PredictOptions, predict_stream
+from microsr.inference.reader import open_slices
 from microsr.inference.tiling import predict_tiled
-from microsr.io import read_volume, write_volume
 from microsr.pairing.geometry import hr_grid_origin
 from microsr.training.device import resolve_device
 from microsr.volume import Volume
@@ -30,11 +31,23 @@ log = logging.getLogger(__name__)
 
 
 def model_images(
-    loaded: LoadedModel, x: torch.Tensor, *, tile: int = 512, overlap: int = 32
+    loaded: LoadedModel,
+    x: torch.Tensor,
+    *,
+    tile: int = 512,
+    overlap: int = 32,
+    tta: bool = False,
 ) -> torch.Tensor:
-    """Model image ``sigmoid(logits)`` in [0, 1] for normalised ``(N, 1, H, W)`` input."""
+    """Model image ``sigmoid(logits)`` in [0, 1] for normalised ``(N, C, H, W)`` input.
+
+    ``C`` is 1, or ``2k + 1`` neighbouring slices for a 2.5D model (see
+    :func:`context_stack`). ``tta=True`` averages the 8 flips/rotations of each tile
+    (:func:`microsr.inference.augment.tta_images`; 8x the compute).
+    """
 
     def fn(t: torch.Tensor) -> torch.Tensor:
+        if tta:
+            return tta_images(lambda u: torch.sigmoid(loaded.model(u)), t)
         return torch.sigmoid(loaded.model(t))
 
     with torch.inference_mode():
@@ -92,29 +105,23 @@ def predict_file(
     *,
     spacing_mm: float | None = None,
     device: str = "auto",
-    batch_size: int = 8,
-    tile: int = 512,
+    batch_size: int | None = None,
+    tile: int | None = None,
     progress: bool = True,
+    options: PredictOptions | None = None,
 ) -> Path:
-    """Read an LR volume file, predict, write the SR volume (atomically) in its format."""
+    """Read an LR volume file slice by slice, predict, write the SR volume incrementally.
+
+    Memory stays bounded by a few batches for TIFF/MetaImage/NIfTI inputs and TIFF/MetaImage
+    outputs (:mod:`microsr.inference.reader`, :mod:`microsr.inference.writer`); the output
+    appears atomically, only when complete. ``batch_size`` and ``tile``, when given,
+    override those of ``options`` (:class:`microsr.inference.engine.PredictOptions`).
+    """
+    opts = options or PredictOptions()
+    update = {k: v for k, v in (("batch_size", batch_size), ("tile", tile)) if v is not None}
+    opts = opts.model_copy(update=update)
     loaded = load_checkpoint(checkpoint, device=resolve_device(device))
-    lr = read_volume(lr_path, spacing_mm=spacing_mm)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    f = loaded.factor
-    scratch = out_path.parent / f".{out_path.name}.partial.npy"
-    try:
-        buf = open_memmap(
-            scratch,
-            mode="w+",
-            dtype=np.float32,
-            shape=(lr.shape[0], lr.shape[1] * f, lr.shape[2] * f),
-        )
-        sr = predict_volume(
-            loaded, lr, batch_size=batch_size, tile=tile, out=buf, progress=progress
-        )
-        written = write_volume(sr, out_path)
-    finally:
-        scratch.unlink(missing_ok=True)
-    log.info("wrote %s %s spacing %s mm", written, sr.shape, sr.spacing_mm)
+    source = open_slices(lr_path, spacing_mm=spacing_mm)
+    written = predict_stream(loaded, source, out_path, options=opts, progress=progress)
+    log.info("wrote %s %s", written, source.shape)
     return written

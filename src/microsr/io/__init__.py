@@ -24,6 +24,7 @@ from microsr.io.itk_formats import (
     read_itk_file,
     write_itk_file,
 )
+from microsr.io.scanco import SCANCO_FORMATS, read_scanco_file, write_scanco_file
 from microsr.io.tiff import (
     TIFF_SUFFIXES,
     list_slices,
@@ -46,10 +47,12 @@ Supported volume formats (chosen by extension):
   .tif .tiff       multi-page TIFF (ImageJ-compatible; spacing, origin, calibration kept)
   .nii .nii.gz     NIfTI
   .mha .mhd        MetaImage
-  .nrrd .nhdr      NRRD"""
+  .nrrd .nhdr      NRRD
+  .isq .aim        Scanco (itk-ioscanco): native values and density calibration kept;
+                   ISQ is written for integer data only (float32: use .aim)"""
 
 _SUPPORTED_SHORT = "a folder of TIFF slices or a DICOM series, " + ", ".join(
-    (*TIFF_SUFFIXES, *ITK_FORMATS)
+    (*TIFF_SUFFIXES, *ITK_FORMATS, *SCANCO_FORMATS)
 )
 
 
@@ -134,6 +137,8 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
             write_tiff_file(volume, path)
         elif suffix in ITK_FORMATS:
             write_itk_file(volume, path, suffix)
+        elif suffix in SCANCO_FORMATS:
+            write_scanco_file(volume, path, suffix)
         else:
             raise InputFileError(path, f"unknown output type {suffix!r}; use {_SUPPORTED_SHORT}")
     except (OSError, RuntimeError) as exc:  # RuntimeError: SimpleITK's write errors
@@ -158,6 +163,8 @@ def _read(path: Path) -> tuple[np.ndarray, dict]:
         return read_tiff_file(path)
     if suffix in ITK_FORMATS:
         return read_itk_file(path, suffix)
+    if suffix in SCANCO_FORMATS:
+        return read_scanco_file(path, suffix)
     kind = repr(suffix) if suffix else "(no extension)"
     raise InputFileError(path, f"unknown file type {kind}; supported: {_SUPPORTED_SHORT}")
 

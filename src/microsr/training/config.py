@@ -24,7 +24,8 @@ class TrainConfig(BaseModel):
     epochs: int = Field(100, ge=1)
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
     lr: float = Field(1e-3, gt=0)
-    loss: Literal["bce", "l1", "mse"] = "bce"
+    loss: Literal["bce", "l1", "mse", "ssim", "l1_ssim"] = "bce"
+    grad_weight: float = Field(0.0, ge=0, description="weight of the edge (gradient L1) term")
     batch_size: int = Field(8, ge=1)
     patch: int = Field(96, ge=16)
     augment: bool = True

@@ -1,8 +1,18 @@
 """Training losses on logits against [0, 1] targets.
 
-``bce`` (the paper's "cross-entropy"): binary cross-entropy on the sigmoid output, computed
-from logits for numerical stability. ``l1`` and ``mse`` compare ``sigmoid(logits)`` with the
-target. The model's image is always ``sigmoid(logits)``, whatever the loss.
+The model's image is always ``p = sigmoid(logits)``, whatever the loss:
+
+* ``bce`` (the paper's "cross-entropy"): binary cross-entropy of ``p``, computed from the
+  logits for numerical stability;
+* ``l1``, ``mse``: mean absolute / squared error of ``p``;
+* ``ssim``: ``1 - SSIM(p, target)`` (Wang et al. 2004, doi:10.1109/TIP.2003.819861; 11 x 11
+  Gaussian window, ``data_range = 1``);
+* ``l1_ssim``: ``(1 - a) L1 + a (1 - SSIM)`` with ``a = 0.84``, the mix of Zhao, Gallo,
+  Frosio & Kautz (2017), "Loss Functions for Image Restoration with Neural Networks",
+  doi:10.1109/TCI.2016.2644865 (who used MS-SSIM; single-scale SSIM here).
+
+Any of them takes an optional edge term ``grad_weight * L1(grad p, grad target)`` on forward
+differences along Y and X, which penalises the smoothed edges that pixel losses tolerate.
 """
 
 from __future__ import annotations
@@ -12,15 +22,52 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-LossName = Literal["bce", "l1", "mse"]
+from microsr.metrics import ssim_batch
+
+LossName = Literal["bce", "l1", "mse", "ssim", "l1_ssim"]
+LOSS_NAMES: tuple[str, ...] = ("bce", "l1", "mse", "ssim", "l1_ssim")
+SSIM_MIX = 0.84  # Zhao et al. 2017's weight of the (MS-)SSIM term
 
 
-def compute_loss(logits: torch.Tensor, target: torch.Tensor, name: LossName) -> torch.Tensor:
-    """Mean loss over all pixels. ``logits`` and ``target`` have the same shape."""
+def gradient_l1(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of forward differences along Y and X, ``(..., H, W)``."""
+    dy = (image[..., 1:, :] - image[..., :-1, :]) - (target[..., 1:, :] - target[..., :-1, :])
+    dx = (image[..., :, 1:] - image[..., :, :-1]) - (target[..., :, 1:] - target[..., :, :-1])
+    return 0.5 * (dy.abs().mean() + dx.abs().mean())
+
+
+def _pixel_loss(logits: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
     if name == "bce":
         return F.binary_cross_entropy_with_logits(logits, target)
+    image = torch.sigmoid(logits)
     if name == "l1":
-        return F.l1_loss(torch.sigmoid(logits), target)
+        return F.l1_loss(image, target)
     if name == "mse":
-        return F.mse_loss(torch.sigmoid(logits), target)
-    raise ValueError(f"unknown loss {name!r}")
+        return F.mse_loss(image, target)
+    if name == "ssim":
+        return 1 - ssim_batch(image, target, data_range=1.0, reduction="mean")
+    if name == "l1_ssim":
+        dssim = 1 - ssim_batch(image, target, data_range=1.0, reduction="mean")
+        return (1 - SSIM_MIX) * F.l1_loss(image, target) + SSIM_MIX * dssim
+    raise ValueError(f"unknown loss {name!r}; use one of {', '.join(LOSS_NAMES)}")
+
+
+def compute_loss(
+    logits: torch.Tensor, target: torch.Tensor, name: LossName, *, grad_weight: float = 0.0
+) -> torch.Tensor:
+    """Scalar loss of ``sigmoid(logits)`` against ``target``.
+
+    Parameters
+    ----------
+    logits, target
+        Same shape, ``(N, 1, H, W)``; ``target`` in [0, 1]. The SSIM losses need
+        ``H, W >= 11``.
+    name
+        One of :data:`LOSS_NAMES` (see the module docstring).
+    grad_weight
+        Weight of the edge term :func:`gradient_l1` on ``sigmoid(logits)``; 0 disables it.
+    """
+    loss = _pixel_loss(logits, target, name)
+    if grad_weight:
+        loss = loss + grad_weight * gradient_l1(torch.sigmoid(logits), target)
+    return loss

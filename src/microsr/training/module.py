@@ -38,7 +38,7 @@ class SRModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         lr, hr = batch
-        loss = compute_loss(self(lr), hr, self.cfg.loss)
+        loss = compute_loss(self(lr), hr, self.cfg.loss, grad_weight=self.cfg.grad_weight)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
@@ -46,7 +46,8 @@ class SRModule(L.LightningModule):
         lr, hr = batch
         logits = self(lr)
         pred = torch.sigmoid(logits).float()
-        self.log("val_loss", compute_loss(logits, hr, self.cfg.loss), prog_bar=True, sync_dist=True)
+        val_loss = compute_loss(logits, hr, self.cfg.loss, grad_weight=self.cfg.grad_weight)
+        self.log("val_loss", val_loss, prog_bar=True, sync_dist=True)
         self.log(
             "val_psnr", psnr_batch(pred, hr, data_range=1.0).mean(), prog_bar=True, sync_dist=True
         )
@@ -59,6 +60,8 @@ class SRModule(L.LightningModule):
         # Everything `predict` needs, in JSON types: the checkpoint describes itself.
         checkpoint[CHECKPOINT_KEY] = {
             "format_version": 1,
+            # 2.5D models read 2k + 1 neighbouring LR slices; predict rebuilds that stack.
+            "context_slices": self.cfg.model.context_slices,
             "microsr_version": __version__,
             "model_class": type(self.model).__name__,
             "model_config": self.cfg.model.model_dump(mode="json"),

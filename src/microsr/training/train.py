@@ -57,7 +57,8 @@ class SRDataModule(L.LightningDataModule):
             raise MicrosrError(f"{dataset_dir}: the validation split is empty")
 
     def _pairs(self, split: str) -> SlicePairs:
-        return SlicePairs(self.dataset_dir, self.info, self.splits[split])
+        context = self.cfg.model.context_slices  # 2.5D: neighbouring LR slices as channels
+        return SlicePairs(self.dataset_dir, self.info, self.splits[split], context=context)
 
     def train_dataloader(self) -> DataLoader:
         pairs = self._pairs("train")

@@ -1,0 +1,67 @@
+"""Slice-wise bone area fraction BA/TA.
+
+BA is the number of bone pixels of a slice inside the total area, TA the number of
+pixels of the total area (the filled periosteal envelope or the whole ROI, see
+:class:`~microsr.morphometry.segment.MorphometryConfig`). Nomenclature of Bouxsein et al.
+2010, doi:10.1002/jbmr.141.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from microsr.morphometry.segment import MorphometryConfig, periosteal_envelope
+
+
+def total_area_mask(
+    bone: np.ndarray, config: MorphometryConfig, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """TA mask ``(N, Y, X)`` bool for bone mask ``bone``: envelope or ROI, within ``mask``."""
+    roi = np.ones(bone.shape, bool) if mask is None else np.asarray(mask, bool)
+    if config.ta == "roi":
+        return roi
+    return periosteal_envelope(bone & roi, closing_vox=config.closing_vox) & roi
+
+
+def bone_area_fraction(
+    bone: np.ndarray,
+    ta_mask: np.ndarray,
+    *,
+    pixel_area_mm2: float = 1.0,
+    slices: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One row per slice: ``slice, ba, ta, ba_ta, ba_mm2, ta_mm2``.
+
+    Parameters
+    ----------
+    bone, ta_mask
+        ``(N, Y, X)`` bool masks; BA counts ``bone & ta_mask``.
+    pixel_area_mm2
+        In-plane pixel area in mm2 (for the ``*_mm2`` columns).
+    slices
+        ``(N,)`` slice indices to report (default ``0..N-1``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``ba``, ``ta`` in pixels; ``ba_ta`` is NaN where TA is empty.
+    """
+    bone = np.asarray(bone, bool)
+    ta_mask = np.asarray(ta_mask, bool)
+    if bone.shape != ta_mask.shape:
+        raise ValueError(f"bone {bone.shape} and TA mask {ta_mask.shape} shapes differ")
+    ba = (bone & ta_mask).reshape(len(bone), -1).sum(axis=1)
+    ta = ta_mask.reshape(len(bone), -1).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(ta > 0, ba / np.maximum(ta, 1), np.nan)
+    return pd.DataFrame(
+        {
+            "slice": np.arange(len(bone)) if slices is None else np.asarray(slices),
+            "ba": ba,
+            "ta": ta,
+            "ba_ta": frac,
+            "ba_mm2": ba * pixel_area_mm2,
+            "ta_mm2": ta * pixel_area_mm2,
+        }
+    )
