@@ -40,6 +40,8 @@ def test_summary_files_and_table(tmp_path):
     assert "psnr_sr" not in saved
     assert (tmp_path / "ev/slices.csv").read_text().startswith("specimen,lr_slice,hr_slice,psnr_lr")
     assert "s1" in format_summary(summary)
+    per = (tmp_path / "ev/specimens.csv").read_text().splitlines()
+    assert per[0].startswith("specimen,psnr_lr") and per[1].startswith("s1,")
 
 
 def test_summarize_means_per_specimen():

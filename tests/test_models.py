@@ -84,7 +84,7 @@ def test_model_config_defaults_and_validation():
     config = ModelConfig()
     assert (config.name, config.width, config.depth, config.norm) == ("unet", 16, 3, "batch")
     with pytest.raises(pydantic.ValidationError):
-        ModelConfig(name="rcan")
+        ModelConfig(name="srgan")  # "rcan" and "unet_residual" are valid
     with pytest.raises(pydantic.ValidationError):
         ModelConfig(widht=8)  # extra fields forbidden
     with pytest.raises(pydantic.ValidationError):

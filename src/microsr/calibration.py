@@ -156,3 +156,46 @@ def _converted(volume: Volume, values: np.ndarray, cal: Calibration | None, unit
     meta = {**volume.metadata, "value_units": units}
     logger.info("converted %s to %s", volume.metadata.get("source", "volume"), units)
     return volume.with_array(np.asarray(values, np.float32), calibration=cal, metadata=meta)
+
+
+def describe_volume(volume: Volume) -> dict:
+    """JSON-ready summary: shape, dtype, spacing, origin, value range, calibration.
+
+    Keys: ``shape`` (Z, Y, X), ``dtype``, ``spacing_mm`` and ``origin_mm`` (z, y, x),
+    ``value_range``, ``value_units``, ``calibration`` (``slope``, ``intercept``,
+    ``units``, ``mu_scaling``, ``mu_water``; ``None`` if uncalibrated) and
+    ``density_range_mgha`` when calibrated.
+    """
+    arr = np.asarray(volume.array)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (None, None)
+    cal = volume.calibration
+    info = {
+        "path": str(volume.metadata.get("source", "")),
+        "shape": list(volume.shape),
+        "dtype": str(arr.dtype),
+        "spacing_mm": list(volume.spacing_mm),
+        "origin_mm": list(volume.origin_mm),
+        "value_range": [lo, hi],
+        "value_units": value_units(volume),
+        "calibration": None,
+    }
+    if cal is not None:
+        keys = ("slope", "intercept", "units", "mu_scaling", "mu_water")
+        info["calibration"] = {k: getattr(cal, k) for k in keys}
+        if lo is not None:
+            info["density_range_mgha"] = [float(cal.apply(np.array([lo, hi]))[i]) for i in (0, 1)]
+    return info
+
+
+def format_info(info: dict) -> str:
+    """Human-readable lines of :func:`describe_volume`'s dict."""
+    lines = [f"{k:<18} {v}" for k, v in info.items() if k != "calibration"]
+    cal = info["calibration"]
+    if cal is None:
+        lines.append(f"{'calibration':<18} none (values are not density)")
+    else:
+        lines.append(
+            f"{'calibration':<18} density = {cal['slope']:.6g} * value + {cal['intercept']:.6g}"
+            f" [{cal['units']}]; mu_scaling {cal['mu_scaling']}, mu_water {cal['mu_water']}"
+        )
+    return "\n".join(lines)

@@ -135,12 +135,15 @@ def summarize(slices: pd.DataFrame) -> dict:
 
 
 def write_evaluation(slices: pd.DataFrame, out_dir: str | Path) -> dict:
-    """Write ``slices.csv`` and ``summary.json`` into ``out_dir`` (each atomically)."""
+    """Write ``slices.csv``, ``specimens.csv`` and ``summary.json`` into ``out_dir`` (atomically)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(slices)
     with atomic_path(out_dir / "slices.csv") as tmp:
         slices.to_csv(tmp, index=False, float_format="%.6f")
+    per_specimen = pd.DataFrame.from_dict(summary["per_specimen"], orient="index")
+    with atomic_path(out_dir / "specimens.csv") as tmp:
+        per_specimen.rename_axis("specimen").to_csv(tmp, float_format="%.6f")
     with atomic_path(out_dir / "summary.json") as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2, allow_nan=True))
     return summary

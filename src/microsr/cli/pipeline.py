@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Annotated
 
@@ -81,6 +82,15 @@ def prepare(
     roi: Annotated[int, typer.Option(help="bone-centred ROI side, HR voxels")] = 400,
     splits: Annotated[Path | None, typer.Option(help="your own splits.json")] = None,
     overwrite: bool = False,
+    register: Annotated[
+        bool, typer.Option(help="rigidly register each LR scan onto its HR scan first")
+    ] = False,
+    tolerance: Annotated[
+        float, typer.Option(help="allowed LR/HR misalignment, LR voxels (refused beyond)")
+    ] = 1.0,
+    units: Annotated[
+        str, typer.Option(help="native | mgha: convert to mg HA/cm3 before normalising")
+    ] = "native",
 ) -> None:
     """Check LR/HR pairs, cut, upsample and normalise slice pairs, split specimens."""
     from pydantic import ValidationError
@@ -94,7 +104,19 @@ def prepare(
         )
     except ValidationError as exc:
         raise MicrosrError(f"--normalize/--window: {exc.errors()[0]['msg']}") from None
-    cfg = PrepareConfig(roi=roi, normalization=norm, split_seed=split_seed, split_file=splits)
+    if units not in ("native", "mgha"):
+        raise MicrosrError(f"--units {units!r}: use native or mgha")
+    if not tolerance > 0:
+        raise MicrosrError(f"--tolerance {tolerance}: give a positive number of LR voxels")
+    cfg = PrepareConfig(
+        roi=roi,
+        normalization=norm,
+        split_seed=split_seed,
+        split_file=splits,
+        register_lr=register,
+        tolerance_lr_voxels=tolerance,
+        units=units,  # type: ignore[arg-type]
+    )
     typer.echo(prepare_dataset(manifest, out_dir, cfg, overwrite=overwrite))
 
 
@@ -105,7 +127,12 @@ def train(
     epochs: int = 100,
     max_minutes: float | None = None,
     lr: float = 1e-3,
-    loss: Annotated[str, typer.Option(help="bce (paper) | l1 | mse")] = "bce",
+    loss: Annotated[str, typer.Option(help="bce (paper) | l1 | mse | ssim | l1_ssim")] = "bce",
+    grad_weight: Annotated[float, typer.Option(help="weight of an edge (gradient L1) term")] = 0.0,
+    model: Annotated[
+        str, typer.Option(help="unet (paper) | unet_residual | rcan; see microsr compare")
+    ] = "unet",
+    context: Annotated[int, typer.Option(help="2.5D: neighbouring LR slices each side")] = 0,
     batch_size: int = 8,
     patch: int = 96,
     device: Device = "auto",
@@ -115,8 +142,9 @@ def train(
     seed: int | None = None,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
     precision: Annotated[str, typer.Option(help="32 | 16-mixed | bf16-mixed")] = "32",
-    devices: int = 1,
-    num_nodes: int = 1,
+    devices: Annotated[int, typer.Option(help="GPUs (or CPU processes) per node; >1: DDP")] = 1,
+    num_nodes: Annotated[int, typer.Option(help="nodes (torchrun / SLURM), DDP")] = 1,
+    accumulate: Annotated[int, typer.Option(help="batches per optimizer step")] = 1,
 ) -> None:
     """Train a U-Net on a prepared dataset (writes best.ckpt and last.ckpt)."""
     from pydantic import ValidationError
@@ -125,13 +153,17 @@ def train(
     from microsr.training.config import TrainConfig
     from microsr.training.train import train as run_train
 
+    names = typing.get_args(ModelConfig.model_fields["name"].annotation)
+    if model not in names:
+        raise MicrosrError(f"--model {model!r}: use one of {', '.join(names)}")
     try:
         cfg = TrainConfig(
-            model=ModelConfig(width=width, depth=depth),
+            model=ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1),
             epochs=epochs,
             max_minutes=max_minutes,
             lr=lr,
             loss=loss,
+            grad_weight=grad_weight,
             batch_size=batch_size,
             patch=patch,
             device=device,
@@ -140,6 +172,7 @@ def train(
             precision=precision,
             devices=devices,
             num_nodes=num_nodes,
+            accumulate=accumulate,
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -151,26 +184,67 @@ def train(
 @command
 def predict(
     checkpoint: Path,
-    lr_volume: Path,
-    out_volume: Path,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="LR_VOLUME OUT_VOLUME, or LR volumes with --out-dir"),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option(help="batch: write each input here, under its own name")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="batch: CSV with columns input,output[,spacing_mm]")
+    ] = None,
+    out_suffix: Annotated[
+        str | None, typer.Option(help="batch with --out-dir: output format, e.g. .mha")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="batch: redo existing outputs")] = False,
     spacing: Spacing = None,
     device: Device = "auto",
     batch_size: int = 8,
     tile: Annotated[int, typer.Option(help="tile side (HR px) for large slices")] = 512,
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA) | 32 | bf16 | 16")] = "auto",
+    compile: Annotated[bool, typer.Option(help="torch.compile the model")] = False,
+    tta: Annotated[bool, typer.Option(help="average 8 flips/rotations (8x slower)")] = False,
 ) -> None:
-    """Super-resolve an LR volume with a trained checkpoint."""
+    """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint."""
+    from pydantic import ValidationError
+
+    from microsr.inference.batch import jobs_for_folder, predict_batch, read_predict_manifest
+    from microsr.inference.engine import PredictOptions
     from microsr.inference.predict import predict_file
 
-    typer.echo(
-        predict_file(
-            checkpoint,
-            lr_volume,
-            out_volume,
-            spacing_mm=parse_spacing(spacing),
-            device=device,
-            batch_size=batch_size,
-            tile=tile,
+    paths = paths or []
+    try:
+        opts = PredictOptions(
+            batch_size=batch_size, tile=tile, precision=precision, compile=compile, tta=tta
         )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise MicrosrError(f"--{'-'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    if manifest is None and out_dir is None:
+        if len(paths) != 2:
+            raise MicrosrError(
+                "use: microsr predict CKPT LR OUT, CKPT LR... --out-dir DIR, or CKPT --manifest CSV"
+            )
+        sp = parse_spacing(spacing)
+        typer.echo(predict_file(checkpoint, *paths, spacing_mm=sp, device=device, options=opts))
+        return
+    if manifest is not None and (paths or out_dir is not None):
+        raise MicrosrError("--manifest takes no LR volumes and no --out-dir")
+    if manifest is not None:
+        jobs = read_predict_manifest(manifest)
+    else:
+        if not paths:
+            raise MicrosrError("--out-dir needs one or more LR volumes")
+        jobs = jobs_for_folder(paths, out_dir, suffix=out_suffix)
+        sp = parse_spacing(spacing)
+        if sp is not None:
+            from dataclasses import replace
+
+            jobs = [replace(j, spacing_mm=sp) for j in jobs]
+    done = predict_batch(checkpoint, jobs, device=device, options=opts, overwrite=overwrite)
+    typer.echo(
+        f"written: {len(done['written'])}  skipped (already complete): {len(done['skipped'])}"
     )
 
 

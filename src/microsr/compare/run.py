@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from microsr.compare.candidates import Candidate, CompareConfig
@@ -18,7 +19,7 @@ from microsr.errors import MicrosrError
 from microsr.inference.checkpoint import load_checkpoint
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_path
-from microsr.models.factory import build_model, count_parameters
+from microsr.models.factory import count_parameters
 from microsr.simulate import AcquisitionConfig
 from microsr.training.config import TrainConfig
 from microsr.training.device import resolve_device
@@ -26,7 +27,13 @@ from microsr.training.train import train
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CompareResult", "make_compare_dataset", "run_compare"]
+__all__ = [
+    "CompareResult",
+    "make_compare_dataset",
+    "run_compare",
+    "score_runs",
+    "train_candidates",
+]
 
 # More test specimens than the default split: the paired tests need them.
 COMPARE_FRACTIONS = (0.5, 0.2, 0.3)
@@ -54,15 +61,17 @@ def make_compare_dataset(
     """Simulated LR/HR pairs -> a prepared dataset in ``out_dir/dataset``.
 
     Phantom specimens (``data=None``) or ``n_specimens`` z-slabs of the HR volume ``data``
-    (pseudo-specimens), split by specimen 50/20/30 % into train/val/test.
+    (pseudo-specimens), split by specimen 50/20/30 % into train/val/test. A dataset
+    already prepared there is reused.
     """
     out_dir = Path(out_dir)
+    if (out_dir / "dataset" / "dataset.json").is_file():
+        log.info("compare: reusing the prepared dataset %s", out_dir / "dataset")
+        return out_dir / "dataset"
     acq = AcquisitionConfig(seed=seed)
     if data is None:
         specimens = phantom_specimens(n_specimens, seed=seed)
     else:
-        import numpy as np
-
         hr = read_volume(data, spacing_mm=spacing_mm)
         ref = float(np.percentile(np.asarray(hr.array, np.float32), 99.5))
         acq = acq.model_copy(update={"reference_value": max(ref, 1e-6)})
@@ -88,10 +97,26 @@ def _train_config(candidate: Candidate, config: CompareConfig) -> TrainConfig:
     )
 
 
-def _epochs(metrics_csv: Path | None) -> int:
-    if metrics_csv is None:
+def _epochs(metrics_csv: Path) -> int:
+    if not metrics_csv.is_file():
         return 0
     return int(pd.read_csv(metrics_csv)["epoch"].max()) + 1
+
+
+def _interleaved_timing(
+    models: dict, shape: tuple[int, int], *, tta: bool, rounds: int = 3
+) -> dict[str, float]:
+    """Best-of-``rounds`` seconds per slice of each model, timed round-robin.
+
+    Interleaving spreads the load of a shared machine over all candidates alike, so the
+    ratios are fairer than timing one model after the other.
+    """
+    best = {name: float("inf") for name in models}
+    for _ in range(rounds):
+        for name, loaded in models.items():
+            t = time_prediction(loaded, shape, tta=tta, repeats=1)
+            best[name] = min(best[name], t)
+    return best
 
 
 def _write(out_dir: Path, result: CompareResult) -> None:
@@ -102,42 +127,57 @@ def _write(out_dir: Path, result: CompareResult) -> None:
         Path(tmp).write_text(result.markdown + "\n")
 
 
-def run_compare(
-    dataset_dir: str | Path,
-    out_dir: str | Path,
-    config: CompareConfig | None = None,
-    *,
-    progress: bool = False,
-) -> CompareResult:
-    """Train each candidate, score it and bilinear on the test specimens, tabulate.
+def _trained(run_dir: Path, wanted: TrainConfig) -> bool:
+    """Whether ``run_dir`` already holds a finished run of ``wanted`` (then it is reused)."""
+    saved = run_dir / "train_config.json"
+    if not (run_dir / "best.ckpt").is_file() or not saved.is_file():
+        return False
+    if TrainConfig.model_validate_json(saved.read_text()) != wanted:
+        raise MicrosrError(f"{run_dir}: holds a run with another config (remove it to retrain)")
+    return True
 
-    Writes ``runs/<candidate>/`` (checkpoints), ``slices.csv``, ``table.csv`` (long:
-    level, candidate, metric, mean, CI, paired tests vs bilinear and vs the reference),
-    ``runs.csv`` (epochs reached, parameters, prediction time) and ``table.md``.
-    """
-    config = config or CompareConfig()
+
+def train_candidates(
+    dataset_dir: str | Path, out_dir: str | Path, config: CompareConfig, *, progress: bool = False
+) -> None:
+    """Train every candidate into ``out_dir/runs/<name>``; finished matching runs are reused."""
+    for candidate in config.candidates:
+        run_dir = Path(out_dir) / "runs" / candidate.name
+        wanted = _train_config(candidate, config)
+        if _trained(run_dir, wanted):
+            log.info("compare: reusing %s", run_dir)
+            continue
+        log.info("compare: training %s", candidate.name)
+        train(dataset_dir, run_dir, wanted, progress=progress)
+
+
+def score_runs(
+    dataset_dir: str | Path, out_dir: str | Path, config: CompareConfig
+) -> CompareResult:
+    """Score bilinear and every trained candidate on the test specimens; write the tables."""
     out_dir = Path(out_dir)
-    if (out_dir / "runs").exists():
-        raise MicrosrError(f"{out_dir}: already holds a comparison (use another folder)")
     info, splits = load_dataset_info(dataset_dir)
     if not splits["test"]:
         raise MicrosrError(f"{dataset_dir}: the test split is empty")
     shape = tuple(info["specimens"][splits["test"][0]]["crop_yxhw"][2:])
     frames = [score_split(dataset_dir, info, splits["test"], None, name=BILINEAR)]
-    runs = []
+    models = {}
     for candidate in config.candidates:
-        log.info("compare: training %s", candidate.name)
-        result = train(dataset_dir, out_dir / "runs" / candidate.name,
-                       _train_config(candidate, config), progress=progress)  # fmt: skip
-        loaded = load_checkpoint(result.best, device=resolve_device(config.device))
+        run_dir = out_dir / "runs" / candidate.name
+        loaded = load_checkpoint(run_dir / "best.ckpt", device=resolve_device(config.device))
         frames.append(score_split(dataset_dir, info, splits["test"], loaded,
                                   name=candidate.name, tta=config.tta))  # fmt: skip
-        runs.append({
-            "candidate": candidate.name,
-            "epochs": _epochs(result.metrics_csv),
-            "params": count_parameters(build_model(candidate.model)),
-            "s_per_slice": time_prediction(loaded, shape, tta=config.tta),
-        })  # fmt: skip
+        models[candidate.name] = loaded
+    seconds = _interleaved_timing(models, shape, tta=config.tta)
+    runs = [
+        {
+            "candidate": name,
+            "epochs": _epochs(out_dir / "runs" / name / "logs" / "metrics.csv"),
+            "params": count_parameters(loaded.model),
+            "s_per_slice": seconds[name],
+        }
+        for name, loaded in models.items()
+    ]
     slices = pd.concat(frames, ignore_index=True)
     table = summary_table(slices, reference=config.reference)
     runs_df = pd.DataFrame(runs)
@@ -149,3 +189,22 @@ def run_compare(
     out = CompareResult(slices, table, runs_df, markdown)
     _write(out_dir, out)
     return out
+
+
+def run_compare(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    config: CompareConfig | None = None,
+    *,
+    progress: bool = False,
+) -> CompareResult:
+    """Train each candidate with the same budget, score it and bilinear on the test specimens.
+
+    Writes ``runs/<candidate>/`` (checkpoints; a finished run with the same config is
+    reused, so a second call only re-scores), ``slices.csv``, ``table.csv`` (long: level,
+    candidate, metric, mean, CI, paired tests vs bilinear and vs the reference), ``runs.csv``
+    (epochs reached, parameters, best-of-3 prediction time per slice) and ``table.md``.
+    """
+    config = config or CompareConfig()
+    train_candidates(dataset_dir, out_dir, config, progress=progress)
+    return score_runs(dataset_dir, out_dir, config)

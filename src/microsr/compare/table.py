@@ -1,6 +1,6 @@
 """Means, 95% confidence intervals and paired tests of the per-slice scores.
 
-Statistics (scipy.stats): a Student-t interval for each mean; for each candidate against
+Statistics (:mod:`microsr.stats`, i.e. statsmodels/scipy.stats): a Student-t interval for each mean; for each candidate against
 bilinear and against the reference model, the mean paired difference with its t interval,
 the paired t-test and the Wilcoxon signed-rank test (two-sided). Both are computed at two
 levels, because neither is right alone:
@@ -14,13 +14,12 @@ levels, because neither is right alone:
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from microsr.compare.scoring import METRICS
+from microsr.stats import mean_ci, paired_comparison
 
 __all__ = ["BILINEAR", "format_table", "paired", "summary_table", "t_interval"]
 
@@ -28,31 +27,26 @@ BILINEAR = "bilinear"
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mae_bone": False, "baf_err": False}
 
 
-def t_interval(values: np.ndarray, *, level: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the Student-t confidence interval of the mean (nan if n < 2)."""
-    values = np.asarray(values, float)
-    values = values[np.isfinite(values)]
-    mean = float(values.mean()) if len(values) else math.nan
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * stats.sem(values)
-    return mean, mean - float(half), mean + float(half)
+def t_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """``(mean, low, high)``: Student-t 95% interval of the mean (:func:`microsr.stats.mean_ci`)."""
+    ci = mean_ci(values)
+    return ci["mean"], ci["ci_low"], ci["ci_high"]
 
 
 def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Paired comparison of ``a - b``: mean, 95% t interval, paired t and Wilcoxon p-values."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    keep = np.isfinite(a) & np.isfinite(b)
-    diff = a[keep] - b[keep]
-    mean, low, high = t_interval(diff)
-    p_t = p_w = math.nan
-    if len(diff) >= 2 and np.ptp(diff) > 0:
-        p_t = float(stats.ttest_rel(a[keep], b[keep]).pvalue)
-    if len(diff) >= 2 and np.any(diff != 0):
-        with warnings.catch_warnings():  # small n: scipy warns that the p-value is exact
-            warnings.simplefilter("ignore")
-            p_w = float(stats.wilcoxon(diff).pvalue)
-    return {"diff": mean, "diff_low": low, "diff_high": high, "p_t": p_t, "p_wilcoxon": p_w}
+    """Paired comparison of ``a - b`` (:func:`microsr.stats.paired_comparison`).
+
+    Returns ``diff`` (mean of ``a - b``), its 95% t interval ``diff_low, diff_high``,
+    ``p_t`` (paired t-test) and ``p_wilcoxon`` (signed-rank), NaN where undefined.
+    """
+    test = paired_comparison(np.asarray(b, float), np.asarray(a, float))  # reports b' - a'
+    return {
+        "diff": test["mean_diff"],
+        "diff_low": test["diff_ci_low"],
+        "diff_high": test["diff_ci_high"],
+        "p_t": test["p_t"],
+        "p_wilcoxon": test["p_wilcoxon"],
+    }
 
 
 def _units(slices: pd.DataFrame, level: str) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.lib.format import open_memmap
@@ -23,6 +24,7 @@ from skimage.filters import threshold_otsu
 from tqdm.auto import tqdm
 
 from microsr import __version__
+from microsr.calibration import check_threshold_units, to_units
 from microsr.data.manifest import SpecimenRow, read_manifest
 from microsr.data.normalize import NormalizationConfig, normalize
 from microsr.data.splits import DEFAULT_FRACTIONS, load_splits, make_splits
@@ -31,6 +33,13 @@ from microsr.errors import MicrosrError
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_path
 from microsr.pairing.geometry import check_pair
+from microsr.pairing.registration import (
+    RegistrationConfig,
+    align_lr,
+    check_orientation,
+    quick_misalignment,
+    register_pair,
+)
 from microsr.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,11 @@ class PrepareConfig(BaseModel):
     split_file: Path | None = None
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     tolerance_lr_voxels: float = Field(1.0, gt=0)
+    register_lr: bool = Field(False, description="rigidly register each LR scan onto its HR scan")
+    registration: RegistrationConfig = RegistrationConfig()
+    units: Literal["native", "mgha"] = Field(
+        "native", description="convert both scans to mg HA/cm3 (calibration) before normalising"
+    )
 
 
 def bone_centre(hr: np.ndarray) -> tuple[float, float]:
@@ -69,10 +83,42 @@ def roi_box(
     return y0, x0, h, w
 
 
+def _align(lr: Volume, hr: Volume, row: SpecimenRow, config: PrepareConfig) -> tuple:
+    """Units, orientation, optional registration and the residual misalignment check."""
+    check_orientation(lr, hr, name=row.specimen)
+    if config.units == "mgha":
+        lr, hr = to_units(lr, "mgha"), to_units(hr, "mgha")
+    elif config.normalization.mode == "window":
+        for v in (lr, hr):
+            check_threshold_units(v, config.normalization.high, name=row.specimen)
+    record: dict = {"registered": config.register_lr}
+    if config.register_lr:
+        result = register_pair(lr, hr, config.registration, name=row.specimen)
+        lr = align_lr(lr, hr, result)
+        record["registration"] = result.as_dict()
+    geo = check_pair(lr, hr, name=row.specimen, tolerance_lr_voxels=config.tolerance_lr_voxels)
+    try:
+        quick = quick_misalignment(lr, hr, factor=geo.factor, hr_index=geo.hr_index)
+    except MicrosrError as exc:  # slices too small to search shifts: not checked
+        log.warning("%s: %s", row.specimen, exc)
+        return lr, hr, geo, {**record, "residual": None}
+    worst = max(abs(s) for s in quick["shift_lr_voxels"])
+    if worst > config.tolerance_lr_voxels:
+        text = (
+            f"{row.specimen}: LR content is shifted by {quick['shift_lr_voxels']} LR voxels "
+            f"(y, x) from HR (NCC {quick['ncc_zero']} at zero shift, {quick['ncc_best']} "
+            f"at best); tolerance {config.tolerance_lr_voxels} LR voxel"
+        )
+        if not config.register_lr:
+            raise MicrosrError(text + "; enable registration (--register) to align it")
+        log.warning("%s, even after registration", text)
+    return lr, hr, geo, {**record, "residual": quick}
+
+
 def _write_specimen(
     lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config: PrepareConfig
 ) -> dict:
-    geo = check_pair(lr, hr, name=row.specimen, tolerance_lr_voxels=config.tolerance_lr_voxels)
+    lr, hr, geo, alignment = _align(lr, hr, row, config)
     f = geo.factor
     k_lr = np.nonzero(geo.hr_index >= 0)[0]
     k_hr = geo.hr_index[k_lr]
@@ -107,6 +153,8 @@ def _write_specimen(
         "calibrated": hr.calibration is not None,
         "constant_hr_slices": constant,
         "offset_mm": list(geo.offset_mm),
+        "alignment": alignment,
+        "units": config.units,
         **{k: v for k, v in row.extra.items() if v},
     }
 

@@ -3,7 +3,7 @@
 :func:`bone_features_3d` passes a binary segmentation (bone 1, else 0, threshold 0.5) and
 an optional mask to ``itk.BoneMorphometryFeaturesFilter`` (Vimort, McCormick & Paniagua,
 "Computing Bone Morphometric Feature Maps from 3-Dimensional Images", Insight Journal
-2017, doi:10.54294/y2dy5u). BV/TV is the bone voxel fraction of the mask; BS/BV
+2017). BV/TV is the bone voxel fraction of the mask; BS/BV
 and Tb.N come from bone/marrow transitions; **Tb.Th and Tb.Sp are parallel-plate model
 estimates from Tb.N** (Tb.Th = BV/TV / Tb.N, Tb.Sp = (1 - BV/TV) / Tb.N, Parfitt et al.
 1983, doi:10.1172/JCI111096), not distance-transform thicknesses. The filter's Python

@@ -225,7 +225,8 @@ def _method(config: RegistrationConfig, hr_spacing) -> sitk.ImageRegistrationMet
         reg.SetMetricAsCorrelation()
     if config.sampling_fraction < 1:
         reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(config.sampling_fraction, config.seed)
+        # seed 0 would mean "wall clock" to ITK: keep runs reproducible
+        reg.SetMetricSamplingPercentage(config.sampling_fraction, config.seed + 1)
     reg.SetInterpolator(sitk.sitkLinear)
     voxel = min(hr_spacing)  # steps are physical shifts (mm): scale them to the voxel
     reg.SetOptimizerAsRegularStepGradientDescent(

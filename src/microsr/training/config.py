@@ -34,5 +34,6 @@ class TrainConfig(BaseModel):
     num_nodes: int = Field(1, ge=1)
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
     num_workers: int = Field(0, ge=0)
+    accumulate: int = Field(1, ge=1, description="batches per optimizer step")
     val_max_slices: int = Field(16, ge=1, description="validation slices per val specimen set")
     seed: int | None = None

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from microsr.data.dataset import PatchDataset, SliceDataset, SlicePairs
 from microsr.data.prepare import load_dataset_info
 from microsr.errors import MicrosrError
+from microsr.io.atomic import atomic_path
 from microsr.training.config import TrainConfig
 from microsr.training.device import resolve_device
 from microsr.training.module import SRModule
@@ -41,6 +46,18 @@ class _TrainBar(TQDMProgressBar):
         bar = super().init_validation_tqdm()
         bar.disable = True
         return bar
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary sibling and renamed: a kill never truncates one.
+
+    Lightning writes ``last.ckpt`` in place; a run killed during that write would leave a
+    checkpoint that ``--resume`` cannot read.
+    """
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 class SRDataModule(L.LightningDataModule):
@@ -72,7 +89,7 @@ class SRDataModule(L.LightningDataModule):
             shuffle=True,
             drop_last=False,
             num_workers=self.cfg.num_workers,
-            pin_memory=False,
+            pin_memory=resolve_device(self.cfg.device).type == "cuda",
             persistent_workers=self.cfg.num_workers > 0,
         )
 
@@ -82,24 +99,38 @@ class SRDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
 
 
-def _trainer(run_dir: Path, cfg: TrainConfig, progress: bool) -> L.Trainer:
+def _trainer(
+    run_dir: Path, cfg: TrainConfig, progress: bool, extra: Sequence[Callback] = ()
+) -> L.Trainer:
     device = resolve_device(cfg.device)
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run_dir,
         filename="best",
         monitor="val_loss",
         mode="min",
-        save_last=True,
         save_top_k=1,
         enable_version_counter=False,
     )
-    callbacks = [checkpoint] + ([_TrainBar()] if progress else [])
+    # Not `save_last=True`: Lightning >= 2.5 refreshes last.ckpt only in epochs where the
+    # monitored best improved, so a killed run would resume from an older epoch. An
+    # unmonitored checkpoint named "last" is rewritten at the end of every epoch.
+    last = ModelCheckpoint(
+        dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False
+    )
+    callbacks = [best, last, *extra] + ([_TrainBar()] if progress else [])
+    ddp = cfg.devices * cfg.num_nodes > 1
     return L.Trainer(
         default_root_dir=run_dir,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
-        strategy="ddp" if cfg.devices * cfg.num_nodes > 1 else "auto",
+        strategy="ddp" if ddp else "auto",
+        # small per-GPU batches: BatchNorm statistics over the global batch, and the same
+        # running statistics on every rank (PyTorch's SyncBatchNorm is GPU-only; on CPU
+        # DDP broadcasts rank 0's buffers at each forward, checkpoints hold rank 0's)
+        sync_batchnorm=ddp and device.type == "cuda",
+        accumulate_grad_batches=cfg.accumulate,
+        plugins=[AtomicCheckpointIO()],
         precision=cfg.precision,
         max_epochs=cfg.epochs,
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
@@ -120,6 +151,7 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
     """Train a model on a prepared dataset; writes ``best.ckpt``, ``last.ckpt`` and a CSV log.
 
@@ -133,6 +165,17 @@ def train(
     resume
         Continue from ``run_dir/last.ckpt`` (optimizer state and epoch included) up to
         ``config.epochs``.
+    callbacks
+        Extra Lightning callbacks (e.g. to inspect each rank in a DDP run).
+
+    Notes
+    -----
+    ``config.devices * config.num_nodes > 1`` trains with DDP (Lightning): ``microsr train``
+    started once per node launches one process per device (or runs under ``torchrun`` /
+    SLURM ``srun``, which start them). The seed is recorded once; rank ``r`` samples patches
+    with ``seed + r`` (the model starts from the same weights everywhere, DDP broadcasts
+    rank 0's). Lightning-launched ranks inherit a generated seed; under ``torchrun``/SLURM
+    give ``--seed`` so that every rank records the same one.
     """
     run_dir = Path(run_dir)
     config = config or TrainConfig()
@@ -142,7 +185,10 @@ def train(
     if not resume and last.is_file():
         raise MicrosrError(f"{run_dir}: already holds a run (use --resume or another folder)")
     if config.seed is None:  # seeds are always recorded, generated if not given
-        config = config.model_copy(update={"seed": secrets.randbelow(2**31)})
+        child = int(os.environ.get("LOCAL_RANK", "0")) > 0 and "MICROSR_SEED" in os.environ
+        seed = int(os.environ["MICROSR_SEED"]) if child else secrets.randbelow(2**31)
+        config = config.model_copy(update={"seed": seed})
+    os.environ["MICROSR_SEED"] = str(config.seed)  # DDP ranks launched by Lightning inherit it
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
     data = SRDataModule(dataset_dir, config)
@@ -151,7 +197,9 @@ def train(
         {"factor": data.info["factor"], "normalization": data.info["normalization"]},
     )
     (run_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
-    trainer = _trainer(run_dir, config, progress)
+    trainer = _trainer(run_dir, config, progress, callbacks)
+    if trainer.global_rank:  # other patches on every rank (same start weights, see Notes)
+        torch.manual_seed(config.seed + trainer.global_rank)
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
     if not last.is_file():  # stopped by max_time before the first checkpoint
         trainer.save_checkpoint(last)

@@ -1,0 +1,95 @@
+"""The study's statistics stage: collect every evaluation and write ``stats/*.csv``.
+
+The **primary analysis** scores each test specimen with the model of its own site (as
+the paper: femur model on femurs, spine model on spines); a site without its own model
+falls back to the pooled one. The generalisation matrix uses every model x site.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pandas as pd
+
+from microsr.io.atomic import atomic_path
+from microsr.stats.tables import add_errors, generalisation_matrix, run_stats, specimen_means
+from microsr.study.config import POOLED, StudyLayout
+
+log = logging.getLogger(__name__)
+
+
+def collect(layout: StudyLayout) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """All slice-wise evaluations, all 3D features (long table) and recorded problems."""
+    frames, features, problems = [], [], []
+    for model in layout.models():
+        folder = layout.model(model) / "evaluation"
+        for csv in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+            frames.append(pd.read_csv(csv, dtype={"specimen": str, "site": str, "model": str}))
+            meta = json.loads(csv.with_suffix(".json").read_text())
+            problems += meta.get("problems", [])
+            for image in ("lr", "sr", "hr"):
+                if isinstance(meta.get(image), dict):
+                    base = {k: meta[k] for k in ("model", "site", "specimen")}
+                    features.append(base | {"image": image} | meta[image])
+    slices = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return slices, pd.DataFrame(features), problems
+
+
+def primary(slices: pd.DataFrame) -> pd.DataFrame:
+    """Rows where the model is the specimen's own site (pooled where the site has none)."""
+    own = slices[slices["model"] == slices["site"]]
+    missing = set(slices["site"]) - set(own["site"])
+    fallback = slices[(slices["model"] == POOLED) & slices["site"].isin(missing)]
+    return pd.concat([own, fallback], ignore_index=True)
+
+
+def _write(frame: pd.DataFrame, path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def training_curves(layout: StudyLayout) -> pd.DataFrame:
+    """Per-epoch ``train_loss``, ``val_loss``, ``val_psnr``, ``val_ssim`` of every model."""
+    frames = []
+    for model in layout.models():
+        csv = layout.run(model) / "logs" / "metrics.csv"
+        if csv.is_file():
+            m = pd.read_csv(csv).groupby("epoch", as_index=False).mean(numeric_only=True)
+            frames.append(m.assign(model=model))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def write_stats(layout: StudyLayout, problems: list[str]) -> dict:
+    """Compute and write every table into ``stats/``; returns a short summary."""
+    slices, features, found = collect(layout)
+    problems = problems + found
+    layout.stats.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"n_evaluations": 0}
+    if slices.empty:
+        problems.append("no specimen was evaluated: no statistics")
+    else:
+        tables = run_stats(primary(slices))
+        for name, frame in tables.items():
+            _write(frame, layout.stats / f"{name}.csv")
+        every = specimen_means(add_errors(slices))
+        _write(every, layout.stats / "all_specimens.csv")
+        sites = sorted(slices["site"].unique())
+        if len(sites) > 1:
+            _write(generalisation_matrix(every), layout.stats / "generalisation.csv")
+        else:
+            problems.append(
+                f"one site only ({sites[0]}): no cross-site generalisation matrix; "
+                "give a manifest with two or more sites in its 'site' column"
+            )
+        summary = {"n_evaluations": len(every), "sites": sites, "models": layout.models()}
+    if not features.empty:
+        _write(features, layout.stats / "features_3d.csv")
+    curves = training_curves(layout)
+    if not curves.empty:
+        _write(curves, layout.stats / "training.csv")
+    with atomic_path(layout.problems) as tmp:
+        tmp.write_text(json.dumps(problems, indent=2))
+    for p in problems:
+        log.warning("%s", p)
+    return summary | {"problems": problems}

@@ -1,0 +1,132 @@
+"""``microsr study``: prepare -> train (per site + pooled) -> predict -> evaluate ->
+morphometry -> stats -> report, resumable.
+
+Every stage writes its outputs atomically and is skipped when they exist, so running the
+same command again continues an interrupted study. A stage that fails for one model or
+specimen is recorded in ``problems.json`` and the rest of the study still completes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+from pathlib import Path
+
+from microsr import __version__
+from microsr.data.manifest import read_manifest
+from microsr.data.normalize import NormalizationConfig
+from microsr.data.prepare import load_dataset_info, prepare_dataset
+from microsr.errors import MicrosrError
+from microsr.io.atomic import atomic_path
+from microsr.study.analysis import write_stats
+from microsr.study.config import StudyConfig, StudyLayout
+from microsr.study.evaluate import evaluate_specimen
+from microsr.study.models import model_dataset, model_names, train_model
+
+log = logging.getLogger(__name__)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages whose numbers the study depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "microsr": __version__}
+    for pkg in ("numpy", "scipy", "torch", "lightning", "scikit-image", "statsmodels", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    for pkg in ("itk-bonemorphometry", "matplotlib", "SimpleITK"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _start(layout: StudyLayout, manifest: Path, config: StudyConfig) -> None:
+    """Write ``study.json``, or check that a resumed study has the same config."""
+    record = {
+        "manifest": str(manifest.resolve()),
+        "config": json.loads(config.model_dump_json()),
+        "software": software_versions(),
+    }
+    if layout.study_json.is_file():
+        old = json.loads(layout.study_json.read_text())
+        same = {k: v for k, v in old.get("config", {}).items() if k != "device"}
+        if same != {k: v for k, v in record["config"].items() if k != "device"}:
+            raise MicrosrError(
+                f"{layout.study_json}: this folder holds a study with another config; "
+                "use a new folder (or the same options) to resume"
+            )
+        return
+    if layout.dataset.exists() or (layout.root / "models").exists():
+        raise MicrosrError(
+            f"{layout.root}: holds study outputs but no study.json; use a new folder"
+        )
+    with atomic_path(layout.study_json) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+
+
+def _train_all(layout, models, splits, sites, config, problems, progress) -> dict[str, Path]:
+    checkpoints = {}
+    for model in models:
+        try:
+            dataset = model_dataset(layout, model, splits, sites)
+            checkpoints[model] = train_model(layout, model, dataset, config, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not end the study
+            log.error("model %s: training failed: %s", model, exc)
+            problems.append(f"model {model!r}: not trained: {exc}")
+    return checkpoints
+
+
+def _evaluate_all(layout, checkpoints, rows, test, config, norm, problems) -> None:
+    for model, ckpt in checkpoints.items():
+        for row in (r for r in rows if r.specimen in test):
+            try:
+                evaluate_specimen(layout, model, row, ckpt, config, norm)
+            except Exception as exc:  # noqa: BLE001 - one specimen must not end the study
+                log.error("%s with model %s: evaluation failed: %s", row.specimen, model, exc)
+                problems.append(f"{row.specimen} with model {model!r}: not evaluated: {exc}")
+
+
+def run_study(
+    manifest: str | Path,
+    out_dir: str | Path,
+    config: StudyConfig | None = None,
+    *,
+    report: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Run (or resume) a whole study; see :mod:`microsr.study.config` for the layout.
+
+    Returns
+    -------
+    dict
+        ``sites``, ``models``, ``n_evaluations``, ``problems`` and the ``report`` path.
+
+    Raises
+    ------
+    MicrosrError
+        Bad manifest or data that no stage can use (preparation failed), a study folder
+        holding another config.
+    """
+    manifest, config, layout = Path(manifest), config or StudyConfig(), StudyLayout(Path(out_dir))
+    rows = read_manifest(manifest)
+    _start(layout, manifest, config)
+    if not (layout.dataset / "dataset.json").is_file():
+        prepare_dataset(manifest, layout.dataset, config.prepare, progress=progress)
+    info, splits = load_dataset_info(layout.dataset)
+    sites = {r.specimen: r.site for r in rows}
+    problems: list[str] = []
+    models = model_names(sites, pooled=config.pooled)
+    checkpoints = _train_all(layout, models, splits, sites, config, problems, progress)
+    norm = NormalizationConfig.model_validate(info["normalization"])
+    _evaluate_all(layout, checkpoints, rows, set(splits["test"]), config, norm, problems)
+    summary = write_stats(layout, problems)
+    if report:
+        from microsr.report import build_report
+
+        summary["report"] = str(build_report(layout.root))
+    return summary
