@@ -45,6 +45,8 @@ def test_train_writes_self_describing_checkpoints_and_resumes(dataset, tmp_path)
         train(dataset, run, TINY, progress=False)
     train(dataset, run, TINY.model_copy(update={"epochs": 3}), resume=True, progress=False)
     assert read_checkpoint(run / "last.ckpt")["epoch"] == 2
+    # The metrics log keeps the epochs before the resume.
+    assert sorted(pd.read_csv(run / "logs/metrics.csv")["epoch"].dropna().unique()) == [0, 1, 2]
     loaded = load_checkpoint(run / "best.ckpt")
     assert not loaded.model.training and loaded.factor == 2
 
@@ -92,3 +94,19 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(MicrosrError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_evaluate_dataset_with_a_2_5d_model(dataset, tmp_path):
+    from microsr.evaluation import evaluate_dataset
+
+    cfg = TINY.model_copy(
+        update={
+            "epochs": 1,
+            "model": ModelConfig(name="unet_residual", width=4, depth=2, in_channels=3),
+        }
+    )
+    loaded = load_checkpoint(train(dataset, tmp_path / "r25", cfg, progress=False).last)
+    assert loaded.meta["context_slices"] == 1
+    df = evaluate_dataset(dataset, loaded)
+    n_test = len(json.loads((dataset / "splits.json").read_text())["test"])
+    assert len(df) == 4 * n_test and df.psnr_sr.notna().all() and (df.ssim_sr <= 1).all()

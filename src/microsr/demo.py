@@ -20,7 +20,6 @@ from microsr.errors import MicrosrError
 from microsr.evaluation import evaluate_volumes, write_evaluation
 from microsr.inference.predict import predict_file
 from microsr.io import read_volume, write_volume
-from microsr.models.factory import ModelConfig
 from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
 from microsr.training.config import TrainConfig
 from microsr.training.train import train
@@ -45,7 +44,9 @@ def phantom_specimens(n: int, *, seed: int) -> list[tuple[str, str, Volume]]:
     ]
 
 
-def slab_specimens(hr: Volume, n: int, *, factor: int) -> list[tuple[str, str, Volume]]:
+def slab_specimens(
+    hr: Volume, n: int, *, factor: int, site: str = "user"
+) -> list[tuple[str, str, Volume]]:
     """Cut an HR volume along z into ``n`` slabs (pseudo-specimens) of equal thickness."""
     thick = (hr.shape[0] // n) // factor * factor
     if thick < factor:
@@ -55,7 +56,7 @@ def slab_specimens(hr: Volume, n: int, *, factor: int) -> list[tuple[str, str, V
         z0 = i * thick
         origin = (hr.origin_mm[0] + z0 * hr.spacing_mm[0],) + hr.origin_mm[1:]
         arr = np.ascontiguousarray(hr.array[z0 : z0 + thick], dtype=np.float32)
-        out.append((f"slab{i:02d}", "user", hr.with_array(arr, origin_mm=origin)))
+        out.append((f"slab{i:02d}", site, hr.with_array(arr, origin_mm=origin)))
     return out
 
 
@@ -71,6 +72,41 @@ def make_pairs(specimens, data_dir: Path, acq: AcquisitionConfig) -> Path:
     return write_manifest(rows, data_dir / "manifest.csv")
 
 
+def simulated_manifest(
+    out_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    spacing_mm: float | tuple[float, float, float] | None = None,
+    n_specimens: int,
+    seed: int = 0,
+    site: str = "user",
+) -> Path:
+    """Phantom femur specimens (``data=None``) or ``n_specimens`` z-slabs of the HR volume
+    ``data`` (pseudo-specimens of ``site``), with simulated LR scans, written to ``out_dir``
+    with a manifest; returns the manifest path.
+
+    For a user's volume the simulator's ``reference_value`` (the grey value given bone's
+    attenuation) is the volume's 99.5th percentile, so the noise level is plausible
+    whatever the grey-value range.
+    """
+    acq = AcquisitionConfig(seed=seed)
+    if data is None:
+        specimens = phantom_specimens(n_specimens, seed=seed)
+    else:
+        hr = read_volume(data, spacing_mm=spacing_mm)
+        ref = float(np.percentile(np.asarray(hr.array, np.float32), 99.5))
+        acq = acq.model_copy(update={"reference_value": max(ref, 1e-6)})
+        specimens = slab_specimens(hr, n_specimens, factor=acq.factor, site=site)
+    return make_pairs(specimens, Path(out_dir), acq)
+
+
+def demo_train_config(*, minutes: float, seed: int = 0) -> TrainConfig:
+    """The demos' training: the default model and loss, 64 px patches, a wall-time budget."""
+    return TrainConfig(
+        epochs=10_000, max_minutes=minutes, patch=64, batch_size=8, seed=seed, device="auto"
+    )
+
+
 def run_demo(
     out_dir: str | Path,
     *,
@@ -84,30 +120,17 @@ def run_demo(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise MicrosrError(f"{out_dir}: output folder exists and is not empty")
-    acq = AcquisitionConfig(seed=seed)
-    if data is None:
-        specimens = phantom_specimens(N_PHANTOMS, seed=seed)
-    else:
-        hr = read_volume(data, spacing_mm=spacing_mm)
-        ref = float(np.percentile(np.asarray(hr.array, np.float32), 99.5))
-        acq = acq.model_copy(update={"reference_value": max(ref, 1e-6)})
-        specimens = slab_specimens(hr, N_SLABS, factor=acq.factor)
-    manifest = make_pairs(specimens, out_dir / "data", acq)
+    n = N_PHANTOMS if data is None else N_SLABS
+    manifest = simulated_manifest(
+        out_dir / "data", data=data, spacing_mm=spacing_mm, n_specimens=n, seed=seed
+    )
     dataset = prepare_dataset(
         manifest,
         out_dir / "dataset",
         PrepareConfig(normalization=NormalizationConfig(), split_seed=seed),
         progress=progress,
     )
-    cfg = TrainConfig(
-        model=ModelConfig(width=16, depth=3),
-        epochs=10_000,
-        max_minutes=minutes,
-        patch=64,
-        batch_size=8,
-        seed=seed,
-        device="auto",
-    )
+    cfg = demo_train_config(minutes=minutes, seed=seed)
     result = train(dataset, out_dir / "run", cfg, progress=progress)
     shutil.copyfile(result.best, out_dir / "best.ckpt")
     _, splits = load_dataset_info(dataset)

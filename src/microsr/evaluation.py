@@ -99,14 +99,17 @@ def evaluate_dataset(
             f"{loaded.path}: model factor {loaded.factor} != dataset factor {info['factor']}"
         )
     norm = NormalizationConfig.model_validate(info["normalization"])
+    k = int(loaded.meta.get("context_slices", 0))  # 2.5D models see 2k + 1 LR slices
     frames = []
     for sid in splits[split]:
-        pairs = SlicePairs(dataset_dir, info, [sid])
+        pairs = SlicePairs(dataset_dir, info, [sid], context=k)
         for s in range(0, len(pairs), batch_size):
             idx = range(s, min(s + batch_size, len(pairs)))
-            lr_n = np.stack([np.asarray(pairs.pair(i)[0]) for i in idx])
+            lr_in = np.stack([np.asarray(pairs.pair(i)[0]) for i in idx])
+            lr_in = lr_in[:, None] if lr_in.ndim == 3 else lr_in  # (N, 2k + 1, H, W)
+            lr_n = lr_in[:, k]  # the paired (centre) slice is the bilinear baseline
             hr_n = np.stack([np.asarray(pairs.pair(i)[1]) for i in idx])
-            sr = model_images(loaded, torch.from_numpy(lr_n)[:, None])[:, 0].numpy()
+            sr = model_images(loaded, torch.from_numpy(np.ascontiguousarray(lr_in)))[:, 0].numpy()
             # Re-normalise the model image like the other two (no-op in window mode).
             sr_n = normalize(sr, norm) if norm.mode == "minmax" else sr
             cols = {"specimen": sid, "lr_slice": list(idx), "hr_slice": list(idx)}

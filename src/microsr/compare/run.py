@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from microsr.compare.candidates import Candidate, CompareConfig
@@ -14,13 +13,11 @@ from microsr.compare.scoring import score_split, time_prediction
 from microsr.compare.table import BILINEAR, format_table, summary_table
 from microsr.data.normalize import NormalizationConfig
 from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
-from microsr.demo import make_pairs, phantom_specimens, slab_specimens
+from microsr.demo import simulated_manifest
 from microsr.errors import MicrosrError
 from microsr.inference.checkpoint import load_checkpoint
-from microsr.io import read_volume
 from microsr.io.atomic import atomic_path
 from microsr.models.factory import count_parameters
-from microsr.simulate import AcquisitionConfig
 from microsr.training.config import TrainConfig
 from microsr.training.device import resolve_device
 from microsr.training.train import train
@@ -68,15 +65,9 @@ def make_compare_dataset(
     if (out_dir / "dataset" / "dataset.json").is_file():
         log.info("compare: reusing the prepared dataset %s", out_dir / "dataset")
         return out_dir / "dataset"
-    acq = AcquisitionConfig(seed=seed)
-    if data is None:
-        specimens = phantom_specimens(n_specimens, seed=seed)
-    else:
-        hr = read_volume(data, spacing_mm=spacing_mm)
-        ref = float(np.percentile(np.asarray(hr.array, np.float32), 99.5))
-        acq = acq.model_copy(update={"reference_value": max(ref, 1e-6)})
-        specimens = slab_specimens(hr, n_specimens, factor=acq.factor)
-    manifest = make_pairs(specimens, out_dir / "data", acq)
+    manifest = simulated_manifest(
+        out_dir / "data", data=data, spacing_mm=spacing_mm, n_specimens=n_specimens, seed=seed
+    )
     config = PrepareConfig(
         normalization=NormalizationConfig(), split_seed=seed, fractions=COMPARE_FRACTIONS
     )

@@ -33,7 +33,7 @@ from microsr.io.itk_formats import (
     _from_image,
     _nifti_calibration,
 )
-from microsr.io.tiff import TIFF_SUFFIXES, _header, _load, list_slices
+from microsr.io.tiff import TIFF_SUFFIXES, _header, _load, list_slices, raw_metadata
 from microsr.volume import Calibration
 
 log = logging.getLogger(__name__)
@@ -128,15 +128,7 @@ def _tiff_file(path: Path):
             series = tif.series[0]
             if series.axes not in ("ZYX", "IYX", "QYX") or len(series.shape) != 3:
                 return None
-            page = tif.pages[0]
-            tags = {n: page.tags.get(n) for n in ("XResolution", "YResolution")}
-            unit = page.tags.get("ResolutionUnit")
-            raw = {
-                "imagej": tif.imagej_metadata or {},
-                "description": page.description,
-                "resolution": {k: (t.value if t else None) for k, t in tags.items()},
-                "resolution_unit": int(unit.value) if unit else None,
-            }
+            raw = raw_metadata(tif)
             shape = tuple(int(n) for n in series.shape)
     except Exception:  # noqa: BLE001 - let read_volume produce the one clear error
         return None

@@ -187,15 +187,7 @@ def _load(path: Path) -> tuple[np.ndarray, dict]:
                     "grey-value volume (RGB, multi-channel and 4D images are not supported)",
                 )
             array = series.asarray()
-            page = tif.pages[0]
-            tags = {name: page.tags.get(name) for name in ("XResolution", "YResolution")}
-            unit = page.tags.get("ResolutionUnit")
-            raw = {
-                "imagej": tif.imagej_metadata or {},
-                "description": page.description,
-                "resolution": {k: (t.value if t else None) for k, t in tags.items()},
-                "resolution_unit": int(unit.value) if unit else None,
-            }
+            raw = raw_metadata(tif)
     except InputFileError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt data; rephrase all
@@ -203,6 +195,19 @@ def _load(path: Path) -> tuple[np.ndarray, dict]:
     if array.ndim == 2:
         array = array[np.newaxis]
     return array, raw
+
+
+def raw_metadata(tif: tifffile.TiffFile) -> dict:
+    """The first page's metadata that spacing/origin/calibration are parsed from."""
+    page = tif.pages[0]
+    tags = {name: page.tags.get(name) for name in ("XResolution", "YResolution")}
+    unit = page.tags.get("ResolutionUnit")
+    return {
+        "imagej": tif.imagej_metadata or {},
+        "description": page.description,
+        "resolution": {k: (t.value if t else None) for k, t in tags.items()},
+        "resolution_unit": int(unit.value) if unit else None,
+    }
 
 
 def _planar_samples(page: tifffile.TiffPage) -> bool:

@@ -8,16 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from microsr.data.prepare import PrepareConfig
-from microsr.demo import make_pairs, slab_specimens
-from microsr.io import read_volume
-from microsr.models.factory import ModelConfig
+from microsr.demo import demo_train_config, make_pairs, simulated_manifest
 from microsr.morphometry.segment import MorphometryConfig
 from microsr.simulate import AcquisitionConfig, make_phantom
 from microsr.study.config import StudyConfig
-from microsr.training.config import TrainConfig
 
 #: Train/val/test fractions of the demos: 8 specimens per site -> 4 / 1 / 3.
 DEMO_FRACTIONS = (0.5, 0.125, 0.375)
@@ -51,11 +46,9 @@ def slab_manifest(
     seed: int = 0,
 ) -> Path:
     """Slabs of one HR scan as pseudo-specimens of one site, with simulated LR scans."""
-    hr = read_volume(volume, spacing_mm=spacing_mm)
-    ref = float(np.percentile(np.asarray(hr.array, np.float32), 99.5))
-    acq = AcquisitionConfig(seed=seed, reference_value=max(ref, 1e-6))
-    specimens = [(sid, site, v) for sid, _, v in slab_specimens(hr, n_slabs, factor=acq.factor)]
-    return make_pairs(specimens, Path(out_dir), acq)
+    return simulated_manifest(
+        out_dir, data=volume, spacing_mm=spacing_mm, n_specimens=n_slabs, seed=seed, site=site
+    )
 
 
 def demo_config(
@@ -69,14 +62,7 @@ def demo_config(
     morph = MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu", ta="roi")
     return StudyConfig(
         prepare=PrepareConfig(roi=400, split_seed=seed, fractions=DEMO_FRACTIONS),
-        train=TrainConfig(
-            model=ModelConfig(width=16, depth=3),
-            epochs=10_000,
-            max_minutes=minutes,
-            patch=64,
-            batch_size=8,
-            seed=seed,
-        ),
+        train=demo_train_config(minutes=minutes, seed=seed),
         morphometry=morph,
         features_3d=features_3d,
     )

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
@@ -197,15 +198,21 @@ def train(
         {"factor": data.info["factor"], "normalization": data.info["normalization"]},
     )
     (run_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
+    metrics = run_dir / "logs" / "metrics.csv"
+    # Lightning's CSVLogger deletes an existing metrics.csv: keep the history of a resumed run.
+    history = pd.read_csv(metrics) if resume and metrics.is_file() else None
     trainer = _trainer(run_dir, config, progress, callbacks)
     if trainer.global_rank:  # other patches on every rank (same start weights, see Notes)
         torch.manual_seed(config.seed + trainer.global_rank)
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
     if not last.is_file():  # stopped by max_time before the first checkpoint
         trainer.save_checkpoint(last)
+    if history is not None and trainer.global_rank == 0:
+        new = pd.read_csv(metrics) if metrics.is_file() else None
+        with atomic_path(metrics) as tmp:
+            pd.concat([history, new], ignore_index=True).to_csv(tmp, index=False)
     best = run_dir / "best.ckpt"
     if not best.is_file():
         best = last
-    metrics = run_dir / "logs" / "metrics.csv"
     log.info("training finished: %s", json.dumps({"best": str(best), "last": str(last)}))
     return TrainResult(best, last, metrics if metrics.is_file() else None, config)
