@@ -99,7 +99,7 @@ def evaluate_dataset(
             f"{loaded.path}: model factor {loaded.factor} != dataset factor {info['factor']}"
         )
     norm = NormalizationConfig.model_validate(info["normalization"])
-    k = int(loaded.meta.get("context_slices", 0))  # 2.5D models see 2k + 1 LR slices
+    k = loaded.context_slices  # 2.5D models see 2k + 1 LR slices
     frames = []
     for sid in splits[split]:
         pairs = SlicePairs(dataset_dir, info, [sid], context=k)

@@ -34,6 +34,11 @@ class LoadedModel:
     def factor(self) -> int:
         return int(self.meta["factor"])
 
+    @property
+    def context_slices(self) -> int:
+        """``k``: a 2.5D model sees LR slices ``i - k .. i + k`` as ``2k + 1`` channels."""
+        return (int(self.meta.get("model_config", {}).get("in_channels", 1)) - 1) // 2
+
 
 def read_checkpoint(path: str | Path) -> dict:
     """``torch.load(path, weights_only=True)`` with clear errors naming the file."""

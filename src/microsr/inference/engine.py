@@ -238,6 +238,47 @@ def _predict_block(fn, block: np.ndarray, span: tuple[int, int, int, int], ctx: 
     return out.float().cpu().numpy()
 
 
+def predict_slices(
+    loaded: LoadedModel,
+    source: SliceSource,
+    *,
+    options: PredictOptions | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(start, stop, sr)`` for consecutive batches of ``source``'s slices.
+
+    ``sr`` is float32 ``(stop - start, Y f, X f)`` in the LR grey-value units (per-slice
+    range or density window mapped back). A reader thread reads ahead; a 2.5D model gets
+    its ``k`` neighbouring slices on each side, clamped at the volume's ends.
+    """
+    opts = options or PredictOptions()
+    z = source.shape[0]
+    ctx = {
+        "factor": loaded.factor,
+        "k": loaded.context_slices,
+        "options": opts,
+        "device": loaded.device,
+        "norm": NormalizationConfig.model_validate(loaded.meta["normalization"]),
+    }
+    fn = image_fn(loaded, opts)
+    bar = tqdm(total=z, desc=source.path.name, unit="slice", disable=not progress)
+    with bar, torch.inference_mode():
+        for s, e, lo, block in _prefetched(
+            _blocks(source, opts.batch_size, ctx["k"]), opts.prefetch
+        ):
+            yield s, e, _predict_block(fn, block, (s, e, lo, z), ctx)
+            bar.update(e - s)
+
+
+def sr_geometry(source: SliceSource, factor: int) -> tuple[tuple, tuple, tuple]:
+    """Shape, spacing (mm) and origin (mm) of the SR volume: the HR in-plane grid, LR z."""
+    z, y, x = source.shape
+    sz, sy, sx = source.spacing_mm
+    oz, oy, ox = source.origin_mm
+    origin = (oz, oy - (factor - 1) / 2 * sy / factor, ox - (factor - 1) / 2 * sx / factor)
+    return (z, y * factor, x * factor), (sz, sy / factor, sx / factor), origin
+
+
 def predict_stream(
     loaded: LoadedModel,
     source: SliceSource,
@@ -264,33 +305,17 @@ def predict_stream(
         mm and the HR-grid origin, written only if every slice succeeded.
     """
     opts = options or PredictOptions()
-    f = loaded.factor
-    z, y, x = source.shape
-    k = (int(loaded.meta.get("model_config", {}).get("in_channels", 1)) - 1) // 2
-    sz, sy, sx = source.spacing_mm
-    oz, oy, ox = source.origin_mm
-    origin = (oz, oy - (f - 1) / 2 * sy / f, ox - (f - 1) / 2 * sx / f)  # hr_grid_origin
     meta = {**source.metadata, "microsr_checkpoint": str(loaded.path)}
-    target = template((z, y * f, x * f), (sz, sy / f, sx / f), origin, source.calibration, meta)
-    ctx = {
-        "factor": f,
-        "k": k,
-        "options": opts,
-        "device": loaded.device,
-        "norm": NormalizationConfig.model_validate(loaded.meta["normalization"]),
-    }
-    fn = image_fn(loaded, opts)
+    target = template(*sr_geometry(source, loaded.factor), source.calibration, meta)
     writer = _BackgroundWriter(lambda b: write_slices(target, b, out_path), opts.prefetch)
     ok, t0 = False, time.perf_counter()
     try:
-        bar = tqdm(total=z, desc=Path(out_path).name, unit="slice", disable=not progress)
-        with bar, torch.inference_mode():
-            for s, e, lo, block in _prefetched(_blocks(source, opts.batch_size, k), opts.prefetch):
-                writer.put(_predict_block(fn, block, (s, e, lo, z), ctx))
-                bar.update(e - s)
+        for _, _, sr in predict_slices(loaded, source, options=opts, progress=progress):
+            writer.put(sr)
         ok = True
     finally:
         writer.close(ok)
     dt = time.perf_counter() - t0
+    z = source.shape[0]
     log.info("predicted %d slices in %.1f s (%.1f slices/s) -> %s", z, dt, z / dt, out_path)
     return Path(out_path)

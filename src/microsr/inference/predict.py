@@ -14,16 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from microsr.data.normalize import NormalizationConfig, slice_ranges
-from microsr.data.upsample import upsample_bilinear
-from microsr.inference.augment import tta_images
 from microsr.inference.checkpoint import LoadedModel, load_checkpoint
-from microsr.inference.engine import PredictOptions, predict_stream
-from microsr.inference.reader import open_slices
+from microsr.inference.engine import (
+    PredictOptions,
+    image_fn,
+    predict_slices,
+    predict_stream,
+    sr_geometry,
+)
+from microsr.inference.reader import open_slices, volume_source
 from microsr.inference.tiling import predict_tiled
-from microsr.pairing.geometry import hr_grid_origin
 from microsr.training.device import resolve_device
 from microsr.volume import Volume
 
@@ -40,17 +41,13 @@ def model_images(
 ) -> torch.Tensor:
     """Model image ``sigmoid(logits)`` in [0, 1] for normalised ``(N, C, H, W)`` input.
 
-    ``C`` is 1, or ``2k + 1`` neighbouring slices for a 2.5D model (see
-    :func:`context_stack`). ``tta=True`` averages the 8 flips/rotations of each tile
-    (:func:`microsr.inference.augment.tta_images`; 8x the compute).
+    ``C`` is 1, or ``2k + 1`` neighbouring slices for a 2.5D model. ``tta=True`` averages
+    the 8 flips/rotations of each tile (:func:`microsr.inference.augment.tta_images`; 8x
+    the compute). Full precision and the model as loaded (for scoring).
     """
-
-    def fn(t: torch.Tensor) -> torch.Tensor:
-        if tta:
-            return tta_images(lambda u: torch.sigmoid(loaded.model(u)), t)
-        return torch.sigmoid(loaded.model(t))
-
+    opts = PredictOptions(tta=tta, fuse_bn=False, precision="32", channels_last=False)
     with torch.inference_mode():
+        fn = image_fn(loaded, opts)
         return predict_tiled(fn, x, tile=tile, overlap=overlap, compute_device=loaded.device)
 
 
@@ -63,8 +60,11 @@ def predict_volume(
     overlap: int = 32,
     out: np.ndarray | None = None,
     progress: bool = True,
+    options: PredictOptions | None = None,
 ) -> Volume:
-    """Super-resolve every slice of ``lr``.
+    """Super-resolve every slice of an in-memory (or memory-mapped) LR volume.
+
+    The same engine as :func:`predict_file` (:func:`microsr.inference.engine.predict_slices`).
 
     Parameters
     ----------
@@ -75,27 +75,24 @@ def predict_volume(
     out
         Optional preallocated ``(Z, Y * f, X * f)`` float32 array (e.g. a memmap) that
         receives the result, so memory is bounded by the batch, not the volume depth.
+    options
+        Engine options; ``batch_size``, ``tile`` and ``overlap`` override its fields.
 
     Returns
     -------
     Volume with spacing ``(z, y / f, x / f)`` and the HR-grid origin; float32 grey values.
     """
-    f = loaded.factor
-    norm = NormalizationConfig.model_validate(loaded.meta["normalization"])
-    z, y, x = lr.shape
+    opts = (options or PredictOptions()).model_copy(
+        update={"batch_size": batch_size, "tile": tile, "overlap": overlap}
+    )
+    source = volume_source(lr)
+    shape, spacing, origin = sr_geometry(source, loaded.factor)
     if out is None:
-        out = np.empty((z, y * f, x * f), np.float32)
-    for s in tqdm(range(0, z, batch_size), desc="predict", unit="batch", disable=not progress):
-        up = upsample_bilinear(np.asarray(lr.array[s : s + batch_size], np.float32), factor=f)
-        offset, scale = slice_ranges(up, norm)
-        safe = np.where(scale > 0, scale, 1.0)[:, None, None]
-        xn = np.clip((up - offset[:, None, None]) / safe, 0, 1).astype(np.float32)
-        pred = model_images(loaded, torch.from_numpy(xn)[:, None], tile=tile, overlap=overlap)
-        res = pred[:, 0].numpy().astype(np.float64) * scale[:, None, None] + offset[:, None, None]
-        out[s : s + len(up)] = res.astype(np.float32)
-    spacing = (lr.spacing_mm[0], lr.spacing_mm[1] / f, lr.spacing_mm[2] / f)
+        out = np.empty(shape, np.float32)
+    for s, e, sr in predict_slices(loaded, source, options=opts, progress=progress):
+        out[s:e] = sr
     meta = {**lr.metadata, "microsr_checkpoint": str(loaded.path)}
-    return Volume(out, spacing, hr_grid_origin(lr, f), lr.calibration, meta)
+    return Volume(out, spacing, origin, lr.calibration, meta)
 
 
 def predict_file(

@@ -34,7 +34,7 @@ from microsr.io.itk_formats import (
     _nifti_calibration,
 )
 from microsr.io.tiff import TIFF_SUFFIXES, _header, _load, list_slices, raw_metadata
-from microsr.volume import Calibration
+from microsr.volume import Calibration, Volume
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,20 @@ class SliceSource:
         if not np.isfinite(block).all():
             raise InputFileError(self.path, f"NaN or Inf voxels in slices {start}..{stop - 1}")
         return block
+
+
+def volume_source(volume: Volume, *, name: str = "volume") -> SliceSource:
+    """An in-memory (or memory-mapped) :class:`Volume` as a :class:`SliceSource`."""
+    return SliceSource(
+        path=Path(name),
+        shape=volume.shape,
+        spacing_mm=volume.spacing_mm,
+        origin_mm=volume.origin_mm,
+        calibration=volume.calibration,
+        metadata=dict(volume.metadata),
+        streamed=isinstance(volume.array, np.memmap),
+        _read=lambda start, stop: volume.array[start:stop],
+    )
 
 
 def open_slices(
