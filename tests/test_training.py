@@ -14,6 +14,7 @@ from microsr.training.losses import compute_loss
 from microsr.training.train import SRDataModule, train
 
 TINY = TrainConfig(
+    loss="bce",
     model=ModelConfig(width=4, depth=2),
     epochs=2,
     batch_size=4,
@@ -110,3 +111,39 @@ def test_evaluate_dataset_with_a_2_5d_model(dataset, tmp_path):
     df = evaluate_dataset(dataset, loaded)
     n_test = len(json.loads((dataset / "splits.json").read_text())["test"])
     assert len(df) == 4 * n_test and df.psnr_sr.notna().all() and (df.ssim_sr <= 1).all()
+
+
+def test_default_is_the_compare_winner_and_paper_preset_is_available(dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from microsr.cli import app
+    from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL
+
+    default = TrainConfig()
+    assert default.model == DEFAULT_MODEL and default.loss == "l1_ssim"
+    assert (DEFAULT_MODEL.name, DEFAULT_MODEL.context_slices) == ("unet_residual", 1)
+    assert (PAPER_MODEL.name, PAPER_MODEL.in_channels) == ("unet", 1)
+    assert (default.lr, default.epochs) == (1e-3, 100)  # the paper's Adam schedule
+    args = [
+        "train",
+        str(dataset),
+        str(tmp_path / "p"),
+        "--paper",
+        "--epochs",
+        "1",
+        "--width",
+        "4",
+        "--depth",
+        "2",
+        "--patch",
+        "16",
+        "--device",
+        "cpu",
+        "--seed",
+        "0",
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    meta = read_checkpoint(tmp_path / "p/last.ckpt")["microsr"]
+    assert meta["model_config"]["name"] == "unet" and meta["model_config"]["in_channels"] == 1
+    assert meta["train_config"]["loss"] == "bce"

@@ -10,6 +10,7 @@ import typer
 
 from microsr.cli._app import Device, Spacing, command, parse_spacing
 from microsr.errors import MicrosrError
+from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL, TrainConfig
 
 
 @command
@@ -127,12 +128,22 @@ def train(
     epochs: int = 100,
     max_minutes: float | None = None,
     lr: float = 1e-3,
-    loss: Annotated[str, typer.Option(help="bce (paper) | l1 | mse | ssim | l1_ssim")] = "bce",
+    loss: Annotated[
+        str, typer.Option(help="l1_ssim (default) | bce (paper) | l1 | mse | ssim")
+    ] = TrainConfig.model_fields["loss"].default,
     grad_weight: Annotated[float, typer.Option(help="weight of an edge (gradient L1) term")] = 0.0,
     model: Annotated[
-        str, typer.Option(help="unet (paper) | unet_residual | rcan; see microsr compare")
-    ] = "unet",
-    context: Annotated[int, typer.Option(help="2.5D: neighbouring LR slices each side")] = 0,
+        str, typer.Option(help="unet_residual (default) | unet (paper) | rcan; microsr compare")
+    ] = DEFAULT_MODEL.name,
+    context: Annotated[
+        int, typer.Option(help="2.5D: neighbouring LR slices each side (paper: 0)")
+    ] = DEFAULT_MODEL.context_slices,
+    paper: Annotated[
+        bool,
+        typer.Option(
+            help="the paper's U-Net + BCE, single slices (--model unet --loss bce --context 0)"
+        ),
+    ] = False,
     batch_size: int = 8,
     patch: int = 96,
     device: Device = "auto",
@@ -146,12 +157,14 @@ def train(
     num_nodes: Annotated[int, typer.Option(help="nodes (torchrun / SLURM), DDP")] = 1,
     accumulate: Annotated[int, typer.Option(help="batches per optimizer step")] = 1,
 ) -> None:
-    """Train a U-Net on a prepared dataset (writes best.ckpt and last.ckpt)."""
+    """Train a model on a prepared dataset (writes best.ckpt and last.ckpt)."""
     from pydantic import ValidationError
 
     from microsr.models.factory import ModelConfig
-    from microsr.training.config import TrainConfig
     from microsr.training.train import train as run_train
+
+    if paper:
+        model, loss, context = PAPER_MODEL.name, "bce", 0
 
     names = typing.get_args(ModelConfig.model_fields["name"].annotation)
     if model not in names:
