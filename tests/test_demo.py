@@ -42,7 +42,9 @@ def test_demo_refuses_non_empty_output(tmp_path):
         run_demo(tmp_path)
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared LHDL data (../shared/data) not present")
+@pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason="shared LHDL data (../shared/data) not present"
+)
 def test_real_bone_slab_simulation_and_bilinear_scores():
     """Real trabecular bone (LHDL, HR only): simulate LR, score bilinear against HR."""
     hr = read_volume(SHARED_DATA, spacing_mm=0.0195)
