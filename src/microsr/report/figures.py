@@ -99,9 +99,12 @@ def fig_bland_altman(slices: pd.DataFrame) -> Figure:
                 ax=ax,
                 scatter_kwds={"s": 6, "color": COLORS[key], "alpha": 0.6},
             )
-        ax.set_title(f"{key.upper()} - HR (n = {len(d)} slices)")
-        ax.set_xlabel("mean BA/TA")
-        ax.set_ylabel("difference in BA/TA")
+        for text in ax.texts:  # statsmodels annotates at 14 pt: too large for a 2-panel figure
+            text.set_fontsize(7)
+        ax.tick_params(labelsize=7)
+        ax.set_title(f"{key.upper()} - HR (n = {len(d)} slices)", fontsize=8)
+        ax.set_xlabel("mean BA/TA", fontsize=8)
+        ax.set_ylabel("difference in BA/TA", fontsize=8)
     return fig
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from microsr.data.normalize import NormalizationConfig
 from microsr.data.prepare import PrepareConfig
 from microsr.demo import demo_train_config, make_pairs, simulated_manifest
 from microsr.morphometry.segment import MorphometryConfig
@@ -56,12 +57,22 @@ def demo_config(
 ) -> StudyConfig:
     """A study config that trains each model for ``minutes`` on a CPU.
 
-    Calibrated data (phantoms) are thresholded at 500 mg HA/cm3; uncalibrated data with
-    Otsu's threshold of the HR scan.
+    Calibrated data (phantoms, mg HA/cm3) are normalised with the fixed density window
+    -200..1800 mg HA/cm3, so that SR output maps back to density and the 500 mg HA/cm3
+    threshold means the same on LR, SR and HR (per-slice min-max would map SR back through
+    the noisy LR slice's range, biasing bone area); uncalibrated data use the paper's
+    per-slice min-max and Otsu's threshold of the HR scan.
     """
     morph = MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu", ta="roi")
+    norm = (
+        NormalizationConfig(mode="window", low=-200.0, high=1800.0)
+        if calibrated
+        else NormalizationConfig()
+    )
     return StudyConfig(
-        prepare=PrepareConfig(roi=400, split_seed=seed, fractions=DEMO_FRACTIONS),
+        prepare=PrepareConfig(
+            roi=400, split_seed=seed, fractions=DEMO_FRACTIONS, normalization=norm
+        ),
         train=demo_train_config(minutes=minutes, seed=seed),
         morphometry=morph,
         features_3d=features_3d,
