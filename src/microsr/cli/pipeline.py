@@ -213,7 +213,9 @@ def predict(
     overwrite: Annotated[bool, typer.Option(help="batch: redo existing outputs")] = False,
     spacing: Spacing = None,
     device: Device = "auto",
-    batch_size: int = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(help="slices per batch (default: 8 on CUDA, 1 on CPU)")
+    ] = None,
     tile: Annotated[int, typer.Option(help="tile side (HR px) for large slices")] = 512,
     precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA) | 32 | bf16 | 16")] = "auto",
     compile: Annotated[bool, typer.Option(help="torch.compile the model")] = False,

@@ -55,7 +55,7 @@ def predict_volume(
     loaded: LoadedModel,
     lr: Volume,
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     tile: int = 512,
     overlap: int = 32,
     out: np.ndarray | None = None,
