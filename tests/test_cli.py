@@ -132,3 +132,17 @@ def test_bad_spacing_and_bad_manifest(tmp_path):
     (tmp_path / "m.csv").write_text("specimen,site\n")
     res = runner.invoke(app, ["prepare", str(tmp_path / "m.csv"), str(tmp_path / "ds")])
     assert res.exit_code == 2 and "missing column" in res.output and not (tmp_path / "ds").exists()
+
+
+def test_invalid_option_values_name_the_option(tmp_path):
+    res = runner.invoke(
+        app, ["train", str(tmp_path / "ds"), str(tmp_path / "run"), "--epochs", "0"]
+    )
+    assert (
+        res.exit_code == 2 and "--epochs: Input should be greater than or equal to 1" in res.output
+    )
+    res = runner.invoke(app, ["prepare", "m.csv", str(tmp_path / "ds"), "--normalize", "window"])
+    assert (
+        res.exit_code == 2 and "--normalize/--window" in res.output and "low < high" in res.output
+    )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ds").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -39,6 +40,20 @@ def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None
     if len(parts) not in (1, 3) or not all(p > 0 for p in parts):
         raise MicrosrError(f"--spacing {text!r}: give one positive number in mm or three (z,y,x)")
     return parts[0] if len(parts) == 1 else tuple(parts)  # type: ignore[return-value]
+
+
+@contextmanager
+def option_errors(name: str | None = None):
+    """Turn a pydantic ``ValidationError`` raised while building a config from options into
+    one ``MicrosrError`` naming the option (``name``, else ``--`` + the field path)."""
+    from pydantic import ValidationError
+
+    try:
+        yield
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        label = name or "--" + "-".join(str(p) for p in err["loc"])
+        raise MicrosrError(f"{label}: {err['msg']}") from None
 
 
 def command(fn):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from microsr.cli._app import Device, Spacing, command, parse_spacing
+from microsr.cli._app import Device, Spacing, command, option_errors, parse_spacing
 from microsr.errors import MicrosrError
 
 
@@ -32,8 +32,6 @@ def compare(
     device: Device = "auto",
 ) -> None:
     """Train each candidate model with the same budget; table of scores on test specimens."""
-    from pydantic import ValidationError
-
     from microsr.compare import DEFAULT_CANDIDATES, CompareConfig, make_compare_dataset, run_compare
 
     known = {c.name: c for c in DEFAULT_CANDIDATES}
@@ -41,7 +39,7 @@ def compare(
     unknown = [c for c in chosen if c not in known]
     if unknown:
         raise MicrosrError(f"--candidates: unknown {unknown}; choose from {list(known)}")
-    try:
+    with option_errors("compare options"):
         cfg = CompareConfig(
             candidates=tuple(known[c] for c in chosen),
             minutes=minutes,
@@ -50,8 +48,6 @@ def compare(
             tta=tta,
             device=device,
         )
-    except ValidationError as exc:
-        raise MicrosrError(f"compare options: {exc.errors()[0]['msg']}") from None
     if dataset is None:
         dataset = make_compare_dataset(
             out_dir, data=data, spacing_mm=parse_spacing(spacing), n_specimens=specimens, seed=seed

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from microsr.cli._app import Device, Spacing, command, parse_spacing
+from microsr.cli._app import Device, Spacing, command, option_errors, parse_spacing
 from microsr.errors import MicrosrError
 from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL, TrainConfig
 
@@ -94,17 +94,13 @@ def prepare(
     ] = "native",
 ) -> None:
     """Check LR/HR pairs, cut, upsample and normalise slice pairs, split specimens."""
-    from pydantic import ValidationError
-
     from microsr.data.normalize import NormalizationConfig
     from microsr.data.prepare import PrepareConfig, prepare_dataset
 
-    try:
+    with option_errors("--normalize/--window"):
         norm = NormalizationConfig(
             mode=normalize, low=window[0] if window else None, high=window[1] if window else None
         )
-    except ValidationError as exc:
-        raise MicrosrError(f"--normalize/--window: {exc.errors()[0]['msg']}") from None
     if units not in ("native", "mgha"):
         raise MicrosrError(f"--units {units!r}: use native or mgha")
     if not tolerance > 0:
@@ -158,8 +154,6 @@ def train(
     accumulate: Annotated[int, typer.Option(help="batches per optimizer step")] = 1,
 ) -> None:
     """Train a model on a prepared dataset (writes best.ckpt and last.ckpt)."""
-    from pydantic import ValidationError
-
     from microsr.models.factory import ModelConfig
     from microsr.training.train import train as run_train
 
@@ -169,7 +163,7 @@ def train(
     names = typing.get_args(ModelConfig.model_fields["name"].annotation)
     if model not in names:
         raise MicrosrError(f"--model {model!r}: use one of {', '.join(names)}")
-    try:
+    with option_errors():
         cfg = TrainConfig(
             model=ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1),
             epochs=epochs,
@@ -187,9 +181,6 @@ def train(
             num_nodes=num_nodes,
             accumulate=accumulate,
         )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MicrosrError(f"--{'-'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
     result = run_train(dataset_dir, run_dir, cfg, resume=resume)
     typer.echo(f"best: {result.best}\nlast: {result.last}")
 
@@ -222,20 +213,15 @@ def predict(
     tta: Annotated[bool, typer.Option(help="average 8 flips/rotations (8x slower)")] = False,
 ) -> None:
     """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint."""
-    from pydantic import ValidationError
-
     from microsr.inference.batch import jobs_for_folder, predict_batch, read_predict_manifest
     from microsr.inference.engine import PredictOptions
     from microsr.inference.predict import predict_file
 
     paths = paths or []
-    try:
+    with option_errors():
         opts = PredictOptions(
             batch_size=batch_size, tile=tile, precision=precision, compile=compile, tta=tta
         )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MicrosrError(f"--{'-'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
     if manifest is None and out_dir is None:
         if len(paths) != 2:
             raise MicrosrError(
