@@ -45,9 +45,16 @@ def run_child(script: str, *args: str) -> dict:
 
 
 def write_checkpoint(path: Path, config: ModelConfig, *, seed: int = 0) -> Path:
-    """A microsr checkpoint of a randomly initialised model with non-trivial BN statistics."""
+    """A microsr checkpoint of a randomly initialised model with non-trivial BN statistics.
+
+    A residual model's zero-initialised head gets random weights too, so the output is not
+    just the bilinear input and precision differences show.
+    """
     torch.manual_seed(seed)
     model = build_model(config)
+    head = getattr(getattr(model, "body", None), "head", None)
+    if isinstance(head, torch.nn.Conv2d):
+        torch.nn.init.normal_(head.weight, std=0.05)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)

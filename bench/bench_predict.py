@@ -1,13 +1,18 @@
 """Prediction speed and peak RSS: microsr's streaming predict vs a naive loop vs MONAI.
 
-All three use the same checkpoint (the default U-Net, width 16, depth 3) on the same LR
-volume (Z slices of SIDE x SIDE, upsampled x2 to the model's 2 SIDE x 2 SIDE), each in
+All methods use the same checkpoint (the default model: the 2.5D residual U-Net, width
+16, depth 3, 3 input slices; ``--paper`` for the paper's single-slice U-Net) on the same
+LR volume (Z slices of SIDE x SIDE, upsampled x2 to the model's 2 SIDE x 2 SIDE), each in
 its own process so that peak RSS is per method. ``naive``: batch 1, fp32, the model as
-loaded (no BatchNorm folding), read whole / predict / write whole, no overlap.
-``monai``: ``monai.inferers.sliding_window_inference`` over the whole upsampled volume with
-one window per slice (roi = the slice), ``sw_batch_size`` = our batch size.
+loaded (no BatchNorm folding, default memory layout), read whole / predict / write whole,
+no overlap. ``monai``: ``monai.inferers.sliding_window_inference`` over the whole upsampled
+stack with one window per slice (roi = the slice), ``sw_batch_size`` = ``--batch``.
+``microsr``: ``predict_file`` with its defaults (``--batch`` overrides the batch size);
+``microsr_fp32``: the same with ``precision="32"``; ``microsr_compile`` (not run by
+default): with ``compile=True``, compile time included. Every output is compared with the
+naive loop's (max |difference| / the naive output's range).
 
-Usage: python bench/bench_predict.py [--slices 24] [--side 200] [--device cpu]
+Usage: python bench/bench_predict.py [--slices 24] [--side 200] [--device cpu] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -29,24 +34,31 @@ from microsr.data.normalize import NormalizationConfig, normalize, slice_ranges
 from microsr.data.upsample import upsample_bilinear
 from microsr.inference.checkpoint import load_checkpoint
 from microsr.inference.engine import PredictOptions
+from microsr.inference.engine import batch_size as engine_batch_size
 from microsr.inference.predict import predict_file
 from microsr.io import read_volume, write_volume
-from microsr.models.factory import ModelConfig
+from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL
 from microsr.training.device import resolve_device
+
+
+def _neighbours(i, z, k):
+    """Indices of slice ``i`` and its ``k`` neighbours each side, clamped to the volume."""
+    return np.clip(np.arange(i - k, i + k + 1), 0, z - 1)
 
 
 def _naive(ckpt, lr_path, out, device):
     loaded = load_checkpoint(ckpt, device=resolve_device(device))
     lr = read_volume(lr_path)
     norm = NormalizationConfig()
-    res = np.empty((lr.shape[0], lr.shape[1] * 2, lr.shape[2] * 2), np.float32)
+    z, k = lr.shape[0], loaded.context_slices
+    res = np.empty((z, lr.shape[1] * 2, lr.shape[2] * 2), np.float32)
     with torch.no_grad():
-        for i in range(lr.shape[0]):
-            up = upsample_bilinear(lr.array[i : i + 1].astype(np.float32), factor=2)
+        for i in range(z):
+            up = upsample_bilinear(lr.array[_neighbours(i, z, k)].astype(np.float32), factor=2)
             off, scale = slice_ranges(up, norm)
-            x = torch.from_numpy(normalize(up, norm))[:, None].to(loaded.device)
+            x = torch.from_numpy(normalize(up, norm))[None].to(loaded.device)
             p = torch.sigmoid(loaded.model(x)).cpu().numpy()[0, 0]
-            res[i] = p * scale[0] + off[0]
+            res[i] = p * scale[k] + off[k]
     sr = lr.with_array(
         res, spacing_mm=(lr.spacing_mm[0], lr.spacing_mm[1] / 2, lr.spacing_mm[2] / 2)
     )
@@ -61,7 +73,9 @@ def _monai(ckpt, lr_path, out, device, batch):
     norm = NormalizationConfig()
     up = upsample_bilinear(np.asarray(lr.array, np.float32), factor=2)
     off, scale = slice_ranges(up, norm)
-    x = torch.from_numpy(normalize(up, norm))[:, None]
+    z, k = lr.shape[0], loaded.context_slices
+    index = np.stack([_neighbours(i, z, k) for i in range(z)])  # (Z, 2k + 1)
+    x = torch.from_numpy(normalize(up, norm)[index])
     with torch.no_grad():
         p = sliding_window_inference(
             x, roi_size=x.shape[-2:], sw_batch_size=batch,
@@ -75,13 +89,16 @@ def _monai(ckpt, lr_path, out, device, batch):
 
 def child(method, ckpt, lr_path, out, device, batch):
     t = time.perf_counter()
-    if method == "microsr":
-        opts = PredictOptions(batch_size=batch)
+    if method.startswith("microsr"):
+        precision = "32" if method == "microsr_fp32" else "auto"
+        compiled = method == "microsr_compile"
+        opts = PredictOptions(batch_size=batch, precision=precision, compile=compiled)
         predict_file(ckpt, lr_path, out, device=device, options=opts, progress=False)
     elif method == "naive":
         _naive(ckpt, lr_path, out, device)
     else:
-        _monai(ckpt, lr_path, out, device, batch)
+        default = engine_batch_size(PredictOptions(), resolve_device(device))
+        _monai(ckpt, lr_path, out, device, batch or default)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     dt = time.perf_counter() - t
@@ -97,10 +114,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--slices", type=int, default=24)
     ap.add_argument("--side", type=int, default=200, help="LR side; the model sees 2x")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=None, help="default: microsr's (1 CPU, 8 CUDA)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--methods", default="naive,monai,microsr")
-    ap.add_argument("--child", nargs=3)
+    ap.add_argument("--methods", default="naive,monai,microsr_fp32,microsr")
+    ap.add_argument("--paper", action="store_true", help="the paper's single-slice U-Net")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of all methods")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         m, ckpt, lr = a.child
@@ -108,34 +127,48 @@ def main():
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = write_checkpoint(tmp / "m.ckpt", ModelConfig())
+        model = PAPER_MODEL if a.paper else DEFAULT_MODEL
+        ckpt = write_checkpoint(tmp / "m.ckpt", model)
         lr = write_lr(tmp / "lr.tif", a.slices, a.side)
         print(f"machine: {machine()}")
+        side = 2 * a.side
         print(
-            f"volume: {a.slices} x {a.side} x {a.side} LR -> {2 * a.side} x {2 * a.side} slices, batch {a.batch}, device {a.device}"
+            f"volume: {a.slices} x {a.side} x {a.side} LR -> {side} x {side} slices; "
+            f"model {model.name}, in_channels {model.in_channels}; batch {a.batch or 'default'}; "
+            f"device {a.device}"
         )
-        rows = {}
-        for m in a.methods.split(","):
-            r = run_child(
-                __file__,
-                "--child",
-                m,
-                str(ckpt),
-                str(lr),
-                "--device",
-                a.device,
-                "--batch",
-                str(a.batch),
-            )
-            rows[m] = r
-            print(
-                f"{m:8s} {r['slices_per_s']:8.2f} slices/s  {r['s']:7.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MiB"
-            )
-        if "microsr" in rows:
-            for m in rows:
-                if m != "microsr":
-                    ratio = rows["microsr"]["slices_per_s"] / rows[m]["slices_per_s"]
-                    print(f"speed-up of microsr over {m}: {ratio:.2f}x")
+        batch = ["--batch", str(a.batch)] if a.batch else []
+        methods = a.methods.split(",")
+        runs: dict[str, list[dict]] = {m: [] for m in methods}
+        for round_ in range(1, a.repeat + 1):  # interleaved, so drifts hit every method
+            for m in methods:
+                r = run_child(
+                    __file__, "--child", m, str(ckpt), str(lr), "--device", a.device, *batch
+                )
+                runs[m].append(r)
+                print(
+                    f"round {round_}  {m:15s} {r['slices_per_s']:8.2f} slices/s  {r['s']:7.1f} s"
+                    f"  peak RSS {r['peak_rss_mb']:7.0f} MiB",
+                    flush=True,
+                )
+        outputs = {m: read_volume(tmp / f"out_{m}.tif").array for m in methods}
+        if "naive" in outputs:
+            ref = outputs["naive"]
+            span = float(ref.max() - ref.min()) or 1.0
+            for m, arr in outputs.items():
+                if m != "naive":
+                    err = float(np.abs(arr - ref).max()) / span
+                    print(f"max |{m} - naive| / naive range: {err:.2e}")
+        rate = {m: [r["slices_per_s"] for r in rs] for m, rs in runs.items()}
+        for m in methods:
+            print(f"median {m:15s} {np.median(rate[m]):8.2f} slices/s over {a.repeat} runs")
+        for fast in [m for m in methods if m.startswith("microsr")]:
+            for base in [m for m in methods if not m.startswith("microsr")]:
+                per_round = np.array(rate[fast]) / np.array(rate[base])
+                print(
+                    f"speed-up of {fast} over {base}: median {np.median(per_round):.2f}x "
+                    f"(range {per_round.min():.2f}-{per_round.max():.2f}x, same-round ratios)"
+                )
 
 
 if __name__ == "__main__":

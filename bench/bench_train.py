@@ -1,6 +1,7 @@
 """Training throughput (slices/s per epoch) through ``microsr.training.train.train``.
 
-A synthetic dataset of ``--specimens`` phantom pairs (``--slices`` HR slices of ``--roi``
+The default model (2.5D residual U-Net, L1 + SSIM loss; ``--paper``: the paper's U-Net
+with BCE) is trained on a synthetic dataset of ``--specimens`` phantom pairs (``--slices`` HR slices of ``--roi``
 px each) is prepared once; training runs ``--epochs`` epochs on full ``--patch`` patches
 (``--patch = --roi`` means whole 400 x 400 slices, as in the paper). An epoch draws one
 patch per training slice, so slices/s = training slices / epoch time (validation excluded).
@@ -27,8 +28,7 @@ from conftest import make_pair
 from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.data.prepare import PrepareConfig, prepare_dataset
 from microsr.io import write_volume
-from microsr.models.factory import ModelConfig
-from microsr.training.config import TrainConfig
+from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL, TrainConfig
 from microsr.training.train import train
 
 PAPER_SLICES, PAPER_EPOCHS = 65_188, 100
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="32")
+    ap.add_argument("--paper", action="store_true", help="the paper's U-Net + BCE")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -74,8 +75,9 @@ def main() -> None:
         ds = prepare_dataset(write_manifest(rows, tmp / "m.csv"), tmp / "ds",
                              PrepareConfig(roi=a.roi), progress=False)  # fmt: skip
         cfg = TrainConfig(
-            model=ModelConfig(), epochs=a.epochs, batch_size=a.batch, patch=a.patch, seed=0,
-            device=a.device, precision=a.precision, num_workers=a.workers, val_max_slices=2,
+            model=PAPER_MODEL if a.paper else DEFAULT_MODEL, loss="bce" if a.paper else "l1_ssim",
+            epochs=a.epochs, batch_size=a.batch, patch=a.patch, seed=0, device=a.device,
+            precision=a.precision, num_workers=a.workers, val_max_slices=2,
         )  # fmt: skip
         timer = EpochTimer()
         train(ds, tmp / "run", cfg, progress=False, callbacks=[timer])
@@ -83,7 +85,8 @@ def main() -> None:
     rates = [per_epoch / t for t in timer.times]
     steady = max(rates[1:] or rates)
     print(f"machine: {machine()}")
-    print(f"train: U-Net width 16, {a.patch} x {a.patch} patches, batch {a.batch}, "
+    print(f"train: {cfg.model.name} width 16, loss {cfg.loss}, {a.patch} x {a.patch} patches, "
+          f"batch {a.batch}, "
           f"precision {a.precision}, {a.workers} workers, {per_epoch:.0f} slices/epoch")  # fmt: skip
     print("epoch slices/s: " + ", ".join(f"{r:.2f}" for r in rates) + " (first includes warm-up)")
     hours = PAPER_SLICES * PAPER_EPOCHS / steady / 3600

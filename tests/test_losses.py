@@ -57,3 +57,20 @@ def test_every_loss_is_differentiable_and_configurable(target):
         assert TrainConfig(loss=name).loss == name
     with pytest.raises(ValueError, match="unknown loss"):
         compute_loss(logits, target, "perceptual")
+
+
+@pytest.mark.parametrize("name", ["bce", "l1", "mse", "ssim", "l1_ssim"])
+def test_loss_under_bf16_autocast_is_the_float32_loss(name):
+    # bf16-mixed training: the network runs in bf16, the loss must not (SSIM's
+    # E[x^2] - E[x]^2 in bf16 was 4 % off before the loss left autocast)
+    torch.manual_seed(0)
+    target = torch.rand(4, 1, 32, 32)
+    logits = torch.logit((target + 0.05 * torch.randn_like(target)).clamp(0.01, 0.99))
+    ref = compute_loss(logits, target, name, grad_weight=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = compute_loss(logits, target, name, grad_weight=0.1)
+        from_bf16 = compute_loss(logits.bfloat16(), target, name, grad_weight=0.1)
+    assert low.dtype == torch.float32 and from_bf16.dtype == torch.float32
+    torch.testing.assert_close(low, ref, rtol=1e-6, atol=1e-7)
+    # bf16 logits themselves carry ~3 digits: the loss on them stays within 1 %
+    torch.testing.assert_close(from_bf16, ref, rtol=1e-2, atol=1e-4)

@@ -177,3 +177,17 @@ def test_shape_errors():
         psnr_batch(torch.zeros(2, 3, 16, 16), torch.zeros(2, 3, 16, 16), data_range=1.0)
     with pytest.raises(ValueError, match="reduction"):
         ssim_batch(torch.zeros(1, 16, 16), torch.zeros(1, 16, 16), data_range=1.0, reduction="sum")
+
+
+def test_ssim_under_bf16_autocast_and_of_bf16_input_is_computed_in_float32():
+    torch.manual_seed(0)
+    target = torch.rand(3, 1, 40, 40)
+    pred = (target + 0.05 * torch.randn_like(target)).clamp(0, 1)
+    ref = ssim_batch(pred, target, data_range=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = ssim_batch(pred, target, data_range=1.0)
+    assert auto.dtype == torch.float32
+    torch.testing.assert_close(auto, ref, rtol=1e-6, atol=1e-7)
+    low = ssim_batch(pred.bfloat16(), target.bfloat16(), data_range=1.0)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, ref, rtol=0, atol=5e-3)  # only the input rounding

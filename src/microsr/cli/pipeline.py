@@ -208,7 +208,12 @@ def predict(
         int | None, typer.Option(help="slices per batch (default: 8 on CUDA, 1 on CPU)")
     ] = None,
     tile: Annotated[int, typer.Option(help="tile side (HR px) for large slices")] = 512,
-    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA) | 32 | bf16 | 16")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | 32 | bf16 | 16"
+        ),
+    ] = "auto",
     compile: Annotated[bool, typer.Option(help="torch.compile the model")] = False,
     tta: Annotated[bool, typer.Option(help="average 8 flips/rotations (8x slower)")] = False,
 ) -> None:

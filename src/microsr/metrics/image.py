@@ -80,6 +80,8 @@ def _as_batch(prediction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Ten
     for x in (prediction, target):
         if not x.is_floating_point():
             x = x.to(torch.float64)
+        elif x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # 8-11 mantissa bits cannot hold E[x^2] - E[x]^2 (SSIM variances)
         # note: a CPU-GPU sync point; a NaN must fail loudly rather than average away
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"input of shape {shape} contains NaN or infinite values")
@@ -101,7 +103,8 @@ def psnr_batch(
     ----------
     prediction, target
         ``(N, H, W)`` or ``(N, 1, H, W)`` tensors of the same shape. Integer tensors are
-        converted to float64; floating tensors are used in their own dtype.
+        converted to float64, fp16/bf16 to float32; other floating tensors are used in
+        their own dtype.
     data_range
         Max - min of the possible values (1.0 for [0, 1] slices), keyword-only.
     reduction
@@ -151,7 +154,8 @@ def ssim_map(prediction: torch.Tensor, target: torch.Tensor, *, data_range: floa
     ----------
     prediction, target
         ``(N, H, W)`` or ``(N, 1, H, W)`` tensors, ``H, W >= 11``. Computed in the input's
-        floating dtype (integers -> float64); the autograd graph is kept.
+        floating dtype (integers -> float64, fp16/bf16 -> float32), also under autocast;
+        the autograd graph is kept.
     data_range
         Max - min of the possible values, keyword-only.
 
@@ -164,7 +168,10 @@ def ssim_map(prediction: torch.Tensor, target: torch.Tensor, *, data_range: floa
     data_range = _check_data_range(data_range)
     x, y = _as_batch(prediction, target)
     _check_ssim_size(tuple(prediction.shape))
-    stats = _gaussian_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1))
+    # outside autocast: under mixed precision the Gaussian filter (a conv) would run in
+    # bf16/fp16, and the variances below lose all their digits to cancellation
+    with torch.autocast(x.device.type, enabled=False):
+        stats = _gaussian_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1))
     ux, uy, uxx, uyy, uxy = stats.split(1, dim=1)
     # population covariance (no N/(N-1) factor) to match Wang et al. 2004
     vx = uxx - ux * ux

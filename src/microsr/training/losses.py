@@ -36,6 +36,11 @@ def gradient_l1(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * (dy.abs().mean() + dx.abs().mean())
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is fp16/bf16 (as under autocast), else unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _pixel_loss(logits: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
     if name == "bce":
         return F.binary_cross_entropy_with_logits(logits, target)
@@ -66,8 +71,14 @@ def compute_loss(
         One of :data:`LOSS_NAMES` (see the module docstring).
     grad_weight
         Weight of the edge term :func:`gradient_l1` on ``sigmoid(logits)``; 0 disables it.
+
+    The loss is computed in float32 with autocast off, whatever the ambient precision.
     """
-    loss = _pixel_loss(logits, target, name)
-    if grad_weight:
-        loss = loss + grad_weight * gradient_l1(torch.sigmoid(logits), target)
+    # in float32 even under mixed precision (bf16-mixed / 16-mixed training): only the
+    # network runs in low precision, the loss and its gradient do not
+    with torch.autocast(logits.device.type, enabled=False):
+        logits, target = _full(logits), _full(target)
+        loss = _pixel_loss(logits, target, name)
+        if grad_weight:
+            loss = loss + grad_weight * gradient_l1(torch.sigmoid(logits), target)
     return loss
