@@ -1,9 +1,11 @@
-"""Compute floor: the model's FLOPs per slice / the machine's measured conv throughput.
+"""Compute floor: the model's FLOPs per slice / the machine's measured throughput.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (a multiply-add = 2 FLOPs)
-on one 2 SIDE x 2 SIDE slice. Throughput is measured on the model's own most expensive
-convolution shape (16 -> 16 channels, 3 x 3, full resolution, batch 8) and on a square
-fp32 matmul; the floor is the slice time if every FLOP ran at the conv rate.
+on one 2 SIDE x 2 SIDE slice of the default model (2.5D residual U-Net). Throughput is
+measured, in fp32 and in bf16, on the model's own most expensive convolution shape
+(16 -> 16 channels, 3 x 3, full resolution, batch 1, channels-last, as ``predict`` runs
+it) and on a square matmul; a floor is the slice rate if every FLOP ran at that rate.
+bf16 rates are meaningful only where the hardware has bf16 (CUDA, AVX512-BF16, AMX).
 
 Usage: python bench/bench_floor.py [--side 200] [--device cpu] [--width 16]
 """
@@ -21,7 +23,8 @@ import torch
 from _common import machine
 from torch.utils.flop_counter import FlopCounterMode
 
-from microsr.models.factory import ModelConfig, build_model
+from microsr.models.factory import build_model
+from microsr.training.config import DEFAULT_MODEL
 
 
 def rate(fn, flops: float, seconds: float = 3.0) -> float:
@@ -46,27 +49,32 @@ def main() -> None:
     a = ap.parse_args()
     dev = torch.device(a.device)
     hw = 2 * a.side
-    model = build_model(ModelConfig(width=a.width)).eval().to(dev)
-    x = torch.rand(1, 1, hw, hw, device=dev)
+    model = build_model(DEFAULT_MODEL.model_copy(update={"width": a.width})).eval().to(dev)
+    x = torch.rand(1, DEFAULT_MODEL.in_channels, hw, hw, device=dev)
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         model(x)
     flops = fc.get_total_flops()
     conv = torch.nn.Conv2d(a.width, a.width, 3, padding=1, bias=False).to(dev).eval()
-    xc = torch.rand(8, a.width, hw, hw, device=dev)
-    conv_flops = 2 * 8 * a.width * a.width * 9 * hw * hw
+    conv = conv.to(memory_format=torch.channels_last)
+    xc = torch.rand(1, a.width, hw, hw, device=dev).contiguous(memory_format=torch.channels_last)
+    conv_flops = 2 * a.width * a.width * 9 * hw * hw
     n = 2048
     A, B = torch.rand(n, n, device=dev), torch.rand(n, n, device=dev)
-    with torch.inference_mode():
-        conv_rate = rate(lambda: conv(xc), conv_flops)
-        mm_rate = rate(lambda: A @ B, 2 * n**3)
     print(f"machine: {machine()}")
-    print(f"model: U-Net width {a.width} depth 3, one {hw} x {hw} slice: {flops / 1e9:.2f} GFLOP")
     print(
-        f"measured: conv3x3 {conv_rate / 1e9:.1f} GFLOP/s, matmul {n}^3 fp32 {mm_rate / 1e9:.1f} GFLOP/s"
+        f"model: default (2.5D residual U-Net) width {a.width} depth 3, one {hw} x {hw} slice: "
+        f"{flops / 1e9:.2f} GFLOP"
     )
-    print(
-        f"floor at the conv rate: {conv_rate / flops:.2f} slices/s; at the matmul rate: {mm_rate / flops:.2f} slices/s"
-    )
+    for dtype in (None, torch.bfloat16):
+        name = "bf16" if dtype else "fp32"
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=bool(dtype)):
+            conv_rate = rate(lambda: conv(xc), conv_flops)
+            mm_rate = rate(lambda: A @ B, 2 * n**3)
+        print(
+            f"{name}: conv3x3 {conv_rate / 1e9:.1f} GFLOP/s, matmul {n}^3 {mm_rate / 1e9:.1f} "
+            f"GFLOP/s; floor {conv_rate / flops:.2f} slices/s at the conv rate, "
+            f"{mm_rate / flops:.2f} at the matmul rate"
+        )
 
 
 if __name__ == "__main__":
