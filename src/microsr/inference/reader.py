@@ -26,14 +26,14 @@ import SimpleITK as sitk
 import tifffile
 
 from microsr.errors import InputFileError
-from microsr.io import _as_spacing, _choose_spacing, format_suffix, read_volume
+from microsr.io import as_spacing, choose_spacing, format_suffix, read_volume
 from microsr.io.itk_formats import (
-    _check_nifti_complete,
-    _float32_decimal,
-    _from_image,
-    _nifti_calibration,
+    check_nifti_complete,
+    float32_decimal,
+    from_image,
+    nifti_calibration,
 )
-from microsr.io.tiff import TIFF_SUFFIXES, _header, _load, list_slices, raw_metadata
+from microsr.io.tiff import TIFF_SUFFIXES, list_slices, load_tiff, parse_header, raw_metadata
 from microsr.volume import Calibration, Volume
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def open_slices(
         misshapen or non-finite while streaming is reported when it is reached.
     """
     path = Path(path)
-    user = _as_spacing(spacing_mm)
+    user = as_spacing(spacing_mm)
     suffix = format_suffix(path) if path.is_file() else ""
     opened = None
     if path.is_dir() and list_slices(path):
@@ -125,7 +125,7 @@ def open_slices(
             False, lambda a, b: vol.array[a:b],
         )  # fmt: skip
     shape, header, read = opened
-    spacing = _choose_spacing(path, header["spacing_mm"], user)
+    spacing = choose_spacing(path, header["spacing_mm"], user)
     metadata = {**header["metadata"], "source": str(path)}
     metadata.pop("_shape", None)
     log.info("streaming %s: shape %s, spacing %s mm", path, shape, spacing)
@@ -146,7 +146,7 @@ def _tiff_file(path: Path):
             shape = tuple(int(n) for n in series.shape)
     except Exception:  # noqa: BLE001 - let read_volume produce the one clear error
         return None
-    header = _header(raw, single_slice=shape[0] == 1)
+    header = parse_header(raw, single_slice=shape[0] == 1)
     expected = header["metadata"].get("_shape")
     if expected is not None and tuple(expected) != shape:
         return None  # truncated or odd: read_volume names the problem
@@ -165,17 +165,17 @@ def _tiff_file(path: Path):
 
 def _tiff_folder(folder: Path):
     files = list_slices(folder)
-    first, raw = _load(files[0])
+    first, raw = load_tiff(files[0])
     if first.shape[0] != 1:
         return None
-    header = _header(raw, single_slice=len(files) == 1)
+    header = parse_header(raw, single_slice=len(files) == 1)
     header["metadata"]["source_files"] = len(files)
     shape = (len(files), *first.shape[1:])
 
     def read(start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, *shape[1:]), first.dtype)
         for i in range(start, stop):
-            plane, _ = _load(files[i])
+            plane, _ = load_tiff(files[i])
             if plane.shape != (1, *shape[1:]) or plane.dtype != first.dtype:
                 raise InputFileError(
                     files[i],
@@ -190,7 +190,7 @@ def _tiff_folder(folder: Path):
 
 def _itk_uncompressed(path: Path, suffix: str) -> bool:
     if suffix == ".nii":
-        _check_nifti_complete(path)  # ITK zero-fills truncated NIfTI silently
+        check_nifti_complete(path)  # ITK zero-fills truncated NIfTI silently
         return True
     with open(path, "rb") as f:  # MetaIO header: "key = value" text lines
         head = f.read(4096).decode("latin-1").lower().replace(" ", "")
@@ -209,14 +209,14 @@ def _itk_file(path: Path, suffix: str):
             return None
         reader.SetExtractIndex((0, 0, 0))
         reader.SetExtractSize((size[0], size[1], 1))
-        _, header = _from_image(path, reader.Execute())
+        _, header = from_image(path, reader.Execute())
     except (RuntimeError, InputFileError):
         return None  # read_volume gives the canonical error
     if suffix == ".nii":
-        header["spacing_mm"] = tuple(_float32_decimal(v) for v in header["spacing_mm"])
-        header["origin_mm"] = tuple(_float32_decimal(v) for v in header["origin_mm"])
+        header["spacing_mm"] = tuple(float32_decimal(v) for v in header["spacing_mm"])
+        header["origin_mm"] = tuple(float32_decimal(v) for v in header["origin_mm"])
         reader.SetExtractSize((size[0], size[1], 1))
-        header["calibration"] = _nifti_calibration(reader.Execute())
+        header["calibration"] = nifti_calibration(reader.Execute())
 
     def read(start: int, stop: int) -> np.ndarray:
         r = sitk.ImageFileReader()

@@ -91,9 +91,9 @@ def read_volume(
         ``spacing_mm`` is not one or three positive numbers.
     """
     path = Path(path)
-    user_spacing = _as_spacing(spacing_mm)
+    user_spacing = as_spacing(spacing_mm)
     array, header = _read(path)
-    spacing = _choose_spacing(path, header["spacing_mm"], user_spacing)
+    spacing = choose_spacing(path, header["spacing_mm"], user_spacing)
     if not allow_nonfinite:
         _check_finite(path, array)
     metadata = {**header["metadata"], "source": str(path)}
@@ -181,7 +181,7 @@ def _read_folder(folder: Path) -> tuple[np.ndarray, dict]:
     raise InputFileError(folder, "no TIFF slices (*.tif, *.tiff) or DICOM files in this folder")
 
 
-def _as_spacing(value: float | Sequence[float] | None) -> tuple[float, float, float] | None:
+def as_spacing(value: float | Sequence[float] | None) -> tuple[float, float, float] | None:
     """User spacing as a ``(z, y, x)`` tuple in mm (a number means isotropic)."""
     if value is None:
         return None
@@ -197,7 +197,7 @@ def _as_spacing(value: float | Sequence[float] | None) -> tuple[float, float, fl
     return spacing  # type: ignore[return-value]
 
 
-def _choose_spacing(
+def choose_spacing(
     path: Path,
     stored: tuple[float, float, float] | None,
     user: tuple[float, float, float] | None,

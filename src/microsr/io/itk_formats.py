@@ -84,18 +84,18 @@ def read_itk_file(path: Path, suffix: str) -> tuple[np.ndarray, dict]:
     """
     fmt = ITK_FORMATS[suffix]
     if fmt == "NIfTI":
-        _check_nifti_complete(path)
+        check_nifti_complete(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputFileError(
             path, f"cannot read {fmt} file (corrupt or truncated?): {_itk_message(exc)}"
         ) from exc
-    array, header = _from_image(path, image)
+    array, header = from_image(path, image)
     if fmt == "NIfTI":
-        header["spacing_mm"] = tuple(_float32_decimal(v) for v in header["spacing_mm"])
-        header["origin_mm"] = tuple(_float32_decimal(v) for v in header["origin_mm"])
-        header["calibration"] = _nifti_calibration(image)
+        header["spacing_mm"] = tuple(float32_decimal(v) for v in header["spacing_mm"])
+        header["origin_mm"] = tuple(float32_decimal(v) for v in header["origin_mm"])
+        header["calibration"] = nifti_calibration(image)
     return array, header
 
 
@@ -136,7 +136,7 @@ def read_dicom_folder(folder: Path, series_ids: tuple[str, ...]) -> tuple[np.nda
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputFileError(folder, f"cannot read DICOM series: {_itk_message(exc)}") from exc
-    array, header = _from_image(folder, image)
+    array, header = from_image(folder, image)
     header["metadata"].update(dicom_series_uid=series_ids[0], source_files=len(files))
     logger.info("read DICOM series of %d files from %s", len(files), folder)
     return array, header
@@ -164,7 +164,7 @@ def write_itk_file(volume: Volume, path: Path, suffix: str) -> None:
         sitk.WriteImage(image, str(tmp))
 
 
-def _from_image(path: Path, image: sitk.Image) -> tuple[np.ndarray, dict]:
+def from_image(path: Path, image: sitk.Image) -> tuple[np.ndarray, dict]:
     """(Z, Y, X) array and (z, y, x) header of a SimpleITK image."""
     dim = image.GetDimension()
     components = image.GetNumberOfComponentsPerPixel()
@@ -212,7 +212,8 @@ def _set_nifti_calibration(image: sitk.Image, cal: Calibration) -> None:
     image.SetMetaData("ITK_FileNotes", text)  # ITK writes this into NIfTI descrip
 
 
-def _nifti_calibration(image: sitk.Image) -> Calibration | None:
+def nifti_calibration(image: sitk.Image) -> Calibration | None:
+    """The calibration microsr wrote into a NIfTI's notes/descrip field, else None."""
     for key in ("ITK_FileNotes", "descrip"):
         if image.HasMetaDataKey(key):
             text = image.GetMetaData(key)
@@ -221,7 +222,7 @@ def _nifti_calibration(image: sitk.Image) -> Calibration | None:
     return None
 
 
-def _float32_decimal(value: float) -> float:
+def float32_decimal(value: float) -> float:
     """Shortest decimal that rounds to the same float32 (0.009999999776 -> 0.01)."""
     return float(str(np.float32(value)))
 
@@ -238,7 +239,7 @@ def _write_detached(image: sitk.Image, path: Path) -> None:
         os.replace(header, path)
 
 
-def _check_nifti_complete(path: Path) -> None:
+def check_nifti_complete(path: Path) -> None:
     """Raise if a NIfTI-1 file holds fewer voxel bytes than its header declares.
 
     ITK zero-fills truncated NIfTI data silently, so this is checked here. For

@@ -92,8 +92,8 @@ def read_tiff_file(path: Path) -> tuple[np.ndarray, dict]:
     InputFileError
         Unreadable, truncated, RGB/multi-channel or 4D files.
     """
-    array, raw = _load(path)
-    header = _header(raw, single_slice=array.shape[0] == 1)
+    array, raw = load_tiff(path)
+    header = parse_header(raw, single_slice=array.shape[0] == 1)
     expected = header["metadata"].pop("_shape", None)
     if expected is not None and tuple(expected)[-2:] == array.shape[-2:]:
         n_expected = int(np.prod(expected[:-2], dtype=np.int64))
@@ -127,12 +127,12 @@ def read_tiff_folder(folder: Path) -> tuple[np.ndarray, dict]:
     files = list_slices(folder)
     if not files:
         raise InputFileError(folder, "no TIFF slices (*.tif, *.tiff) in this folder")
-    first, raw = _load(files[0])
+    first, raw = load_tiff(files[0])
     _check_single_slice(files[0], first)
     array = np.empty((len(files),) + first.shape[1:], dtype=first.dtype)
     array[0] = first[0]
     for index, path in enumerate(files[1:], start=1):
-        plane, _ = _load(path)
+        plane, _ = load_tiff(path)
         _check_single_slice(path, plane)
         if plane.shape[1:] != first.shape[1:] or plane.dtype != first.dtype:
             raise InputFileError(
@@ -141,7 +141,7 @@ def read_tiff_folder(folder: Path) -> tuple[np.ndarray, dict]:
                 f"slice {files[0].name} has shape {first.shape[1:]} and dtype {first.dtype}",
             )
         array[index] = plane[0]
-    header = _header(raw, single_slice=len(files) == 1)
+    header = parse_header(raw, single_slice=len(files) == 1)
     header["metadata"].pop("_shape", None)
     header["metadata"]["source_files"] = len(files)
     logger.info("read %d TIFF slices from %s", len(files), folder)
@@ -171,7 +171,7 @@ def write_tiff_folder(volume: Volume, folder: Path) -> None:
             tifffile.imwrite(tmp / f"slice_{index:0{width}d}.tif", array[index], **kwargs)
 
 
-def _load(path: Path) -> tuple[np.ndarray, dict]:
+def load_tiff(path: Path) -> tuple[np.ndarray, dict]:
     """Read the first series of ``path`` as ``(Z, Y, X)`` plus its raw tags."""
     try:
         with tifffile.TiffFile(path) as tif:
@@ -227,7 +227,7 @@ def _check_single_slice(path: Path, array: np.ndarray) -> None:
         )
 
 
-def _header(raw: dict, *, single_slice: bool) -> dict:
+def parse_header(raw: dict, *, single_slice: bool) -> dict:
     """Geometry from raw tags: our JSON, else ImageJ, else resolution tags."""
     ours = _parse_json(raw["imagej"].get("Info")) or _parse_json(raw["description"])
     if ours is not None:
