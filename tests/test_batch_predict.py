@@ -126,3 +126,27 @@ def test_killed_writer_leaves_no_file_at_the_final_path(tmp_path, name):
     proc.wait()
     assert not out.exists()  # only a hidden temporary, which a rerun ignores and replaces
     assert list((tmp_path / "out").glob(".microsr-tmp-*"))
+
+
+def test_cli_precision_and_layout_options_reach_the_engine(tmp_path, ckpt):
+    scan = _scans(tmp_path, 1)[0]
+    runner = CliRunner()
+    outs = {}
+    for name, extra in {
+        "fp32": ["--precision", "32", "--no-channels-last"],
+        "bf16": ["--precision", "bf16"],
+    }.items():
+        out = tmp_path / f"{name}.tif"
+        res = runner.invoke(
+            app, ["predict", str(ckpt), str(scan), str(out), "--device", "cpu", *extra]
+        )
+        assert res.exit_code == 0, res.output
+        outs[name] = read_volume(out)
+    assert outs["fp32"].metadata["microsr_precision"] == "float32"
+    assert outs["bf16"].metadata["microsr_precision"] == "bfloat16"
+    span = float(np.ptp(outs["fp32"].array))
+    np.testing.assert_allclose(outs["bf16"].array, outs["fp32"].array, atol=0.01 * span)
+    res = runner.invoke(app, ["predict", str(ckpt), str(scan), str(tmp_path / "x.tif"),
+                              "--precision", "64"])  # fmt: skip
+    assert res.exit_code == 2 and "precision" in res.output
+    assert not (tmp_path / "x.tif").exists()

@@ -214,6 +214,9 @@ def predict(
             help="auto (bf16 on CUDA and on CPUs with bf16 instructions, else fp32) | 32 | bf16 | 16"
         ),
     ] = "auto",
+    channels_last: Annotated[
+        bool, typer.Option(help="channels-last memory layout (measured faster; same values)")
+    ] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the model")] = False,
     tta: Annotated[bool, typer.Option(help="average 8 flips/rotations (8x slower)")] = False,
 ) -> None:
@@ -225,8 +228,9 @@ def predict(
     paths = paths or []
     with option_errors():
         opts = PredictOptions(
-            batch_size=batch_size, tile=tile, precision=precision, compile=compile, tta=tta
-        )
+            batch_size=batch_size, tile=tile, precision=precision, channels_last=channels_last,
+            compile=compile, tta=tta,
+        )  # fmt: skip
     if manifest is None and out_dir is None:
         if len(paths) != 2:
             raise MicrosrError(
