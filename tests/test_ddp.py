@@ -111,11 +111,14 @@ def test_killed_training_resumes_to_the_same_epoch_count(dataset, tmp_path):
     proc.wait()
     killed_at = read_checkpoint(run / "last.ckpt")["epoch"]  # readable: written atomically
     assert killed_at < epochs - 1
-    assert not [p for p in run.iterdir() if p.name.startswith(".microsr-tmp")]  # or cleaned
+    # a kill during a checkpoint write leaves its temporary (SIGKILL cannot be cleaned up
+    # after); plant one so that the resume below must remove it whatever the kill hit
+    (run / ".microsr-tmp-abc123-last.ckpt").write_bytes(b"half a checkpoint")
     proc = _run(tmp_path, dataset, run, epochs, 1, resume=True, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT)  # fmt: skip
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out.decode()[-3000:]
     ckpt = read_checkpoint(run / "last.ckpt")
     assert ckpt["epoch"] == epochs - 1  # epochs 0 .. epochs - 1, no more, no fewer
+    assert not [p for p in run.iterdir() if p.name.startswith(".microsr-tmp")]
     assert ckpt["microsr"]["seed"] == 3

@@ -147,3 +147,29 @@ def test_default_is_the_compare_winner_and_paper_preset_is_available(dataset, tm
     meta = read_checkpoint(tmp_path / "p/last.ckpt")["microsr"]
     assert meta["model_config"]["name"] == "unet" and meta["model_config"]["in_channels"] == 1
     assert meta["train_config"]["loss"] == "bce"
+
+
+def test_channels_last_training_changes_the_layout_not_the_model():
+    from microsr.training.module import SRModule
+
+    model = ModelConfig(name="unet_residual", width=4, depth=2, in_channels=3)
+    data = {"factor": 2, "normalization": {"mode": "minmax"}}
+    fast, plain = (
+        SRModule(TrainConfig(model=model, channels_last=cl).model_dump(mode="json"), data)
+        for cl in (True, False)
+    )
+    plain.model.load_state_dict(fast.model.state_dict())
+    convs = [m.weight for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 24, 20)
+    for m in (fast, plain):
+        torch.nn.init.normal_(
+            m.model.body.head.weight, std=0.1, generator=torch.Generator().manual_seed(1)
+        )
+    out_fast, out_plain = fast(x), plain(x)
+    torch.testing.assert_close(out_fast, out_plain, atol=1e-5, rtol=1e-4)
+    out_fast.square().mean().backward()
+    out_plain.square().mean().backward()
+    for a, b in zip(fast.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-3)

@@ -41,6 +41,9 @@ class TrainConfig(BaseModel):
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)
     precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    channels_last: bool = Field(
+        True, description="NHWC memory layout: faster convolutions (BENCHMARKS.md), same values"
+    )
     num_workers: int = Field(0, ge=0)
     accumulate: int = Field(1, ge=1, description="batches per optimizer step")
     val_max_slices: int = Field(16, ge=1, description="validation slices per val specimen set")

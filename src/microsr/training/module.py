@@ -32,8 +32,12 @@ class SRModule(L.LightningModule):
         self.save_hyperparameters()
         self.cfg = TrainConfig.model_validate(config)
         self.model = build_model(self.cfg.model)
+        if self.cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_step(self, batch, batch_idx):

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from microsr.data.dataset import PatchDataset, SliceDataset, SlicePairs
 from microsr.data.prepare import load_dataset_info
 from microsr.errors import MicrosrError
-from microsr.io.atomic import atomic_path
+from microsr.io.atomic import TEMP_PREFIX, atomic_path
 from microsr.training.config import TrainConfig
 from microsr.training.device import resolve_device
 from microsr.training.module import SRModule
@@ -59,6 +59,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete checkpoint temporaries that a killed run left behind (SIGKILL skips cleanup).
+
+    They never replaced a checkpoint, so nothing is lost; called before training resumes,
+    when no write of this run can be in flight.
+    """
+    for stale in run_dir.glob(TEMP_PREFIX + "*"):
+        if stale.is_file():
+            log.info("removing %s, left by an interrupted checkpoint write", stale.name)
+            stale.unlink(missing_ok=True)
 
 
 class SRDataModule(L.LightningDataModule):
@@ -202,6 +214,8 @@ def train(
     # Lightning's CSVLogger deletes an existing metrics.csv: keep the history of a resumed run.
     history = pd.read_csv(metrics) if resume and metrics.is_file() else None
     trainer = _trainer(run_dir, config, progress, callbacks)
+    if resume and trainer.global_rank == 0:
+        _remove_stale_temporaries(run_dir)
     if trainer.global_rank:  # other patches on every rank (same start weights, see Notes)
         torch.manual_seed(config.seed + trainer.global_rank)
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
