@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="32")
     ap.add_argument("--paper", action="store_true", help="the paper's U-Net + BCE")
+    ap.add_argument("--no-channels-last", action="store_true", help="contiguous (NCHW) layout")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -78,6 +79,7 @@ def main() -> None:
             model=PAPER_MODEL if a.paper else DEFAULT_MODEL, loss="bce" if a.paper else "l1_ssim",
             epochs=a.epochs, batch_size=a.batch, patch=a.patch, seed=0, device=a.device,
             precision=a.precision, num_workers=a.workers, val_max_slices=2,
+            channels_last=not a.no_channels_last,
         )  # fmt: skip
         timer = EpochTimer()
         train(ds, tmp / "run", cfg, progress=False, callbacks=[timer])
@@ -87,7 +89,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"train: {cfg.model.name} width 16, loss {cfg.loss}, {a.patch} x {a.patch} patches, "
           f"batch {a.batch}, "
-          f"precision {a.precision}, {a.workers} workers, {per_epoch:.0f} slices/epoch")  # fmt: skip
+          f"precision {a.precision}, channels-last {cfg.channels_last}, {a.workers} workers, "
+          f"{per_epoch:.0f} slices/epoch")  # fmt: skip
     print("epoch slices/s: " + ", ".join(f"{r:.2f}" for r in rates) + " (first includes warm-up)")
     hours = PAPER_SLICES * PAPER_EPOCHS / steady / 3600
     print(f"projected paper run ({PAPER_SLICES} slices x {PAPER_EPOCHS} epochs): {hours:.1f} h")
