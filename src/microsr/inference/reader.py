@@ -27,12 +27,7 @@ import tifffile
 
 from microsr.errors import InputFileError
 from microsr.io import as_spacing, choose_spacing, format_suffix, read_volume
-from microsr.io.itk_formats import (
-    check_nifti_complete,
-    float32_decimal,
-    from_image,
-    nifti_calibration,
-)
+from microsr.io.itk_formats import check_nifti_complete, from_image, nifti_header
 from microsr.io.tiff import TIFF_SUFFIXES, list_slices, load_tiff, parse_header, raw_metadata
 from microsr.volume import Calibration, Volume
 
@@ -209,14 +204,12 @@ def _itk_file(path: Path, suffix: str):
             return None
         reader.SetExtractIndex((0, 0, 0))
         reader.SetExtractSize((size[0], size[1], 1))
-        _, header = from_image(path, reader.Execute())
+        first = reader.Execute()
+        _, header = from_image(path, first)
     except (RuntimeError, InputFileError):
         return None  # read_volume gives the canonical error
     if suffix == ".nii":
-        header["spacing_mm"] = tuple(float32_decimal(v) for v in header["spacing_mm"])
-        header["origin_mm"] = tuple(float32_decimal(v) for v in header["origin_mm"])
-        reader.SetExtractSize((size[0], size[1], 1))
-        header["calibration"] = nifti_calibration(reader.Execute())
+        nifti_header(header, first)
 
     def read(start: int, stop: int) -> np.ndarray:
         r = sitk.ImageFileReader()

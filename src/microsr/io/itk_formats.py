@@ -93,9 +93,7 @@ def read_itk_file(path: Path, suffix: str) -> tuple[np.ndarray, dict]:
         ) from exc
     array, header = from_image(path, image)
     if fmt == "NIfTI":
-        header["spacing_mm"] = tuple(float32_decimal(v) for v in header["spacing_mm"])
-        header["origin_mm"] = tuple(float32_decimal(v) for v in header["origin_mm"])
-        header["calibration"] = nifti_calibration(image)
+        nifti_header(header, image)
     return array, header
 
 
@@ -212,7 +210,19 @@ def _set_nifti_calibration(image: sitk.Image, cal: Calibration) -> None:
     image.SetMetaData("ITK_FileNotes", text)  # ITK writes this into NIfTI descrip
 
 
-def nifti_calibration(image: sitk.Image) -> Calibration | None:
+def nifti_header(header: dict, image: sitk.Image) -> dict:
+    """Fix up ``header`` (from :func:`from_image`) of a NIfTI ``image`` in place.
+
+    NIfTI stores geometry as float32: spacing and origin become the shortest decimals
+    that round to it; the calibration comes from the notes/descrip field.
+    """
+    header["spacing_mm"] = tuple(_float32_decimal(v) for v in header["spacing_mm"])
+    header["origin_mm"] = tuple(_float32_decimal(v) for v in header["origin_mm"])
+    header["calibration"] = _nifti_calibration(image)
+    return header
+
+
+def _nifti_calibration(image: sitk.Image) -> Calibration | None:
     """The calibration microsr wrote into a NIfTI's notes/descrip field, else None."""
     for key in ("ITK_FileNotes", "descrip"):
         if image.HasMetaDataKey(key):
@@ -222,7 +232,7 @@ def nifti_calibration(image: sitk.Image) -> Calibration | None:
     return None
 
 
-def float32_decimal(value: float) -> float:
+def _float32_decimal(value: float) -> float:
     """Shortest decimal that rounds to the same float32 (0.009999999776 -> 0.01)."""
     return float(str(np.float32(value)))
 
