@@ -31,14 +31,14 @@ import torch
 from _common import machine, peak_rss_mb, run_child, write_checkpoint, write_lr
 
 from microsr.data.normalize import NormalizationConfig, normalize, slice_ranges
-from microsr.data.upsample import upsample_bilinear
+from microsr.device import resolve_device
 from microsr.inference.checkpoint import load_checkpoint
 from microsr.inference.engine import PredictOptions
 from microsr.inference.engine import batch_size as engine_batch_size
 from microsr.inference.predict import predict_file
 from microsr.io import read_volume, write_volume
+from microsr.pairing.upsample import upsample_bilinear
 from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL
-from microsr.training.device import resolve_device
 
 
 def _neighbours(i, z, k):

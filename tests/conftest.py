@@ -54,3 +54,39 @@ def pair_manifest(tmp_path: Path) -> Path:
             )
         )
     return write_manifest(rows, tmp_path / "manifest.csv")
+
+
+def loaded_model(model, *, in_channels=1, normalization=None, z_grid="hr", factor=2, version=2):
+    """A LoadedModel around any module, with a current-format metadata record.
+
+    The default normalisation is the window 0..1000 (the grey range of the tests' volumes).
+    """
+    from microsr.checkpoint import CheckpointMeta
+    from microsr.data.normalize import NormalizationConfig
+    from microsr.inference.checkpoint import LoadedModel
+    from microsr.models.factory import ModelConfig
+
+    meta = CheckpointMeta(
+        format_version=version,
+        network=ModelConfig(in_channels=in_channels),
+        factor=factor,
+        z_grid=z_grid,
+        normalization=normalization or NormalizationConfig(mode="window", low=0, high=1000),
+    )
+    return LoadedModel(model, meta, Path("x.ckpt"))
+
+
+def save_model(path, config, *, normalization=None, z_grid="hr", seed=0):
+    """A checkpoint file of a freshly built ``config`` model (:func:`microsr.checkpoint.save_checkpoint`)."""
+    import torch
+
+    from microsr.checkpoint import new_meta, save_checkpoint
+    from microsr.data.normalize import NormalizationConfig
+    from microsr.models.factory import build_model
+
+    torch.manual_seed(seed)
+    norm = normalization or NormalizationConfig(mode="window", low=0, high=1000)
+    meta = new_meta(config, factor=2, normalization=norm)
+    if z_grid != "hr":
+        meta = meta.model_copy(update={"z_grid": z_grid, "format_version": 1})
+    return save_checkpoint(path, build_model(config), meta)

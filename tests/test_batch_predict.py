@@ -9,26 +9,22 @@ import time
 
 import numpy as np
 import pytest
-import torch
+from conftest import save_model
 from typer.testing import CliRunner
 
 from microsr.cli import app
+from microsr.data.normalize import NormalizationConfig
 from microsr.errors import InputFileError, MicrosrError
 from microsr.inference.batch import jobs_for_folder, predict_batch, read_predict_manifest
 from microsr.io import read_volume, write_volume
-from microsr.models.factory import ModelConfig, build_model
+from microsr.models.factory import ModelConfig
 from microsr.volume import Volume
 
 
 @pytest.fixture
 def ckpt(tmp_path):
-    cfg = ModelConfig(width=4, depth=1)
-    meta = {"factor": 2, "normalization": {"mode": "minmax"}, "model_config": cfg.model_dump()}
-    model = build_model(cfg)
-    path = tmp_path / "m.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "microsr": meta}, path)  # fmt: skip
-    return path
+    norm = NormalizationConfig(mode="window", low=0.0, high=1.0)  # the scans' grey range
+    return save_model(tmp_path / "m.ckpt", ModelConfig(width=4, depth=1), normalization=norm)
 
 
 def _scans(tmp_path, n=3):
@@ -48,7 +44,7 @@ def test_out_dir_batch_writes_all_then_skips_complete_outputs(tmp_path, ckpt):
     assert [j.output.name for j in jobs] == ["scan0.tif", "scan1.tif", "scan2.tif"]
     done = predict_batch(ckpt, jobs, device="cpu", progress=False)
     assert len(done["written"]) == 3 and not done["skipped"]
-    assert read_volume(tmp_path / "out/scan2.tif").shape == (5, 14, 18)
+    assert read_volume(tmp_path / "out/scan2.tif").shape == (10, 14, 18)  # the HR grid
     (tmp_path / "out/scan1.tif").unlink()  # as if a run had been killed before scan1
     done = predict_batch(ckpt, jobs, device="cpu", progress=False)
     assert [p.name for p in done["written"]] == ["scan1.tif"] and len(done["skipped"]) == 2
@@ -61,7 +57,7 @@ def test_manifest_relative_paths_and_bad_rows(tmp_path, ckpt):
     jobs = read_predict_manifest(m)
     assert jobs[1].input == tmp_path / "scan1.mha" and jobs[1].output == tmp_path / "sr/b.nii.gz"
     predict_batch(ckpt, jobs, device="cpu", progress=False)
-    assert read_volume(tmp_path / "sr/b.nii.gz").shape == (4, 14, 18)
+    assert read_volume(tmp_path / "sr/b.nii.gz").shape == (8, 14, 18)
     m.write_text("input,output\nscan0.mha,x.mha\nscan1.mha,x.mha\n")
     with pytest.raises(InputFileError, match="both be written to"):
         read_predict_manifest(m)
@@ -97,7 +93,7 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from microsr.inference import writer
+    from microsr import io as writer
     from microsr.volume import Volume
 
     target = writer.template((50, 64, 64), (0.01,) * 3, (0.0,) * 3)
@@ -144,8 +140,9 @@ def test_cli_precision_and_layout_options_reach_the_engine(tmp_path, ckpt):
         outs[name] = read_volume(out)
     assert outs["fp32"].metadata["microsr_precision"] == "float32"
     assert outs["bf16"].metadata["microsr_precision"] == "bfloat16"
-    span = float(np.ptp(outs["fp32"].array))
-    np.testing.assert_allclose(outs["bf16"].array, outs["fp32"].array, atol=0.01 * span)
+    width = 1.0  # the checkpoint's window: the range of values the model can output
+    np.testing.assert_allclose(outs["bf16"].array, outs["fp32"].array, atol=0.01 * width)
+    assert not np.array_equal(outs["bf16"].array, outs["fp32"].array)  # bf16 really ran
     res = runner.invoke(app, ["predict", str(ckpt), str(scan), str(tmp_path / "x.tif"),
                               "--precision", "64"])  # fmt: skip
     assert res.exit_code == 2 and "precision" in res.output

@@ -61,7 +61,7 @@ def test_whole_pipeline_through_the_cli(tmp_path):
     i = int(test_id[1:])
     microsr("predict", "run/best.ckpt", f"lr{i}.mha", "sr.nii.gz", "--device", "cpu", cwd=tmp_path)
     lr, sr = read_volume(tmp_path / f"lr{i}.mha"), read_volume(tmp_path / "sr.nii.gz")
-    assert sr.shape == (4, 48, 48) and sr.spacing_mm == pytest.approx((0.02, 0.01, 0.01))
+    assert sr.shape == (8, 48, 48) and sr.spacing_mm == pytest.approx((0.01, 0.01, 0.01))
     assert lr.shape == (4, 24, 24)
     out = microsr(
         "evaluate",
@@ -76,7 +76,7 @@ def test_whole_pipeline_through_the_cli(tmp_path):
     )
     summary = json.loads((tmp_path / "ev/summary.json").read_text())
     assert {"psnr_lr", "psnr_sr", "ssim_lr", "ssim_sr", "n_slices"} <= set(summary)
-    assert summary["n_slices"] == 4 and "PSNR bilinear" in out
+    assert summary["n_slices"] == 8 and "PSNR LR" in out  # every HR slice
     microsr("evaluate", "ds", "run", "ev2", cwd=tmp_path)
     assert json.loads((tmp_path / "ev2/summary.json").read_text())["per_specimen"].keys() == {
         test_id
@@ -141,8 +141,6 @@ def test_invalid_option_values_name_the_option(tmp_path):
     assert (
         res.exit_code == 2 and "--epochs: Input should be greater than or equal to 1" in res.output
     )
-    res = runner.invoke(app, ["prepare", "m.csv", str(tmp_path / "ds"), "--normalize", "window"])
-    assert (
-        res.exit_code == 2 and "--normalize/--window" in res.output and "low < high" in res.output
-    )
+    res = runner.invoke(app, ["prepare", "m.csv", str(tmp_path / "ds"), "--window", "5", "5"])
+    assert res.exit_code == 2 and "--window" in res.output and "LOW < HIGH" in res.output
     assert not (tmp_path / "run").exists() and not (tmp_path / "ds").exists()

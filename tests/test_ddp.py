@@ -15,8 +15,9 @@ import time
 
 import pytest
 
+from microsr.checkpoint import read_checkpoint
 from microsr.data.prepare import PrepareConfig, prepare_dataset
-from microsr.inference.checkpoint import read_checkpoint
+from microsr.io.atomic import temp_prefix
 
 SCRIPT = textwrap.dedent(
     """
@@ -113,7 +114,7 @@ def test_killed_training_resumes_to_the_same_epoch_count(dataset, tmp_path):
     assert killed_at < epochs - 1
     # a kill during a checkpoint write leaves its temporary (SIGKILL cannot be cleaned up
     # after); plant one so that the resume below must remove it whatever the kill hit
-    (run / ".microsr-tmp-abc123-last.ckpt").write_bytes(b"half a checkpoint")
+    (run / f"{temp_prefix(proc.pid)}abc123-last.ckpt").write_bytes(b"half a checkpoint")
     proc = _run(tmp_path, dataset, run, epochs, 1, resume=True, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT)  # fmt: skip
     out, _ = proc.communicate(timeout=300)

@@ -372,7 +372,7 @@ def test_failed_write_keeps_existing_target(tmp_path, monkeypatch):
     monkeypatch.setattr(tiff_io.tifffile, "imwrite", _failing(tifffile.imwrite))
     for target in ("vol.tif", "slices"):
         with pytest.raises((InputFileError, RuntimeError)):
-            write_volume(make_volume("uint16"), tmp_path / target)
+            write_volume(make_volume("uint16"), tmp_path / target, overwrite=True)
         assert read_volume(tmp_path / target).array.dtype == np.uint8
     assert folder_listing(tmp_path) == ["slices", "vol.tif"]
 
@@ -381,10 +381,13 @@ def test_atomic_path_replaces_folder_only_on_success(tmp_path):
     target = tmp_path / "dir"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with atomic_path(target, directory=True) as tmp:
+    with pytest.raises(FileExistsError), atomic_path(target, directory=True) as tmp:
+        (tmp / "new.txt").write_text("new")  # a folder microsr does not own is never replaced
+    assert folder_listing(target) == ["old.txt"]
+    with atomic_path(target, directory=True, replace_folder=True) as tmp:
         (tmp / "new.txt").write_text("new")
     assert folder_listing(target) == ["new.txt"]
-    with pytest.raises(ValueError), atomic_path(target, directory=True) as tmp:
+    with pytest.raises(ValueError), atomic_path(target, directory=True, replace_folder=True) as tmp:
         (tmp / "newer.txt").write_text("newer")
         raise ValueError("boom")
     assert folder_listing(target) == ["new.txt"]
@@ -394,7 +397,7 @@ def test_atomic_path_replaces_folder_only_on_success(tmp_path):
 def test_rewriting_folder_drops_old_slices(tmp_path):
     write_volume(make_volume(), tmp_path / "slices")
     small = Volume(np.zeros((2, 3, 4), np.uint8), SPACING)
-    write_volume(small, tmp_path / "slices")
+    write_volume(small, tmp_path / "slices", overwrite=True)
     assert folder_listing(tmp_path / "slices") == ["slice_0000.tif", "slice_0001.tif"]
     assert read_volume(tmp_path / "slices").shape == (2, 3, 4)
 

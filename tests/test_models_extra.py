@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import loaded_model
 from pydantic import ValidationError
 
 from microsr.data.dataset import PatchDataset, SliceDataset, SlicePairs
 from microsr.inference.augment import DIHEDRAL, tta_images
-from microsr.inference.checkpoint import LoadedModel
-from microsr.inference.predict import model_images
+from microsr.inference.runner import PredictOptions, image_fn
 from microsr.models.factory import ModelConfig, build_model
 from microsr.models.rcan import ChannelAttention
 from microsr.models.residual import EPS, centre_logit
@@ -79,20 +79,23 @@ def test_tta_of_identity_is_identity_and_averages_a_ramp():
 
 def test_model_images_with_tta_keeps_the_contract():
     model = build_model(CONFIGS[2]).eval()
-    loaded = LoadedModel(model, {"context_slices": 2}, path=None)
+    loaded = loaded_model(model, in_channels=5)
     x = torch.rand(2, 5, 12, 12)
-    out = model_images(loaded, x, tta=True)
+    with torch.inference_mode():
+        out = image_fn(loaded, PredictOptions(tta=True, precision="32"))(x)
     torch.testing.assert_close(out, x[:, 2:3].clamp(EPS, 1 - EPS), atol=1e-6, rtol=0)
 
 
 def _stack_dataset(tmp_path, n=5, hw=(20, 18)):
-    """One specimen whose LR slice i is the constant i / 10 (HR: 1 - i / 10)."""
+    """One specimen whose LR slice i is the constant i / 10 (HR: 1 - i / 10), HR grid = LR's."""
     root = tmp_path / "specimens" / "a"
     root.mkdir(parents=True)
     lr = np.stack([np.full(hw, i / 10, np.float32) for i in range(n)])
     np.save(root / "lr.npy", lr)
     np.save(root / "hr.npy", 1 - lr)
-    info = {"specimens": {"a": {"n_slices": n, "crop_yxhw": [0, 0, *hw]}}}
+    meta = {"n_slices": n, "n_lr_slices": n, "crop_yxhw": [0, 0, *hw], "lr_t": list(range(n))}
+    norm = {"mode": "window", "low": 0.0, "high": 1.0}
+    info = {"specimens": {"a": meta}, "normalization": norm}
     (tmp_path / "dataset.json").write_text(json.dumps(info))
     return info
 
@@ -104,7 +107,7 @@ def test_context_stacks_neighbours_clamped_at_the_ends(tmp_path):
     assert [float(v) for v in pairs.pair(2)[0][:, 0, 0]] == pytest.approx([0.1, 0.2, 0.3])
     assert [float(v) for v in pairs.pair(4)[0][:, 0, 0]] == pytest.approx([0.3, 0.4, 0.4])
     assert pairs.pair(2)[1].shape == (20, 18)
-    assert SlicePairs(tmp_path, info, ["a"]).pair(2)[0].shape == (20, 18)  # 2D unchanged
+    assert SlicePairs(tmp_path, info, ["a"]).pair(2)[0].shape == (1, 20, 18)  # one channel
 
 
 def test_2p5d_datasets_return_channel_stacks(tmp_path):
@@ -115,6 +118,21 @@ def test_2p5d_datasets_return_channel_stacks(tmp_path):
     torch.testing.assert_close(lr[:, 0, 0], torch.tensor([0.0, 0.0, 0.1, 0.2, 0.3]))
     lr, hr = SliceDataset(pairs)[4]
     assert lr.shape == (5, 20, 18) and hr.shape == (1, 20, 18)
+
+
+def test_patches_come_from_the_datasets_own_seeded_generator(tmp_path):
+    info = _stack_dataset(tmp_path, hw=(40, 40))
+    (tmp_path / "specimens/a/lr.npy").unlink()
+    np.save(
+        tmp_path / "specimens/a/lr.npy", np.random.default_rng(0).random((5, 40, 40), np.float32)
+    )
+    pairs = SlicePairs(tmp_path, info, ["a"])
+    a = [PatchDataset(pairs, patch=8, seed=3)[i][0] for i in range(5)]
+    torch.manual_seed(123)  # the global generator must not matter
+    b = [PatchDataset(pairs, patch=8, seed=3)[i][0] for i in range(5)]
+    c = [PatchDataset(pairs, patch=8, seed=4)[i][0] for i in range(5)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
 
 
 def test_cli_train_rejects_an_unknown_model(tmp_path):

@@ -3,18 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import loaded_model
 
-from microsr.inference import engine
-from microsr.inference.checkpoint import LoadedModel
-from microsr.inference.engine import (
-    PredictOptions,
-    autocast_dtype,
-    cpu_has_native_bf16,
-    image_fn,
-    predict_stream,
-)
-from microsr.inference.reader import open_slices
-from microsr.io import read_volume, write_volume
+from microsr.inference import runner
+from microsr.inference.engine import predict_stream
+from microsr.inference.runner import PredictOptions, autocast_dtype, cpu_has_native_bf16, image_fn
+from microsr.io import open_slices, read_volume, write_volume
 from microsr.metrics.image import psnr
 from microsr.models.residual import GlobalResidual
 from microsr.models.unet import UNet
@@ -25,7 +19,7 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bf16_on_cpus_with_bf16_instructions_only(monkeypatch, native):
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(runner, "cpu_has_native_bf16", lambda: native)
     assert autocast_dtype(CPU, "auto") == (torch.bfloat16 if native else None)
     assert autocast_dtype(CPU, "32") is None
     assert autocast_dtype(CPU, "bf16") == torch.bfloat16  # asked for: always honoured
@@ -63,7 +57,7 @@ def _slice_and_model():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 2)
-    loaded = LoadedModel(net.eval(), {"factor": 2, "normalization": {"mode": "minmax"}}, "x")
+    loaded = loaded_model(net.eval())
     return torch.from_numpy(img[None, None].astype(np.float32)), loaded
 
 

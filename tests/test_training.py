@@ -4,12 +4,13 @@ import pandas as pd
 import pytest
 import torch
 
+from microsr.checkpoint import read_checkpoint
 from microsr.data.prepare import PrepareConfig, prepare_dataset
+from microsr.device import resolve_device
 from microsr.errors import MicrosrError
-from microsr.inference.checkpoint import load_checkpoint, read_checkpoint
+from microsr.inference.checkpoint import load_checkpoint
 from microsr.models.factory import ModelConfig
 from microsr.training.config import TrainConfig
-from microsr.training.device import resolve_device
 from microsr.training.losses import compute_loss
 from microsr.training.train import SRDataModule, train
 
@@ -37,7 +38,10 @@ def test_train_writes_self_describing_checkpoints_and_resumes(dataset, tmp_path)
     ckpt = read_checkpoint(result.last)  # weights_only=True load of a real checkpoint
     meta = ckpt["microsr"]
     assert meta["model_class"] == "UNet" and meta["factor"] == 2
-    assert meta["normalization"]["mode"] == "minmax" and meta["seed"] == 7
+    assert meta["normalization"]["mode"] == "window" and meta["seed"] == 7
+    assert meta["format_version"] == 2 and meta["z_grid"] == "hr" and meta["z_factor"] == 2
+    info = json.loads((dataset / "dataset.json").read_text())
+    assert meta["normalization"] == info["normalization"]  # the dataset's fitted window
     assert meta["train_config"]["lr"] == 1e-3 and meta["train_config"]["loss"] == "bce"
     assert ckpt["epoch"] == 1 and "optimizer_states" in ckpt and "state_dict" in ckpt
     log = pd.read_csv(result.metrics_csv)
@@ -68,8 +72,20 @@ def test_test_specimens_never_reach_training(dataset):
     splits = json.loads((dataset / "splits.json").read_text())
     splits["train"].append(splits["test"][0])
     (dataset / "splits.json").write_text(json.dumps(splits))
-    with pytest.raises(AssertionError, match="train and val/test"):
+    with pytest.raises(MicrosrError, match="are in train and in val/test"):
         SRDataModule(dataset, TINY)
+    # the check is a raise, not an assert: it holds under `python -O` too
+    code = (
+        "import sys; from microsr.training.train import SRDataModule, TrainConfig\n"
+        "from microsr.errors import MicrosrError\n"
+        "try: SRDataModule(sys.argv[1], TrainConfig())\n"
+        "except MicrosrError: sys.exit(3)\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-O", "-c", code, str(dataset)], check=False)
+    assert done.returncode == 3
 
 
 def test_resume_without_checkpoint_is_an_error(dataset, tmp_path):
@@ -107,10 +123,11 @@ def test_evaluate_dataset_with_a_2_5d_model(dataset, tmp_path):
         }
     )
     loaded = load_checkpoint(train(dataset, tmp_path / "r25", cfg, progress=False).last)
-    assert loaded.meta["context_slices"] == 1
-    df = evaluate_dataset(dataset, loaded)
+    assert loaded.context_slices == 1
+    results = evaluate_dataset(dataset, loaded)
     n_test = len(json.loads((dataset / "splits.json").read_text())["test"])
-    assert len(df) == 4 * n_test and df.psnr_sr.notna().all() and (df.ssim_sr <= 1).all()
+    df = pd.concat([r.slices for r in results])
+    assert len(df) == 8 * n_test and df.psnr_sr.notna().all() and (df.ssim_sr <= 1).all()
 
 
 def test_default_is_the_compare_winner_and_paper_preset_is_available(dataset, tmp_path):
@@ -153,7 +170,7 @@ def test_channels_last_training_changes_the_layout_not_the_model():
     from microsr.training.module import SRModule
 
     model = ModelConfig(name="unet_residual", width=4, depth=2, in_channels=3)
-    data = {"factor": 2, "normalization": {"mode": "minmax"}}
+    data = {"factor": 2, "z_factor": 2, "normalization": {"mode": "minmax"}}
     fast, plain = (
         SRModule(TrainConfig(model=model, channels_last=cl).model_dump(mode="json"), data)
         for cl in (True, False)

@@ -11,13 +11,11 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from microsr.data.manifest import SpecimenRow, write_manifest
-from microsr.data.normalize import NormalizationConfig
 from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
 from microsr.errors import MicrosrError
-from microsr.evaluation import evaluate_volumes, write_evaluation
+from microsr.evaluation import ScoreConfig, default_morphometry, evaluate_volumes, write_evaluation
 from microsr.inference.predict import predict_file
 from microsr.io import read_volume, write_volume
 from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
@@ -116,7 +114,11 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Run the demo; leaves ``best.ckpt`` and ``summary.json`` (test specimens) in ``out_dir``."""
+    """Run the demo; leaves ``best.ckpt`` and ``summary.json`` (test specimens) in ``out_dir``.
+
+    The SR volumes (``predictions/<id>_sr.mha``) are on the HR grid and in the HR scan's
+    units; they are scored against HR on every HR slice (:mod:`microsr.evaluation`).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise MicrosrError(f"{out_dir}: output folder exists and is not empty")
@@ -125,31 +127,24 @@ def run_demo(
         out_dir / "data", data=data, spacing_mm=spacing_mm, n_specimens=n, seed=seed
     )
     dataset = prepare_dataset(
-        manifest,
-        out_dir / "dataset",
-        PrepareConfig(normalization=NormalizationConfig(), split_seed=seed),
-        progress=progress,
+        manifest, out_dir / "dataset", PrepareConfig(split_seed=seed), progress=progress
     )
     cfg = demo_train_config(minutes=minutes, seed=seed)
     result = train(dataset, out_dir / "run", cfg, progress=progress)
     shutil.copyfile(result.best, out_dir / "best.ckpt")
-    _, splits = load_dataset_info(dataset)
-    frames = []
+    info, splits = load_dataset_info(dataset)
+    norm = info["normalization"]
+    scoring = ScoreConfig(
+        window=(norm["low"], norm["high"]),
+        morphometry=default_morphometry(all(m["calibrated"] for m in info["specimens"].values())),
+    )
+    results = []
     for sid in splits["test"]:
         lr_path, hr_path = out_dir / "data" / f"{sid}_lr.mha", out_dir / "data" / f"{sid}_hr.mha"
         sr_path = predict_file(
-            out_dir / "best.ckpt",
-            lr_path,
-            out_dir / "predictions" / f"{sid}_sr.mha",
+            out_dir / "best.ckpt", lr_path, out_dir / "predictions" / f"{sid}_sr.mha",
             progress=False,
-        )
-        frames.append(
-            evaluate_volumes(
-                read_volume(hr_path),
-                read_volume(lr_path),
-                read_volume(sr_path),
-                normalization=NormalizationConfig(),
-                name=sid,
-            )
-        )
-    return write_evaluation(pd.concat(frames, ignore_index=True), out_dir)
+        )  # fmt: skip
+        hr, lr, sr = read_volume(hr_path), read_volume(lr_path), read_volume(sr_path)
+        results.append(evaluate_volumes(hr, lr, sr, name=sid, config=scoring))
+    return write_evaluation(results, out_dir)

@@ -27,6 +27,53 @@ Spacing = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        help="replace an existing output file, or write into a non-empty folder (only the "
+        "files this command writes are replaced)"
+    ),
+]
+
+
+Mgha = Annotated[
+    float | None, typer.Option(help="bone threshold in mg HA/cm3, calibrated data (default 500)")
+]
+Grey = Annotated[float | None, typer.Option("--threshold", help="bone threshold as a grey value")]
+Frac = Annotated[
+    float | None, typer.Option(help="bone threshold as a fraction of the per-slice min-max range")
+]
+Otsu = Annotated[bool, typer.Option("--otsu", help="Otsu's threshold of the (HR) scan")]
+
+
+def morph_config(mgha=None, grey=None, fraction=None, otsu=False, **fields):
+    """A MorphometryConfig from the threshold options, or ``None`` if none was given.
+
+    ``None`` leaves the default to the library (500 mg HA/cm3 on calibrated data, else
+    Otsu); ``fields`` (e.g. ``sigma_vox``, ``ta``) override MorphometryConfig's defaults.
+    """
+    from microsr.morphometry import MorphometryConfig
+
+    options = (("mgha", mgha), ("value", grey), ("fraction", fraction))
+    given = [(k, v) for k, v in options if v is not None] + ([("otsu", None)] if otsu else [])
+    if len(given) > 1:
+        raise MicrosrError(
+            "give one of --threshold-mgha, --threshold, --threshold-fraction, --otsu"
+        )
+    if not given and not fields:
+        return None
+    kind, value = given[0] if given else ("mgha", 500.0)
+    with option_errors("morphometry options"):
+        return MorphometryConfig(threshold=kind, threshold_value=value, **fields)
+
+
+def parse_pair(text: str, option: str) -> tuple[float, float]:
+    """``"LOW,HIGH"`` -> (low, high); one clear error naming the option otherwise."""
+    try:
+        low, high = (float(p) for p in text.replace(" ", "").split(","))
+    except ValueError:
+        raise MicrosrError(f"{option} {text!r}: give two numbers LOW,HIGH") from None
+    return low, high
 
 
 def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None:
@@ -42,18 +89,33 @@ def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None
     return parts[0] if len(parts) == 1 else tuple(parts)  # type: ignore[return-value]
 
 
+#: Config fields whose command-line option has another name.
+OPTION_NAMES = {
+    "tolerance_lr_voxels": "--tolerance",
+    "split_file": "--splits",
+    "register_lr": "--register",
+    "in_channels": "--context",
+    "num_workers": "--workers",
+    "max_minutes": "--max-minutes",
+    "lr": "--learning-rate",
+}
+
+
 @contextmanager
 def option_errors(name: str | None = None):
     """Turn a pydantic ``ValidationError`` raised while building a config from options into
-    one ``MicrosrError`` naming the option (``name``, else ``--`` + the field path)."""
+    one ``MicrosrError`` naming the option (``name``, else the option of the failing field)."""
     from pydantic import ValidationError
 
     try:
         yield
     except ValidationError as exc:
         err = exc.errors()[0]
-        label = name or "--" + "-".join(str(p) for p in err["loc"])
-        raise MicrosrError(f"{label}: {err['msg']}") from None
+        fields = [str(p) for p in err["loc"] if not str(p).isdigit()]
+        field = fields[-1] if fields else ""
+        label = name or OPTION_NAMES.get(field) or ("--" + field.replace("_", "-") if field else "")
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise MicrosrError(f"{label}: {message}" if label else message) from None
 
 
 def command(fn):

@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from microsr.cli._app import Device, Spacing, command, option_errors, parse_spacing
+from microsr.cli._app import (
+    Device,
+    Grey,
+    Mgha,
+    Otsu,
+    Overwrite,
+    Spacing,
+    command,
+    morph_config,
+    option_errors,
+    parse_pair,
+    parse_spacing,
+)
 from microsr.errors import MicrosrError
 from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL, TrainConfig
 
@@ -20,16 +32,17 @@ def phantom(
     spacing: Annotated[float, typer.Option(help="voxel size, mm")] = 0.01,
     site: Annotated[str, typer.Option(help="femur | spine")] = "femur",
     seed: int = 0,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a synthetic trabecular-bone phantom (density in mg HA/cm3)."""
-    from microsr.io import write_volume
+    from microsr.io import check_volume_output, write_volume
     from microsr.simulate import make_phantom
 
     if site not in ("femur", "spine"):
         raise MicrosrError(f"--site {site!r}: use femur or spine")
-    typer.echo(
-        write_volume(make_phantom(shape, spacing_mm=spacing, site=site, seed=seed), out_volume)
-    )
+    check_volume_output(out_volume, overwrite=overwrite)
+    phantom = make_phantom(shape, spacing_mm=spacing, site=site, seed=seed)
+    typer.echo(write_volume(phantom, out_volume, overwrite=overwrite))
 
 
 @command
@@ -75,14 +88,18 @@ def prepare(
     out_dir: Path,
     split_seed: Annotated[int, typer.Option(help="seed of the specimen split")] = 0,
     normalize: Annotated[
-        str, typer.Option(help="minmax (per slice, the paper) | window")
-    ] = "minmax",
+        str, typer.Option(help="window (one intensity window, SR in HR units) | minmax (paper)")
+    ] = "window",
     window: Annotated[
-        tuple[float, float] | None, typer.Option(help="LOW HIGH for --normalize window")
+        tuple[float, float] | None,
+        typer.Option(help="fixed HR window LOW HIGH (default: fitted on the training specimens)"),
     ] = None,
+    lr_window: Annotated[
+        str, typer.Option(help="same (LR in HR units) | fit (LR's own fitted window) | LOW,HIGH")
+    ] = "same",
     roi: Annotated[int, typer.Option(help="bone-centred ROI side, HR voxels")] = 400,
     splits: Annotated[Path | None, typer.Option(help="your own splits.json")] = None,
-    overwrite: bool = False,
+    overwrite: Overwrite = False,
     register: Annotated[
         bool, typer.Option(help="rigidly register each LR scan onto its HR scan first")
     ] = False,
@@ -90,30 +107,18 @@ def prepare(
         float, typer.Option(help="allowed LR/HR misalignment, LR voxels (refused beyond)")
     ] = 1.0,
     units: Annotated[
-        str, typer.Option(help="native | mgha: convert to mg HA/cm3 before normalising")
+        str, typer.Option(help="native | mgha: convert to mg HA/cm3 before pairing")
     ] = "native",
 ) -> None:
-    """Check LR/HR pairs, cut, upsample and normalise slice pairs, split specimens."""
-    from microsr.data.normalize import NormalizationConfig
+    """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split."""
     from microsr.data.prepare import PrepareConfig, prepare_dataset
 
-    with option_errors("--normalize/--window"):
-        norm = NormalizationConfig(
-            mode=normalize, low=window[0] if window else None, high=window[1] if window else None
-        )
-    if units not in ("native", "mgha"):
-        raise MicrosrError(f"--units {units!r}: use native or mgha")
-    if not tolerance > 0:
-        raise MicrosrError(f"--tolerance {tolerance}: give a positive number of LR voxels")
-    cfg = PrepareConfig(
-        roi=roi,
-        normalization=norm,
-        split_seed=split_seed,
-        split_file=splits,
-        register_lr=register,
-        tolerance_lr_voxels=tolerance,
-        units=units,  # type: ignore[arg-type]
-    )
+    lr_win = lr_window if lr_window in ("same", "fit") else parse_pair(lr_window, "--lr-window")
+    with option_errors():
+        cfg = PrepareConfig(
+            roi=roi, normalize=normalize, window=window, lr_window=lr_win, split_seed=split_seed,
+            split_file=splits, register_lr=register, tolerance_lr_voxels=tolerance, units=units,
+        )  # fmt: skip
     typer.echo(prepare_dataset(manifest, out_dir, cfg, overwrite=overwrite))
 
 
@@ -123,7 +128,7 @@ def train(
     run_dir: Path,
     epochs: int = 100,
     max_minutes: float | None = None,
-    lr: float = 1e-3,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     loss: Annotated[
         str, typer.Option(help="l1_ssim (default) | bce (paper) | l1 | mse | ssim")
     ] = TrainConfig.model_fields["loss"].default,
@@ -171,7 +176,7 @@ def train(
             model=ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1),
             epochs=epochs,
             max_minutes=max_minutes,
-            lr=lr,
+            lr=learning_rate,
             loss=loss,
             grad_weight=grad_weight,
             batch_size=batch_size,
@@ -205,9 +210,14 @@ def predict(
     out_suffix: Annotated[
         str | None, typer.Option(help="batch with --out-dir: output format, e.g. .mha")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="batch: redo existing outputs")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="replace existing outputs (batch: redo them; default: skip)")
+    ] = False,
     spacing: Spacing = None,
     device: Device = "auto",
+    z_grid: Annotated[
+        str, typer.Option(help="auto (the checkpoint's) | hr (every HR slice) | lr (LR slices)")
+    ] = "auto",
     batch_size: Annotated[
         int | None, typer.Option(help="slices per batch (default: 8 on CUDA, 1 on CPU)")
     ] = None,
@@ -225,37 +235,30 @@ def predict(
     tta: Annotated[bool, typer.Option(help="average 8 flips/rotations (8x slower)")] = False,
 ) -> None:
     """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint."""
-    from microsr.inference.batch import jobs_for_folder, predict_batch, read_predict_manifest
-    from microsr.inference.engine import PredictOptions
+    from microsr.inference.batch import plan_jobs, predict_batch
     from microsr.inference.predict import predict_file
+    from microsr.inference.runner import PredictOptions
 
-    paths = paths or []
     with option_errors():
         opts = PredictOptions(
             batch_size=batch_size, tile=tile, precision=precision, channels_last=channels_last,
-            compile=compile, tta=tta,
+            compile=compile, tta=tta, z_grid=z_grid,
         )  # fmt: skip
+    sp = parse_spacing(spacing)
     if manifest is None and out_dir is None:
-        if len(paths) != 2:
+        if len(paths or []) != 2:
             raise MicrosrError(
                 "use: microsr predict CKPT LR OUT, CKPT LR... --out-dir DIR, or CKPT --manifest CSV"
             )
-        sp = parse_spacing(spacing)
-        typer.echo(predict_file(checkpoint, *paths, spacing_mm=sp, device=device, options=opts))
+        lr, out = paths  # type: ignore[misc]
+        written = predict_file(
+            checkpoint, lr, out, spacing_mm=sp, device=device, options=opts, overwrite=overwrite
+        )
+        typer.echo(written)
         return
-    if manifest is not None and (paths or out_dir is not None):
-        raise MicrosrError("--manifest takes no LR volumes and no --out-dir")
-    if manifest is not None:
-        jobs = read_predict_manifest(manifest)
-    else:
-        if not paths:
-            raise MicrosrError("--out-dir needs one or more LR volumes")
-        jobs = jobs_for_folder(paths, out_dir, suffix=out_suffix)
-        sp = parse_spacing(spacing)
-        if sp is not None:
-            from dataclasses import replace
-
-            jobs = [replace(j, spacing_mm=sp) for j in jobs]
+    jobs = plan_jobs(
+        paths or [], out_dir=out_dir, manifest=manifest, out_suffix=out_suffix, spacing_mm=sp
+    )
     done = predict_batch(checkpoint, jobs, device=device, options=opts, overwrite=overwrite)
     typer.echo(
         f"written: {len(done['written'])}  skipped (already complete): {len(done['skipped'])}"
@@ -267,38 +270,45 @@ def evaluate(
     paths: Annotated[
         list[Path], typer.Argument(help="OUT_DIR with --hr/--lr, or DATASET_DIR RUN_DIR OUT_DIR")
     ],
-    hr: Path | None = None,
-    lr: Path | None = None,
-    sr: Path | None = None,
+    hr: Annotated[Path | None, typer.Option(help="HR volume")] = None,
+    lr: Annotated[Path | None, typer.Option(help="LR volume")] = None,
+    sr: Annotated[Path | None, typer.Option(help="SR volume (from predict)")] = None,
     spacing: Spacing = None,
     device: Device = "auto",
     split: Annotated[str, typer.Option(help="split of a prepared dataset")] = "test",
+    scale: Annotated[
+        str, typer.Option(help="PSNR/SSIM on one intensity window | minmax (per slice, paper)")
+    ] = "window",
+    threshold_mgha: Mgha = None,
+    threshold: Grey = None,
+    otsu: Otsu = False,
+    no_3d: Annotated[bool, typer.Option("--no-3d", help="skip the 3D morphometry")] = False,
 ) -> None:
-    """PSNR/SSIM of bilinear LR and SR against HR (CSV per slice + summary.json)."""
-    from microsr.data.normalize import NormalizationConfig
+    """PSNR/SSIM, BA/TA, intensity bias and 3D morphometry of LR and SR against HR."""
     from microsr.evaluation import (
+        ScoreConfig,
         evaluate_dataset,
-        evaluate_volumes,
+        evaluate_files,
         format_summary,
         write_evaluation,
     )
-    from microsr.inference.checkpoint import load_checkpoint
-    from microsr.io import read_volume
-    from microsr.training.device import resolve_device
 
-    sp = parse_spacing(spacing)
+    morph = morph_config(threshold_mgha, threshold, None, otsu)
+    with option_errors():
+        cfg = ScoreConfig(
+            scale=scale, features_3d=not no_3d, **({"morphometry": morph} if morph else {})
+        )
     if hr is not None or lr is not None:
         if hr is None or lr is None or len(paths) != 1:
             raise MicrosrError("use: microsr evaluate --hr HR --lr LR [--sr SR] OUT_DIR")
-        vols = [read_volume(p, spacing_mm=sp) if p else None for p in (hr, lr, sr)]
-        slices = evaluate_volumes(*vols, normalization=NormalizationConfig(), name=Path(lr).stem)
+        results = evaluate_files(hr, lr, sr, spacing_mm=parse_spacing(spacing), config=cfg,
+                                 default_threshold=morph is None)  # fmt: skip
     else:
         if len(paths) != 3:
             raise MicrosrError("use: microsr evaluate DATASET_DIR RUN_DIR|CHECKPOINT OUT_DIR")
-        ckpt = paths[1] / "best.ckpt" if paths[1].is_dir() else paths[1]
-        loaded = load_checkpoint(ckpt, device=resolve_device(device))
-        slices = evaluate_dataset(paths[0], loaded, split=split)
-    typer.echo(format_summary(write_evaluation(slices, paths[-1])))
+        results = evaluate_dataset(paths[0], paths[1], split=split, device=device, config=cfg,
+                                   default_threshold=morph is None)  # fmt: skip
+    typer.echo(format_summary(write_evaluation(results, paths[-1])))
 
 
 @command

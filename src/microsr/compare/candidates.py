@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from microsr.models.factory import ModelConfig
+from microsr.morphometry.segment import MorphometryConfig
 
 __all__ = ["DEFAULT_CANDIDATES", "REFERENCE", "Candidate", "CompareConfig"]
 
@@ -79,6 +80,11 @@ class CompareConfig(BaseModel):
     tta: bool = False
     reference: str = REFERENCE
     device: str = "auto"
+    morphometry: MorphometryConfig | None = Field(
+        None,
+        description="segmentation for BA/TA and 3D scores; None: 500 mg HA/cm3 on "
+        "calibrated data, else Otsu's threshold of the HR scan",
+    )
 
     @model_validator(mode="after")
     def _check_names(self) -> CompareConfig:

@@ -9,17 +9,17 @@ from pathlib import Path
 import pandas as pd
 
 from microsr.compare.candidates import Candidate, CompareConfig
-from microsr.compare.scoring import score_split, time_prediction
+from microsr.compare.scoring import score_candidate, time_prediction
 from microsr.compare.table import BILINEAR, format_table, summary_table
-from microsr.data.normalize import NormalizationConfig
 from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
 from microsr.demo import simulated_manifest
+from microsr.device import resolve_device
 from microsr.errors import MicrosrError
+from microsr.evaluation import ScoreConfig, default_morphometry
 from microsr.inference.checkpoint import load_checkpoint
 from microsr.io.atomic import atomic_path
 from microsr.models.factory import count_parameters
 from microsr.training.config import TrainConfig
-from microsr.training.device import resolve_device
 from microsr.training.train import train
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class CompareResult:
     """Outputs of :func:`run_compare` (also written to ``out_dir``)."""
 
     slices: pd.DataFrame  # per-slice scores, all candidates and bilinear
+    specimens: pd.DataFrame  # per-specimen scores (intensity bias, 3D morphometry too)
     table: pd.DataFrame  # long table of means, CIs and paired tests
     runs: pd.DataFrame  # per candidate: epochs, params, s_per_slice, minutes
     markdown: str
@@ -68,9 +69,7 @@ def make_compare_dataset(
     manifest = simulated_manifest(
         out_dir / "data", data=data, spacing_mm=spacing_mm, n_specimens=n_specimens, seed=seed
     )
-    config = PrepareConfig(
-        normalization=NormalizationConfig(), split_seed=seed, fractions=COMPARE_FRACTIONS
-    )
+    config = PrepareConfig(split_seed=seed, fractions=COMPARE_FRACTIONS)
     return prepare_dataset(manifest, out_dir / "dataset", config, progress=progress)
 
 
@@ -111,7 +110,8 @@ def _interleaved_timing(
 
 
 def _write(out_dir: Path, result: CompareResult) -> None:
-    for name, frame in (("slices", result.slices), ("table", result.table), ("runs", result.runs)):
+    frames = {"slices": result.slices, "specimens": result.specimens, "table": result.table}
+    for name, frame in (frames | {"runs": result.runs}).items():
         with atomic_path(out_dir / f"{name}.csv") as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(out_dir / "table.md") as tmp:
@@ -142,22 +142,38 @@ def train_candidates(
         train(dataset_dir, run_dir, wanted, progress=progress)
 
 
+def _score_config(info: dict, config: CompareConfig) -> ScoreConfig:
+    """One scoring for every candidate: the dataset's window, its units' threshold."""
+    calibrated = all(m.get("calibrated") for m in info["specimens"].values())
+    norm = info["normalization"]
+    window = (norm["low"], norm["high"]) if norm["mode"] == "window" else None
+    return ScoreConfig(
+        window=window, morphometry=config.morphometry or default_morphometry(calibrated)
+    )
+
+
 def score_runs(
     dataset_dir: str | Path, out_dir: str | Path, config: CompareConfig
 ) -> CompareResult:
-    """Score bilinear and every trained candidate on the test specimens; write the tables."""
+    """Score interpolated LR and every trained candidate on the test specimens; write tables."""
     out_dir = Path(out_dir)
     info, splits = load_dataset_info(dataset_dir)
     if not splits["test"]:
         raise MicrosrError(f"{dataset_dir}: the test split is empty")
     shape = tuple(info["specimens"][splits["test"][0]]["crop_yxhw"][2:])
-    frames = [score_split(dataset_dir, info, splits["test"], None, name=BILINEAR)]
-    models = {}
-    for candidate in config.candidates:
+    scoring = _score_config(info, config)
+    slices, specimens, models = [], [], {}
+    for i, candidate in enumerate(config.candidates):
         run_dir = out_dir / "runs" / candidate.name
         loaded = load_checkpoint(run_dir / "best.ckpt", device=resolve_device(config.device))
-        frames.append(score_split(dataset_dir, info, splits["test"], loaded,
-                                  name=candidate.name, tta=config.tta))  # fmt: skip
+        if config.tta:
+            log.info("compare: scoring %s with test-time augmentation", candidate.name)
+        a, b = score_candidate(
+            dataset_dir, info, splits["test"], loaded, name=candidate.name, config=scoring,
+            baseline=BILINEAR if i == 0 else None,
+        )  # fmt: skip
+        slices.append(a)
+        specimens.append(b)
         models[candidate.name] = loaded
     seconds = _interleaved_timing(models, shape, tta=config.tta)
     runs = [
@@ -169,15 +185,16 @@ def score_runs(
         }
         for name, loaded in models.items()
     ]
-    slices = pd.concat(frames, ignore_index=True)
-    table = summary_table(slices, reference=config.reference)
+    slices_df = pd.concat(slices, ignore_index=True)
+    specimens_df = pd.concat(specimens, ignore_index=True)
+    table = summary_table(slices_df, specimens_df, reference=config.reference)
     runs_df = pd.DataFrame(runs)
     markdown = "\n\n".join(
         f"**{level}-level** (n = {int(table[table.level == level].n.iloc[0])} {level}s)\n\n"
         + format_table(table, runs_df, level=level, reference=config.reference)
         for level in ("specimen", "slice")
     )
-    out = CompareResult(slices, table, runs_df, markdown)
+    out = CompareResult(slices_df, specimens_df, table, runs_df, markdown)
     _write(out_dir, out)
     return out
 

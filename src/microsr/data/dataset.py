@@ -1,4 +1,11 @@
-"""PyTorch datasets over a prepared dataset folder (memory-mapped, streamed from disk)."""
+"""PyTorch datasets over a prepared dataset folder (memory-mapped, streamed from disk).
+
+A pair is one HR slice and its input: the LR volume interpolated along z at the slice's
+fractional LR index ``t`` (:func:`microsr.pairing.upsample.sample_z`), with ``k`` LR slices of
+context each side (``t - k .. t + k``) for a 2.5D model. Both are normalised here, with the
+dataset's :class:`~microsr.data.normalize.NormalizationConfig` (the same functions as
+prediction).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +14,43 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
+
+from microsr.data.normalize import NormalizationConfig, normalize
+from microsr.errors import MicrosrError
+from microsr.pairing.upsample import sample_z, z_span
+
+
+def _open(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Memory-map a prepared ``.npy``; a missing, truncated or misshapen file is one error."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise MicrosrError(
+            f"{path}: prepared array is missing or damaged ({exc}); prepare the dataset again"
+        ) from None
+    if array.shape != shape:
+        raise MicrosrError(
+            f"{path}: prepared array has shape {array.shape}, dataset.json says {shape}; "
+            "prepare the dataset again"
+        )
+    return array
 
 
 class SlicePairs:
-    """Index of ``(specimen, slice)`` pairs across specimens of a prepared dataset.
+    """Index of ``(specimen, HR slice)`` pairs across specimens of a prepared dataset.
 
-    With ``context = k > 0`` (2.5D input) the LR side of a pair is the stack of LR slices
-    ``i - k .. i + k`` of the same specimen, clamped at its ends (the prepared ``lr.npy``
-    holds the paired slices in z order). The ``.npy`` files are opened lazily with ``mmap_mode="r"`` (once per worker process),
-    so nothing but the requested slice is read.
+    Parameters
+    ----------
+    dataset_dir, info
+        The prepared folder and its ``dataset.json`` (:func:`~microsr.data.prepare.load_dataset_info`).
+    specimens
+        Specimen ids to index (e.g. one split).
+    context
+        ``k``: LR slices of context each side of the interpolated centre slice.
+
+    The ``.npy`` files are checked when the index is built and opened lazily with
+    ``mmap_mode="r"`` (once per worker process), so only the requested slices are read.
     """
 
     def __init__(
@@ -27,12 +61,20 @@ class SlicePairs:
         self.dataset_dir = Path(dataset_dir)
         self.context = context
         self.specimens = list(specimens)
-        counts = [info["specimens"][s]["n_slices"] for s in self.specimens]
+        self.normalization = NormalizationConfig.model_validate(info["normalization"])
+        meta = [info["specimens"][s] for s in self.specimens]
+        counts = [m["n_slices"] for m in meta]
         self.spec_index = np.repeat(np.arange(len(self.specimens)), counts)
         self.slice_index = (
             np.concatenate([np.arange(c) for c in counts]) if counts else np.zeros(0, int)
         )
-        self.shapes = [tuple(info["specimens"][s]["crop_yxhw"][2:]) for s in self.specimens]
+        self.shapes = [tuple(m["crop_yxhw"][2:]) for m in meta]
+        self.lr_t = [np.asarray(m["lr_t"], np.float64) for m in meta]
+        self._expected = [
+            ((m["n_lr_slices"], *m["crop_yxhw"][2:]), (m["n_slices"], *m["crop_yxhw"][2:]))
+            for m in meta
+        ]
+        self._arrays  # noqa: B018 - check every file now, before any training starts
 
     def __len__(self) -> int:
         return len(self.spec_index)
@@ -41,30 +83,32 @@ class SlicePairs:
     def _arrays(self) -> list[tuple[np.ndarray, np.ndarray]]:
         root = self.dataset_dir / "specimens"
         return [
-            (
-                np.load(root / s / "lr.npy", mmap_mode="r"),
-                np.load(root / s / "hr.npy", mmap_mode="r"),
-            )
-            for s in self.specimens
+            (_open(root / s / "lr.npy", lr_shape), _open(root / s / "hr.npy", hr_shape))
+            for s, (lr_shape, hr_shape) in zip(self.specimens, self._expected)
         ]
 
-    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``i``-th (LR, HR) slice pair, float32 in [0, 1].
+    def raw_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``i``-th pair in the scan's units: LR ``(2k + 1, H, W)``, HR ``(H, W)``.
 
-        LR is ``(H, W)`` (memory-mapped) without context, ``(2k + 1, H, W)`` with it; HR is
-        ``(H, W)``.
+        Channel ``k`` is the LR volume at the HR slice's z (the trilinear baseline).
         """
-        lr, hr = self._arrays[self.spec_index[i]]
-        k = int(self.slice_index[i])
-        if not self.context:
-            return lr[k], hr[k]
-        index = np.clip(np.arange(k - self.context, k + self.context + 1), 0, len(lr) - 1)
-        return np.asarray(lr[index]), hr[k]
+        spec, k = int(self.spec_index[i]), int(self.slice_index[i])
+        lr, hr = self._arrays[spec]
+        t = self.lr_t[spec][k] + np.arange(-self.context, self.context + 1)
+        first, stop = z_span(t, len(lr))
+        return sample_z(np.asarray(lr[first:stop]), t, n=len(lr), first=first), np.asarray(hr[k])
+
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``i``-th pair normalised to [0, 1]: LR ``(2k + 1, H, W)``, HR ``(H, W)``."""
+        lr, hr = self.raw_pair(i)
+        return normalize(lr, self.normalization, role="lr"), normalize(
+            hr, self.normalization, role="hr"
+        )
 
 
 def _channels(array: np.ndarray) -> torch.Tensor:
     """``(H, W) -> (1, H, W)``; a ``(C, H, W)`` stack is kept as it is."""
-    tensor = torch.from_numpy(array)
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor[None] if tensor.ndim == 2 else tensor
 
 
@@ -72,30 +116,41 @@ class PatchDataset(Dataset):
     """Random square patches, one per slice per epoch, with optional flips/rot90.
 
     Returns ``(lr, hr)`` tensors of shape ``(C, patch, patch)`` and ``(1, patch, patch)``
-    (``C = 2k + 1`` with 2.5D context, else 1). Randomness comes from
-    torch's global generator, which Lightning seeds per worker.
+    (``C = 2k + 1``). Randomness comes from this dataset's own generator, seeded with
+    ``seed`` and the DataLoader worker's id (never torch's global generator), so a run's
+    patches depend only on its seed and worker count.
     """
 
-    def __init__(self, pairs: SlicePairs, *, patch: int, augment: bool = True) -> None:
+    def __init__(
+        self, pairs: SlicePairs, *, patch: int, augment: bool = True, seed: int = 0
+    ) -> None:
         smallest = min(min(s) for s in pairs.shapes)
         if patch > smallest:
             raise ValueError(f"patch {patch} is larger than the smallest slice ({smallest} px)")
-        self.pairs, self.patch, self.augment = pairs, patch, augment
+        self.pairs, self.patch, self.augment, self.seed = pairs, patch, augment, seed
+        self._rngs: dict[int, np.random.Generator] = {}
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _rng(self) -> np.random.Generator:
+        info = get_worker_info()
+        worker = -1 if info is None else info.id
+        if worker not in self._rngs:
+            self._rngs[worker] = np.random.default_rng([self.seed, worker + 1])
+        return self._rngs[worker]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = self.pairs.pair(i)
         h, w = lr.shape[-2:]
-        y = int(torch.randint(0, h - self.patch + 1, ()))
-        x = int(torch.randint(0, w - self.patch + 1, ()))
-        a = _channels(np.array(lr[..., y : y + self.patch, x : x + self.patch]))
-        b = _channels(np.array(hr[y : y + self.patch, x : x + self.patch]))
+        rng = self._rng()
+        y, x = int(rng.integers(0, h - self.patch + 1)), int(rng.integers(0, w - self.patch + 1))
+        a = _channels(lr[..., y : y + self.patch, x : x + self.patch])
+        b = _channels(hr[y : y + self.patch, x : x + self.patch])
         if self.augment:
-            k = int(torch.randint(0, 4, ()))
+            k = int(rng.integers(0, 4))
             a, b = torch.rot90(a, k, (1, 2)), torch.rot90(b, k, (1, 2))
-            if bool(torch.randint(0, 2, ())):
+            if rng.integers(0, 2):
                 a, b = a.flip(2), b.flip(2)
         return a.contiguous(), b.contiguous()
 
@@ -116,4 +171,4 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = self.pairs.pair(int(self.index[i]))
-        return _channels(np.array(lr)), _channels(np.array(hr))
+        return _channels(lr), _channels(hr)

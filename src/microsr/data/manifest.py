@@ -8,6 +8,7 @@ manifest's folder. Spacing columns supply spacing for files that store none (TIF
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,55 @@ from microsr.errors import InputFileError
 
 REQUIRED = ("specimen", "site", "lr_path", "hr_path")
 OPTIONAL = ("lr_spacing_mm", "hr_spacing_mm", "sex", "treatment", "frames")
+#: Specimen ids and site names become file and folder names: letters, digits, ``._-``, not
+#: starting with a dot, so that no id can name a path outside the output folder.
+_EXTRA = "\0extra"  # DictReader's key for the fields beyond the header
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(value: str, *, what: str, where: str | Path, line: int | None = None) -> str:
+    """``value`` if it is a safe file-name component (:data:`SAFE_NAME`), else InputFileError."""
+    if not SAFE_NAME.fullmatch(value):
+        at = f"line {line}: " if line is not None else ""
+        raise InputFileError(
+            where,
+            f"{at}{what} {value!r} is not a valid name: use letters, digits, '.', '_' and '-' "
+            "(not starting with '.'; at most 100 characters); it becomes a folder name",
+        )
+    return value
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Header and ``(line, row)`` pairs of a UTF-8 CSV; one clear error for any problem.
+
+    Raises
+    ------
+    InputFileError
+        Missing file, bytes that are not UTF-8, a row with more fields than the header.
+    """
+    if not path.is_file():
+        raise InputFileError(path, "manifest not found")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh, restkey=_EXTRA)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            rows = [(reader.line_num, r) for r in reader]
+    except UnicodeDecodeError as exc:
+        raise InputFileError(
+            path, f"is not UTF-8 text (byte {exc.start}); save the manifest as UTF-8 CSV"
+        ) from None
+    except csv.Error as exc:
+        raise InputFileError(path, f"is not a readable CSV file: {exc}") from None
+    for line, row in rows:
+        if _EXTRA in row:
+            n = len(columns) + len(row[_EXTRA])
+            raise InputFileError(
+                path, f"line {line}: {n} fields, but the header has {len(columns)} columns "
+                f"({', '.join(columns)})",
+            )  # fmt: skip
+    return columns, [
+        (line, {(k or "").strip(): (v or "").strip() for k, v in r.items()}) for line, r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -53,25 +103,23 @@ def read_manifest(path: str | Path) -> list[SpecimenRow]:
         Missing file or columns, empty or duplicate specimen ids, missing volume files.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "manifest not found")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED if c not in columns]
-        if missing:
-            raise InputFileError(
-                path, f"missing column(s) {', '.join(missing)}; need {', '.join(REQUIRED)}"
-            )
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    columns, rows = read_csv_rows(path)
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise InputFileError(
+            path, f"missing column(s) {', '.join(missing)}; need {', '.join(REQUIRED)}"
+        )
     if not rows:
         raise InputFileError(path, "manifest has no specimen rows")
     out: list[SpecimenRow] = []
     seen: set[str] = set()
-    for line, r in enumerate(rows, start=2):
+    for line, r in rows:
         sid = r["specimen"]
         if not sid:
             raise InputFileError(path, f"line {line}: empty specimen id")
+        check_name(sid, what="specimen id", where=path, line=line)
+        if r["site"]:
+            check_name(r["site"], what="site", where=path, line=line)
         if sid in seen:
             raise InputFileError(path, f"line {line}: duplicate specimen id {sid!r}")
         seen.add(sid)

@@ -9,20 +9,20 @@ a file at the final path. A rerun therefore skips existing outputs and redoes th
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from microsr.data.manifest import read_csv_rows
+from microsr.device import resolve_device
 from microsr.errors import InputFileError, MicrosrError
 from microsr.inference.checkpoint import load_checkpoint
-from microsr.inference.engine import PredictOptions, predict_stream
-from microsr.inference.reader import open_slices
-from microsr.io import format_suffix
-from microsr.training.device import resolve_device
+from microsr.inference.engine import predict_stream
+from microsr.inference.runner import PredictOptions
+from microsr.io import format_suffix, open_slices, output_suffix
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,11 @@ def read_predict_manifest(path: str | Path) -> list[PredictJob]:
         Missing file or columns, empty or duplicate outputs, a bad spacing.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "manifest not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"input", "output"} <= set(rows[0]):
+    columns, rows = read_csv_rows(path)
+    if not rows or not {"input", "output"} <= set(columns):
         raise InputFileError(path, "needs a header with the columns input,output[,spacing_mm]")
     jobs = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         if not (row.get("input") or "").strip() or not (row.get("output") or "").strip():
             raise InputFileError(path, f"line {line}: empty input or output")
         sp = (row.get("spacing_mm") or "").strip()
@@ -97,6 +94,36 @@ def _check_unique(jobs: list[PredictJob], where: Path) -> None:
         seen[key] = job.input
         if job.input.resolve() == key:
             raise InputFileError(job.input, "output would overwrite the input")
+        output_suffix(job.output)  # an unknown output format fails before any prediction
+
+
+def plan_jobs(
+    inputs: Sequence[str | Path],
+    *,
+    out_dir: str | Path | None = None,
+    manifest: str | Path | None = None,
+    out_suffix: str | None = None,
+    spacing_mm: float | tuple[float, float, float] | None = None,
+) -> list[PredictJob]:
+    """The jobs of a batch: from a manifest, or from input volumes and an output folder.
+
+    Raises
+    ------
+    MicrosrError
+        Both or neither of ``manifest`` and ``out_dir`` given, inputs with a manifest, no
+        inputs with ``out_dir``; and the errors of :func:`read_predict_manifest` and
+        :func:`jobs_for_folder`.
+    """
+    if (manifest is None) == (out_dir is None):
+        raise MicrosrError("give either --manifest CSV or LR volumes with --out-dir DIR")
+    if manifest is not None:
+        if inputs:
+            raise MicrosrError("--manifest takes no LR volumes and no --out-dir")
+        return read_predict_manifest(manifest)
+    if not inputs:
+        raise MicrosrError("--out-dir needs one or more LR volumes")
+    jobs = jobs_for_folder(inputs, out_dir, suffix=out_suffix)
+    return [replace(j, spacing_mm=spacing_mm) for j in jobs] if spacing_mm is not None else jobs
 
 
 def predict_batch(
@@ -128,7 +155,9 @@ def predict_batch(
             continue
         try:
             source = open_slices(job.input, spacing_mm=job.spacing_mm)
-            predict_stream(loaded, source, job.output, options=options, progress=False)
+            predict_stream(
+                loaded, source, job.output, options=options, overwrite=overwrite, progress=False
+            )
         except MicrosrError as exc:
             log.error("%s", exc)
             failed.append(str(exc))

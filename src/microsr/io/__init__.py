@@ -1,232 +1,40 @@
-"""Read and write :class:`~microsr.volume.Volume` files; the format follows the path.
+"""Read and write :class:`~microsr.volume.Volume` files, whole or slice by slice.
 
-Arrays are ``(Z, Y, X)``; spacing and origin are ``(z, y, x)`` in mm. A folder is a
-series of 2D TIFF slices or one DICOM series. See :mod:`microsr.io.tiff` and
-:mod:`microsr.io.itk_formats` for what each format keeps. Every bad input raises a
-single :class:`~microsr.errors.InputFileError` naming the file; input files are
-never modified, and writes are atomic (:mod:`microsr.io.atomic`).
+Arrays are ``(Z, Y, X)``; spacing and origin are ``(z, y, x)`` in mm; the format follows the
+path (a folder is a series of 2D TIFF slices or one DICOM series). Every bad input raises a
+single :class:`~microsr.errors.InputFileError` naming the file; input files are never
+modified; writes are atomic and follow one output policy (:mod:`microsr.io.atomic`).
+
+- whole volumes: :func:`read_volume`, :func:`write_volume` (:mod:`microsr.io.files`);
+- slice sources and sinks for streaming: :func:`open_slices` (:mod:`microsr.io.source`),
+  :func:`write_slices` and :func:`template` (:mod:`microsr.io.sink`);
+- formats: :mod:`microsr.io.tiff` / :mod:`microsr.io.tiff_write`,
+  :mod:`microsr.io.itk_formats` / :mod:`microsr.io.itk_stream`, :mod:`microsr.io.scanco`.
 """
 
-from __future__ import annotations
-
-import logging
-import numbers
-from collections.abc import Sequence
-from pathlib import Path
-
-import numpy as np
-
-from microsr.errors import InputFileError, MicrosrError
-from microsr.io.itk_formats import (
-    ITK_FORMATS,
-    dicom_series_ids,
-    read_dicom_folder,
-    read_itk_file,
-    write_itk_file,
+from microsr.io.files import (
+    SUPPORTED_FORMATS,
+    as_spacing,
+    check_volume_output,
+    choose_spacing,
+    read_volume,
+    write_volume,
 )
-from microsr.io.scanco import SCANCO_FORMATS, read_scanco_file, write_scanco_file
-from microsr.io.tiff import (
-    TIFF_SUFFIXES,
-    list_slices,
-    read_tiff_file,
-    read_tiff_folder,
-    write_tiff_file,
-    write_tiff_folder,
-)
-from microsr.volume import Volume
+from microsr.io.sink import format_suffix, output_suffix, template, write_slices
+from microsr.io.source import SliceSource, open_slices, volume_source
 
-__all__ = ["SUPPORTED_FORMATS", "read_volume", "write_volume"]
-
-logger = logging.getLogger(__name__)
-
-#: Help text listing the formats (for CLI help and error messages).
-SUPPORTED_FORMATS = """\
-Supported volume formats (chosen by extension):
-  folder/          2D TIFF slices (*.tif, *.tiff; natural name order), or one DICOM
-                   series (read only); writing a folder gives slice_0000.tif, ...
-  .tif .tiff       multi-page TIFF (ImageJ-compatible; spacing, origin, calibration kept)
-  .nii .nii.gz     NIfTI
-  .mha .mhd        MetaImage
-  .nrrd .nhdr      NRRD
-  .isq .aim        Scanco (itk-ioscanco): native values and density calibration kept;
-                   ISQ is written for integer data only (float32: use .aim)"""
-
-_SUPPORTED_SHORT = "a folder of TIFF slices or a DICOM series, " + ", ".join(
-    (*TIFF_SUFFIXES, *ITK_FORMATS, *SCANCO_FORMATS)
-)
-
-
-def read_volume(
-    path: str | Path,
-    *,
-    spacing_mm: float | Sequence[float] | None = None,
-    allow_nonfinite: bool = False,
-) -> Volume:
-    """Read a volume from a file or folder.
-
-    Parameters
-    ----------
-    path
-        File (format by extension, see :data:`SUPPORTED_FORMATS`) or folder of
-        2D TIFF slices / DICOM files.
-    spacing_mm
-        Voxel size in mm: one number (isotropic) or ``(z, y, x)``. Required when
-        the file stores none (e.g. plain TIFF); if the file stores a different
-        one, this one wins and a warning is logged.
-    allow_nonfinite
-        Accept NaN/Inf voxels (otherwise they are an error).
-
-    Returns
-    -------
-    Volume
-        Array ``(Z, Y, X)`` in the stored dtype (a 2D image gives ``Z = 1``),
-        spacing and origin ``(z, y, x)`` in mm, calibration if stored.
-
-    Raises
-    ------
-    InputFileError
-        Missing path, unknown extension, unreadable/truncated data, no or
-        mismatched slices, RGB/4D images, no spacing available, NaN/Inf voxels.
-    MicrosrError
-        ``spacing_mm`` is not one or three positive numbers.
-    """
-    path = Path(path)
-    user_spacing = as_spacing(spacing_mm)
-    array, header = _read(path)
-    spacing = choose_spacing(path, header["spacing_mm"], user_spacing)
-    if not allow_nonfinite:
-        _check_finite(path, array)
-    metadata = {**header["metadata"], "source": str(path)}
-    try:
-        volume = Volume(array, spacing, header["origin_mm"], header["calibration"], metadata)
-    except ValueError as exc:  # e.g. a zero spacing stored in the file
-        raise InputFileError(path, str(exc)) from exc
-    logger.info("read %s: shape %s, %s, spacing %s mm", path, volume.shape, array.dtype, spacing)
-    return volume
-
-
-def write_volume(volume: Volume, path: str | Path) -> Path:
-    """Write a volume atomically; the format follows the extension.
-
-    Parameters
-    ----------
-    volume
-        The volume; its dtype is kept (TIFF stores float64 as float32).
-    path
-        Target file, or a folder (existing, or a path without extension) for 2D
-        TIFF slices ``slice_0000.tif``, ... Parent folders are created. Nothing is
-        left behind if the write fails; an existing target is replaced only on
-        success.
-
-    Returns
-    -------
-    Path
-        The written path.
-
-    Raises
-    ------
-    InputFileError
-        Unknown extension, or the file system refused the write.
-    """
-    path = Path(path)
-    suffix = format_suffix(path)
-    try:
-        if path.is_dir() or suffix == "":
-            write_tiff_folder(volume, path)
-        elif suffix in TIFF_SUFFIXES:
-            write_tiff_file(volume, path)
-        elif suffix in ITK_FORMATS:
-            write_itk_file(volume, path, suffix)
-        elif suffix in SCANCO_FORMATS:
-            write_scanco_file(volume, path, suffix)
-        else:
-            raise InputFileError(path, f"unknown output type {suffix!r}; use {_SUPPORTED_SHORT}")
-    except (OSError, RuntimeError) as exc:  # RuntimeError: SimpleITK's write errors
-        raise InputFileError(path, f"cannot write: {exc}") from exc
-    logger.info("wrote %s: shape %s, %s", path, volume.shape, volume.array.dtype)
-    return path
-
-
-def format_suffix(path: Path) -> str:
-    """Lower-case extension, with ``.nii.gz`` as one suffix (``""`` if none)."""
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
-def _read(path: Path) -> tuple[np.ndarray, dict]:
-    if not path.exists():
-        raise InputFileError(path, "no such file or folder")
-    if path.is_dir():
-        return _read_folder(path)
-    suffix = format_suffix(path)
-    if suffix in TIFF_SUFFIXES:
-        return read_tiff_file(path)
-    if suffix in ITK_FORMATS:
-        return read_itk_file(path, suffix)
-    if suffix in SCANCO_FORMATS:
-        return read_scanco_file(path, suffix)
-    kind = repr(suffix) if suffix else "(no extension)"
-    raise InputFileError(path, f"unknown file type {kind}; supported: {_SUPPORTED_SHORT}")
-
-
-def _read_folder(folder: Path) -> tuple[np.ndarray, dict]:
-    """TIFF slices if there are any, else a DICOM series."""
-    if list_slices(folder):
-        return read_tiff_folder(folder)
-    series_ids = dicom_series_ids(folder)
-    if series_ids:
-        return read_dicom_folder(folder, series_ids)
-    if any(p.suffix.lower() == ".dcm" for p in folder.iterdir()):
-        raise InputFileError(folder, "holds .dcm files, but none is a readable DICOM image")
-    raise InputFileError(folder, "no TIFF slices (*.tif, *.tiff) or DICOM files in this folder")
-
-
-def as_spacing(value: float | Sequence[float] | None) -> tuple[float, float, float] | None:
-    """User spacing as a ``(z, y, x)`` tuple in mm (a number means isotropic)."""
-    if value is None:
-        return None
-    values = [value] * 3 if isinstance(value, numbers.Real) else list(value)
-    try:
-        spacing = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        spacing = ()
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise MicrosrError(
-            f"spacing must be one positive number or three (z, y, x), in mm; got {value!r}"
-        )
-    return spacing  # type: ignore[return-value]
-
-
-def choose_spacing(
-    path: Path,
-    stored: tuple[float, float, float] | None,
-    user: tuple[float, float, float] | None,
-) -> tuple[float, float, float]:
-    """The user's spacing if given (warning if it differs), else the file's."""
-    if user is None:
-        if stored is None:
-            raise InputFileError(
-                path, "no voxel spacing stored in this file; give it with --spacing (mm)"
-            )
-        return stored
-    if stored is not None and not np.allclose(stored, user, rtol=1e-6, atol=0.0):
-        logger.warning(
-            "%s: file stores spacing %s mm (z, y, x); using the given %s mm", path, stored, user
-        )
-    return user
-
-
-def _check_finite(path: Path, array: np.ndarray, *, chunk: int = 64) -> None:
-    """Raise if ``array`` holds NaN or Inf (counted slab by slab to bound memory)."""
-    if not np.issubdtype(array.dtype, np.inexact):
-        return
-    bad = sum(
-        int(array[z : z + chunk].size - np.count_nonzero(np.isfinite(array[z : z + chunk])))
-        for z in range(0, array.shape[0], chunk)
-    )
-    if bad:
-        raise InputFileError(
-            path,
-            f"{bad} of {array.size} voxels are NaN or Inf "
-            "(pass allow_nonfinite=True to accept them)",
-        )
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "SliceSource",
+    "as_spacing",
+    "check_volume_output",
+    "choose_spacing",
+    "format_suffix",
+    "open_slices",
+    "output_suffix",
+    "read_volume",
+    "template",
+    "volume_source",
+    "write_slices",
+    "write_volume",
+]

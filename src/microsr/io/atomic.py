@@ -1,69 +1,91 @@
-"""Atomic writes: write to a temporary sibling, then rename it onto the target.
+"""Atomic writes and the output policy every writer follows.
 
-A reader (or a crashed run) never sees a half-written file or folder: the target
-either keeps its old content or gets the complete new one. The temporary path is
-in the target's own folder so that the final :func:`os.replace` is a rename on
-one file system, never a copy.
+Atomic writes: write to a temporary sibling, then rename it onto the target, so a reader (or
+a crashed run) never sees a half-written file or folder. The temporary path is in the
+target's own folder, so the final :func:`os.replace` is a rename on one file system.
+
+The output policy (:func:`check_output`, called by every command before it computes):
+
+* nothing the command did not create is deleted or replaced: an existing output file, or a
+  non-empty output folder, is refused unless ``overwrite`` is given, and even then only the
+  entries the command writes are replaced (:func:`atomic_folder`); a folder is never
+  swapped as a whole unless microsr owns all of it (``replace_folder=True``, e.g. a study's
+  ``report/``);
+* an output that resolves to an input (through symlinks or ``..``) is refused;
+* the output's parent must be a folder we can write to (or be creatable);
+* temporaries that a killed run left (``.microsr-tmp-<host>-<pid>-*``, whose process is
+  gone) are removed by the next run writing into the same folder
+  (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from microsr.errors import InputFileError
 
 logger = logging.getLogger(__name__)
 
 #: Prefix of every temporary path made here; readers of folders skip such names.
 TEMP_PREFIX = ".microsr-tmp-"
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+_TAGGED = re.compile(re.escape(TEMP_PREFIX) + r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
+#: Untagged temporaries (microsr 0.1) or other hosts' are removed only when this old.
+_STALE_AGE_S = 24 * 3600
+
+
+def temp_prefix(pid: int | None = None) -> str:
+    """The temporary-name prefix of process ``pid`` (default: this one) on this host:
+    ``.microsr-tmp-<host>-<pid>-``."""
+    return f"{TEMP_PREFIX}{_HOST}-{os.getpid() if pid is None else pid}-"
 
 
 @contextmanager
-def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path that replaces ``path`` only if the block succeeds.
+def atomic_path(
+    path: str | Path, *, directory: bool = False, replace_folder: bool = False
+) -> Iterator[Path]:
+    """Yield a temporary path that becomes ``path`` only if the block succeeds.
 
     Parameters
     ----------
     path
         Final file or folder. Missing parent folders are created.
     directory
-        ``False``: the temporary path is an (empty, existing) file whose name ends
-        with the target's name, so extension-based writers such as SimpleITK pick
-        the same format (``.tmp-xyz-scan.nii.gz``). ``True``: the temporary path is
-        an empty folder; on success an existing folder (or file) at ``path`` is
-        replaced as a whole.
-
-    Yields
-    ------
-    Path
-        The temporary path to write to.
+        ``False``: the temporary path is an (empty, existing) file whose name ends with the
+        target's name, so extension-based writers such as SimpleITK pick the same format.
+        ``True``: the temporary path is an empty folder, renamed onto ``path`` on success;
+        ``path`` must then not exist or be an empty folder, unless ``replace_folder``.
+    replace_folder
+        Replace an existing folder as a whole (only for folders microsr owns entirely).
 
     Notes
     -----
-    On any exception in the block the temporary file or folder is removed, ``path``
-    is left untouched and the exception propagates.
-
-    Examples
-    --------
-    >>> with atomic_path("out/scan.tif") as tmp:  # doctest: +SKIP
-    ...     tifffile.imwrite(tmp, array)
+    On any exception in the block the temporary file or folder is removed, ``path`` is left
+    untouched and the exception propagates. A file target is replaced if it exists: callers
+    apply the output policy (:func:`check_output`) first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "-" + path.name
     if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), suffix=suffix, dir=path.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix="-" + path.name, dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=suffix, dir=path.parent)
         os.close(fd)
         tmp = Path(name)
     try:
         yield tmp
         if directory:
-            _replace_folder(tmp, path)
+            _move_folder(tmp, path, replace=replace_folder)
         else:
             os.replace(tmp, path)
     except BaseException:
@@ -72,17 +94,16 @@ def atomic_path(path: str | Path, *, directory: bool = False) -> Iterator[Path]:
     logger.debug("atomically wrote %s", path)
 
 
-def _replace_folder(tmp: Path, path: Path) -> None:
-    """Rename folder ``tmp`` onto ``path``, moving an old ``path`` aside first.
-
-    POSIX ``rename`` cannot replace a non-empty folder, so the old one is renamed
-    to a backup, the new one moved in, and only then the backup deleted; if the
-    move fails the backup is put back.
-    """
+def _move_folder(tmp: Path, path: Path, *, replace: bool) -> None:
+    """Rename folder ``tmp`` onto ``path`` (an absent or empty folder, or owned: ``replace``)."""
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        path.rmdir()
     if not path.exists() and not path.is_symlink():
         os.replace(tmp, path)
         return
-    backup = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + "old-", dir=path.parent))
+    if not replace:
+        raise FileExistsError(f"{path} exists and is not empty; nothing was replaced")
+    backup = Path(tempfile.mkdtemp(prefix=temp_prefix() + "old-", dir=path.parent))
     backup.rmdir()
     os.replace(path, backup)
     try:
@@ -91,6 +112,165 @@ def _replace_folder(tmp: Path, path: Path) -> None:
         os.replace(backup, path)
         raise
     _remove(backup)
+
+
+@contextmanager
+def atomic_folder(
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    replaceable: Callable[[Path], bool] = lambda entry: False,
+) -> Iterator[Path]:
+    """Yield an empty temporary folder whose entries end up in ``path`` if the block succeeds.
+
+    A new or empty ``path`` is replaced by the temporary folder in one rename. A non-empty
+    ``path`` needs ``overwrite``: then each entry of the temporary folder replaces the entry of
+    the same name, entries for which ``replaceable(entry)`` is true and that were not written
+    again are deleted (e.g. surplus slices of an older, deeper volume), and everything else in
+    ``path`` stays. On an exception nothing in ``path`` changes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), suffix="-" + path.name, dir=path.parent))
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink() and any(_entries(path)):
+            if not overwrite:
+                raise FileExistsError(f"{path} exists and is not empty; nothing was replaced")
+            written = {p.name for p in tmp.iterdir()}
+            for entry in list(_entries(path)):
+                if entry.name not in written and replaceable(entry):
+                    _remove(entry)
+            for name in sorted(written):
+                target = path / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                os.replace(tmp / name, target)
+            tmp.rmdir()
+        else:
+            _move_folder(tmp, path, replace=False)
+    except BaseException:
+        _remove(tmp)
+        raise
+    logger.debug("atomically wrote folder %s", path)
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(
+    path: str | Path,
+    *,
+    inputs: Iterable[str | Path] = (),
+    overwrite: bool = False,
+    folder: bool = False,
+    owned: Iterable[str] = (),
+) -> Path:
+    """Apply the output policy to ``path`` before any work starts (see the module notes).
+
+    Parameters
+    ----------
+    path
+        The output file or folder.
+    inputs
+        The command's inputs: ``path`` must not be, contain or lie inside any of them.
+    overwrite
+        Allow an existing output file, or a non-empty output folder, to be written into.
+    folder
+        ``path`` is a folder of outputs.
+    owned
+        For a folder with ``overwrite``: glob patterns of the entries the command writes;
+        with no patterns, any non-empty folder is refused.
+
+    Raises
+    ------
+    InputFileError
+        Naming the path and the problem.
+    """
+    path = Path(path)
+    for source in map(Path, inputs):
+        if _same_path(path, source):
+            raise InputFileError(path, f"is the input {source}; refusing to overwrite an input")
+        src, out = source.resolve(), path.resolve()
+        if (src.is_dir() and out.is_relative_to(src)) or (out.is_dir() and src.is_relative_to(out)):
+            raise InputFileError(path, f"lies inside (or holds) the input {source}")
+    if path.exists() and not path.is_dir() and folder:
+        raise InputFileError(path, "exists and is a file, not a folder")
+    if path.is_dir() and not folder:
+        raise InputFileError(path, "is a folder; give a file name with an extension")
+    if path.is_file() and not overwrite:
+        raise InputFileError(path, "exists; use --overwrite to replace it")
+    if path.is_dir() and any(_entries(path)):
+        if not overwrite:
+            raise InputFileError(
+                path, "folder exists and is not empty; use --overwrite or another folder"
+            )
+        if not owned:
+            raise InputFileError(
+                path, "folder exists and is not empty; give an empty or new folder"
+            )
+    _check_writable(path)
+    remove_stale_temporaries(path.parent if not path.is_dir() else path)
+    return path
+
+
+def _entries(folder: Path) -> Iterator[Path]:
+    return (p for p in folder.iterdir() if not p.name.startswith(TEMP_PREFIX))
+
+
+def _check_writable(path: Path) -> None:
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputFileError(path, f"cannot be created: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputFileError(path, f"cannot be written: no write permission in {parent}")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete ``.microsr-tmp-*`` entries in ``folder`` that a killed run left behind.
+
+    A temporary is stale when it was made on this host by a process that no longer runs, or
+    (made elsewhere, or by microsr 0.1 without a process tag) when it is older than a day.
+    Temporaries of running processes (e.g. another shard of an array job writing into the
+    same folder) are kept. Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in folder.glob(TEMP_PREFIX + "*"):
+        if _is_stale(entry):
+            logger.info("removing %s, left by an interrupted run", entry)
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
+def _is_stale(entry: Path) -> bool:
+    match = _TAGGED.match(entry.name)
+    if match and match["host"] == _HOST:
+        pid = int(match["pid"])
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    try:
+        return time.time() - entry.lstat().st_mtime > _STALE_AGE_S
+    except OSError:
+        return False
 
 
 def _remove(path: Path) -> None:

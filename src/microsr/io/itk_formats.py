@@ -140,9 +140,9 @@ def read_dicom_folder(folder: Path, series_ids: tuple[str, ...]) -> tuple[np.nda
     return array, header
 
 
-def write_itk_file(volume: Volume, path: Path, suffix: str) -> None:
-    """Write ``volume`` atomically as NIfTI, MetaImage or NRRD (by ``suffix``)."""
-    array = np.asarray(volume.array)
+def itk_image(volume: Volume, array: np.ndarray, suffix: str) -> sitk.Image:
+    """A SimpleITK image of ``array`` (``(Z, Y, X)``) with ``volume``'s geometry and calibration."""
+    array = np.asarray(array)
     if array.dtype == np.bool_:
         array = array.astype(np.uint8)
     image = sitk.GetImageFromArray(array)
@@ -155,6 +155,12 @@ def write_itk_file(volume: Volume, path: Path, suffix: str) -> None:
         _set_nifti_calibration(image, volume.calibration)
     elif volume.calibration is not None:
         image.SetMetaData(CALIBRATION_KEY, json.dumps(asdict(volume.calibration)))
+    return image
+
+
+def write_itk_file(volume: Volume, path: Path, suffix: str) -> None:
+    """Write ``volume`` atomically as NIfTI, MetaImage or NRRD (by ``suffix``), whole."""
+    image = itk_image(volume, volume.array, suffix)
     if suffix in _DETACHED:
         _write_detached(image, path)
         return

@@ -1,23 +1,14 @@
-"""TIFF volumes: one multi-page file, or a folder of 2D slices (via ``tifffile``).
+"""Reading TIFF volumes: one multi-page file, or a folder of 2D slices (via ``tifffile``).
 
-What is stored
---------------
-Files we write are ImageJ-compatible hyperstacks (``imagej=True``) for the dtypes
-ImageJ knows (uint8, uint16, int16, float32): the in-plane pixel size goes in the
-resolution tags, the slice spacing and ``unit=mm`` in the ImageJ description, so
-Fiji shows the right scale. Our own JSON header (spacing, origin, calibration and
-the JSON-serialisable part of ``Volume.metadata``) goes in the ImageJ ``Info``
-property. Other dtypes (int8, int32, uint32, ...) are written as plain TIFF with the
-JSON as the ImageDescription of the first page. float64 is written as float32.
+What files written by microsr hold is described in :mod:`microsr.io.tiff_write`. Reading
+prefers our JSON header, then ImageJ ``spacing``/``unit`` (um/micron converted to mm) with the
+resolution tags, then the plain TIFF resolution tags, but only when they name a unit (cm or
+inch) and the volume is a single slice (they carry no slice spacing). Otherwise the spacing
+is reported as unknown (``None``).
 
-A folder written here holds ``slice_0000.tif``, ``slice_0001.tif``, ...; each slice
-carries the JSON header with its own origin (``origin_z + i * spacing_z``), so the
-folder needs no sidecar file and a single slice is still self-describing.
-
-Reading prefers our JSON, then ImageJ ``spacing``/``unit`` (um/micron converted to
-mm) with the resolution tags, then the plain TIFF resolution tags, but only when
-they name a unit (cm or inch) and the volume is a single slice (they carry no slice
-spacing). Otherwise the spacing is reported as unknown (``None``).
+Multi-page files and slice folders can also be opened for streaming
+(:func:`open_tiff_file`, :func:`open_tiff_folder`): only the requested slices are read. A
+whole-folder read is the streamed read of every slice, so the checks are written once.
 """
 
 from __future__ import annotations
@@ -25,21 +16,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from microsr.errors import InputFileError
-from microsr.io.atomic import atomic_path
-from microsr.volume import Calibration, Volume
+from microsr.volume import Calibration
 
 logger = logging.getLogger(__name__)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-_IMAGEJ_DTYPES = {np.dtype(t) for t in ("uint8", "uint16", "int16", "float32")}
-_JSON_KEY = "microsr"  # marks a JSON description as ours; value = header version
+JSON_KEY = "microsr"  # marks a JSON description as ours; value = header version
 _UNIT_TO_MM = {
     "mm": 1.0,
     "millimeter": 1.0,
@@ -90,11 +78,11 @@ def read_tiff_file(path: Path) -> tuple[np.ndarray, dict]:
     Raises
     ------
     InputFileError
-        Unreadable, truncated, RGB/multi-channel or 4D files.
+        Unreadable, truncated, RGB/multi-channel or 4D files, or no pages.
     """
     array, raw = load_tiff(path)
     header = parse_header(raw, single_slice=array.shape[0] == 1)
-    expected = header["metadata"].pop("_shape", None)
+    expected = header.pop("shape")
     if expected is not None and tuple(expected)[-2:] == array.shape[-2:]:
         n_expected = int(np.prod(expected[:-2], dtype=np.int64))
         if n_expected != array.shape[0]:
@@ -104,77 +92,104 @@ def read_tiff_file(path: Path) -> tuple[np.ndarray, dict]:
     return array, header
 
 
-def read_tiff_folder(folder: Path) -> tuple[np.ndarray, dict]:
-    """Stack a folder of 2D TIFF slices (natural name order) into a volume.
+def open_tiff_file(path: Path):
+    """``(shape, dtype, header, read)`` to stream the pages of a multi-page TIFF, or ``None``.
 
-    Parameters
-    ----------
-    folder
-        Folder holding one 2D slice per ``*.tif``/``*.tiff`` file.
+    ``None`` (then read it whole, which reports any problem) for anything unusual: not a
+    plain ``(Z, Y, X)`` page series, or a page count that differs from our header's.
+    ``read(start, stop)`` returns pages ``start .. stop - 1`` as ``(n, Y, X)``.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            if series.axes not in ("ZYX", "IYX", "QYX") or len(series.shape) != 3:
+                return None
+            raw = raw_metadata(tif)
+            shape = tuple(int(n) for n in series.shape)
+            dtype = np.dtype(series.dtype)
+    except Exception:  # noqa: BLE001 - the whole-file read produces the one clear error
+        return None
+    header = parse_header(raw, single_slice=shape[0] == 1)
+    expected = header.pop("shape")
+    if expected is not None and tuple(expected) != shape:
+        return None
 
-    Returns
-    -------
-    array, header
-        As :func:`read_tiff_file`; the header comes from the first slice, and its
-        spacing counts as unknown unless our JSON or ImageJ metadata give ``z``.
+    def read(start: int, stop: int) -> np.ndarray:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return tif.series[0].asarray(key=range(start, stop)).reshape(-1, *shape[1:])
+        except Exception as exc:
+            raise InputFileError(
+                path, f"cannot read TIFF slices {start}..{stop - 1}: {exc}"
+            ) from exc
+
+    return shape, dtype, header, read
+
+
+def open_tiff_folder(folder: Path):
+    """``(shape, dtype, header, read)`` to stream a folder of 2D TIFF slices (natural order).
+
+    The header comes from the first slice; its spacing counts as unknown unless our JSON
+    or ImageJ metadata give ``z``. ``read`` checks every slice it reads.
 
     Raises
     ------
     InputFileError
-        No slices; a slice that is unreadable or not 2D; slices of different
-        shapes or dtypes (the first odd slice is named).
+        No slices; the first slice is unreadable or not 2D.
     """
     files = list_slices(folder)
     if not files:
         raise InputFileError(folder, "no TIFF slices (*.tif, *.tiff) in this folder")
     first, raw = load_tiff(files[0])
     _check_single_slice(files[0], first)
-    array = np.empty((len(files),) + first.shape[1:], dtype=first.dtype)
-    array[0] = first[0]
-    for index, path in enumerate(files[1:], start=1):
-        plane, _ = load_tiff(path)
-        _check_single_slice(path, plane)
-        if plane.shape[1:] != first.shape[1:] or plane.dtype != first.dtype:
-            raise InputFileError(
-                path,
-                f"slice has shape {plane.shape[1:]} and dtype {plane.dtype}, but the first "
-                f"slice {files[0].name} has shape {first.shape[1:]} and dtype {first.dtype}",
-            )
-        array[index] = plane[0]
     header = parse_header(raw, single_slice=len(files) == 1)
-    header["metadata"].pop("_shape", None)
+    header.pop("shape")
     header["metadata"]["source_files"] = len(files)
-    logger.info("read %d TIFF slices from %s", len(files), folder)
-    return array, header
+    shape = (len(files), *first.shape[1:])
+
+    def read(start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, *shape[1:]), first.dtype)
+        for i in range(start, stop):
+            plane, _ = load_tiff(files[i])
+            _check_single_slice(files[i], plane)
+            if plane.shape[1:] != shape[1:] or plane.dtype != first.dtype:
+                raise InputFileError(
+                    files[i],
+                    f"slice has shape {plane.shape[1:]} and dtype {plane.dtype}, but the first "
+                    f"slice {files[0].name} has shape {shape[1:]} and dtype {first.dtype}",
+                )
+            out[i - start] = plane[0]
+        return out
+
+    return shape, first.dtype, header, read
 
 
-def write_tiff_file(volume: Volume, path: Path) -> None:
-    """Write ``volume`` atomically as one multi-page TIFF (see module notes)."""
-    array = _writable(volume.array)
-    kwargs = _write_kwargs(volume, array.shape, array.dtype, origin_mm=volume.origin_mm)
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, **kwargs)
+def read_tiff_folder(folder: Path) -> tuple[np.ndarray, dict]:
+    """Stack a folder of 2D TIFF slices (natural name order) into a volume.
 
+    Returns
+    -------
+    array, header
+        As :func:`read_tiff_file` (see :func:`open_tiff_folder` for the header).
 
-def write_tiff_folder(volume: Volume, folder: Path) -> None:
-    """Write ``volume`` atomically as a folder of ``slice_NNNN.tif`` 2D slices.
-
-    An existing folder at ``folder`` is replaced as a whole, only on success.
+    Raises
+    ------
+    InputFileError
+        No slices; a slice that is unreadable or not 2D; slices of different shapes or
+        dtypes (the first odd slice is named).
     """
-    array = _writable(volume.array)
-    width = max(4, len(str(array.shape[0] - 1)))
-    oz, oy, ox = volume.origin_mm
-    with atomic_path(folder, directory=True) as tmp:
-        for index in range(array.shape[0]):
-            origin = (oz + index * volume.spacing_mm[0], oy, ox)
-            kwargs = _write_kwargs(volume, array.shape[1:], array.dtype, origin_mm=origin)
-            tifffile.imwrite(tmp / f"slice_{index:0{width}d}.tif", array[index], **kwargs)
+    shape, _, header, read = open_tiff_folder(folder)
+    array = read(0, shape[0])
+    logger.info("read %d TIFF slices from %s", shape[0], folder)
+    return array, header
 
 
 def load_tiff(path: Path) -> tuple[np.ndarray, dict]:
     """Read the first series of ``path`` as ``(Z, Y, X)`` plus its raw tags."""
     try:
         with tifffile.TiffFile(path) as tif:
+            if not tif.series or 0 in tif.series[0].shape:
+                raise InputFileError(path, "holds no image data (0 slices)")
             series = tif.series[0]
             shape, axes = tuple(series.shape), series.axes
             if axes == "SYX" and _planar_samples(tif.pages[0]):
@@ -232,18 +247,18 @@ def parse_header(raw: dict, *, single_slice: bool) -> dict:
     ours = _parse_json(raw["imagej"].get("Info")) or _parse_json(raw["description"])
     if ours is not None:
         cal = ours.get("calibration")
-        metadata = dict(ours.get("metadata") or {})
-        metadata["_shape"] = ours.get("shape")
         return {
+            "shape": ours.get("shape"),
             "spacing_mm": tuple(float(s) for s in ours["spacing_mm"]),
             "origin_mm": tuple(float(o) for o in ours.get("origin_mm", (0.0, 0.0, 0.0))),
             "calibration": Calibration(**cal) if cal else None,
-            "metadata": metadata,
+            "metadata": dict(ours.get("metadata") or {}),
         }
     spacing = _imagej_spacing(raw, single_slice=single_slice)
     if spacing is None:
         spacing = _resolution_spacing(raw, single_slice=single_slice)
     return {
+        "shape": None,
         "spacing_mm": spacing,
         "origin_mm": (0.0, 0.0, 0.0),
         "calibration": None,
@@ -252,13 +267,13 @@ def parse_header(raw: dict, *, single_slice: bool) -> dict:
 
 
 def _parse_json(text: object) -> dict | None:
-    if not isinstance(text, str) or _JSON_KEY not in text:
+    if not isinstance(text, str) or JSON_KEY not in text:
         return None
     try:
         data = json.loads(text)
     except ValueError:
         return None
-    return data if isinstance(data, dict) and _JSON_KEY in data else None
+    return data if isinstance(data, dict) and JSON_KEY in data else None
 
 
 def _pixel_size(raw: dict, factor: float) -> tuple[float, float] | None:
@@ -294,50 +309,3 @@ def _resolution_spacing(raw: dict, *, single_slice: bool) -> tuple[float, float,
     if pixel is None or not single_slice:
         return None  # TIFF tags have no slice spacing
     return (pixel[1], *pixel)
-
-
-def _writable(array: np.ndarray) -> np.ndarray:
-    """The array as TIFF can store it: float64 -> float32, bool -> uint8."""
-    if array.dtype == np.float64:
-        logger.info("TIFF output: converting float64 voxels to float32")
-        return array.astype(np.float32)
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8)
-    return np.asarray(array)
-
-
-def _write_kwargs(
-    volume: Volume, shape: tuple[int, ...], dtype: np.dtype, *, origin_mm: tuple
-) -> dict:
-    """``tifffile.imwrite`` options storing geometry for an array of ``shape``."""
-    header = {
-        _JSON_KEY: 1,
-        "shape": list(shape),
-        "spacing_mm": list(volume.spacing_mm),
-        "origin_mm": list(origin_mm),
-        "calibration": asdict(volume.calibration) if volume.calibration else None,
-        "metadata": _json_safe(volume.metadata),
-    }
-    text = json.dumps(header)
-    sz, sy, sx = volume.spacing_mm
-    if np.dtype(dtype) not in _IMAGEJ_DTYPES:
-        return {"description": text, "metadata": None, "photometric": "minisblack"}
-    axes = "ZYX" if len(shape) == 3 else "YX"
-    return {
-        "imagej": True,
-        "resolution": (1.0 / sx, 1.0 / sy),
-        "metadata": {"spacing": sz, "unit": "mm", "axes": axes, "Info": text},
-    }
-
-
-def _json_safe(metadata: dict) -> dict:
-    """The entries of ``metadata`` that JSON can store (others dropped, logged)."""
-    kept = {}
-    for key, value in metadata.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            logger.debug("TIFF output: metadata %r is not JSON-serialisable; not stored", key)
-            continue
-        kept[str(key)] = value
-    return kept

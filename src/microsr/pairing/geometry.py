@@ -1,9 +1,21 @@
-"""Geometry checks for LR/HR pairs, done before any slice is cut.
+"""Geometry checks for LR/HR pairs, done before any slice is cut, and the z convention.
 
-A pair is usable when the two volumes cover the same physical box (within a tolerance,
-by default one LR voxel) and the in-plane LR voxel is an integer multiple of the HR voxel.
-Each LR slice is paired with the HR slice whose centre is nearest to its own centre
-(ties go to the lower HR index); the LR slice is upsampled in-plane only.
+A pair is usable when the two volumes cover the same physical box (within a tolerance, by
+default one LR voxel) and the LR voxel is an integer multiple of the HR voxel along each
+axis (in-plane ``factor``, along z ``z_factor``).
+
+**The z convention.** Positions are voxel centres (``origin + index * spacing``). An LR
+voxel's centre sits at the centre of the HR voxels it covers, as :mod:`microsr.simulate`
+makes them: ``origin_lr = origin_hr + (f - 1) / 2 * spacing_hr``. HR slice ``j`` then lies
+at the fractional LR slice index ``t_j = (z_hr(j) - origin_lr) / spacing_lr``
+(:func:`lr_positions`; ``t_j = (j - (f - 1) / 2) / f`` for an exact pair), and its input is
+the LR volume interpolated linearly along z at ``t_j`` (:func:`microsr.pairing.upsample.sample_z`):
+with in-plane bilinear upsampling, that is trilinear interpolation of LR onto the HR grid
+(``torch.nn.functional.interpolate(mode="trilinear", align_corners=False)``, tested).
+Every HR slice whose centre lies inside the LR box (``-0.5 <= t <= Z_lr - 0.5``) is a pair.
+
+The older pairing (microsr 0.1, ``z_grid="lr"``): each LR slice with the HR slice whose
+centre is nearest to its own (ties to the lower HR index), :func:`nearest_slices`.
 """
 
 from __future__ import annotations
@@ -25,7 +37,12 @@ class PairGeometry:
     factor
         In-plane scale factor (LR voxel size / HR voxel size), an integer.
     hr_index
-        ``(Z_lr,)`` index of the HR slice paired with each LR slice (-1 if none).
+        ``(Z_lr,)`` index of the HR slice nearest to each LR slice (-1 if none).
+    z_factor
+        LR slice spacing / HR slice spacing, an integer.
+    hr_slices, lr_t
+        The HR slices inside the LR box, and the fractional LR index ``t`` of each (the
+        HR-grid pairs).
     offset_mm
         ``(z, y, x)`` offset of the LR box start from the HR box start, in mm.
     extent_diff_mm
@@ -36,6 +53,9 @@ class PairGeometry:
     hr_index: np.ndarray
     offset_mm: tuple[float, float, float]
     extent_diff_mm: tuple[float, float, float]
+    z_factor: int = 1
+    hr_slices: np.ndarray | None = None
+    lr_t: np.ndarray | None = None
 
 
 def _box_start(volume: Volume) -> np.ndarray:
@@ -53,6 +73,57 @@ def scale_factor(lr_spacing_mm, hr_spacing_mm, *, name: str = "pair") -> int:
             f"HR spacing {tuple(hr_spacing_mm)} mm)"
         )
     return factor
+
+
+def z_factor(lr: Volume, hr: Volume, *, name: str = "pair") -> int:
+    """LR / HR slice spacing as an integer >= 1; raises MicrosrError naming the numbers."""
+    ratio = lr.spacing_mm[0] / hr.spacing_mm[0]
+    factor = round(ratio)
+    if factor < 1 or abs(ratio - factor) > 0.01 * factor:
+        raise MicrosrError(
+            f"{name}: the LR/HR slice spacing ratio must be an integer >= 1 to pair LR with "
+            f"every HR slice, got {ratio:.4g} (LR {lr.spacing_mm[0]:.4g} mm, HR "
+            f"{hr.spacing_mm[0]:.4g} mm)"
+        )
+    return factor
+
+
+def lr_positions(lr: Volume, hr: Volume) -> np.ndarray:
+    """``(Z_hr,)`` fractional LR slice index of every HR slice centre (see the module notes)."""
+    z_hr = hr.origin_mm[0] + np.arange(hr.shape[0]) * hr.spacing_mm[0]
+    return (z_hr - lr.origin_mm[0]) / lr.spacing_mm[0]
+
+
+def inside_lr(t: np.ndarray, n_lr: int) -> np.ndarray:
+    """Whether fractional LR indices ``t`` lie inside an LR box of ``n_lr`` slices."""
+    eps = 1e-6
+    return (t >= -0.5 - eps) & (t <= n_lr - 0.5 + eps)
+
+
+def hr_grid(
+    shape: tuple[int, int, int],
+    spacing_mm: tuple[float, float, float],
+    origin_mm: tuple[float, float, float],
+    factor: int,
+    *,
+    z_factor: int | None = None,
+) -> tuple[tuple[int, int, int], tuple[float, float, float], tuple[float, float, float]]:
+    """Shape, spacing and origin of the HR grid of an LR volume (``z_factor`` 1: LR z kept).
+
+    Each LR voxel covers ``f`` HR voxels per axis whose first centre is at
+    ``c - (f - 1) / 2 * spacing_lr / f`` (the convention of the module notes).
+    """
+    fz = factor if z_factor is None else z_factor
+    factors = (fz, factor, factor)
+    new_shape = tuple(n * f for n, f in zip(shape, factors))
+    spacing = tuple(s / f for s, f in zip(spacing_mm, factors))
+    origin = tuple(o - (f - 1) / 2 * s / f for o, s, f in zip(origin_mm, spacing_mm, factors))
+    return new_shape, spacing, origin  # type: ignore[return-value]
+
+
+def output_positions(n_out: int, z_factor: int) -> np.ndarray:
+    """Fractional LR index of each of ``n_out`` HR-grid slices: ``(j - (f - 1) / 2) / f``."""
+    return (np.arange(n_out) - (z_factor - 1) / 2) / z_factor
 
 
 def nearest_slices(source: Volume, target: Volume) -> np.ndarray:
@@ -105,15 +176,9 @@ def check_pair(
     hr_index = nearest_slices(lr, hr)
     if np.all(hr_index < 0):
         raise MicrosrError(f"{name}: no LR slice lies inside the HR volume along z")
-    return PairGeometry(factor, hr_index, tuple(offset.tolist()), tuple(ext_diff.tolist()))
-
-
-def hr_grid_origin(lr: Volume, factor: int) -> tuple[float, float, float]:
-    """Origin of the in-plane HR grid that an LR volume is upsampled onto (z unchanged).
-
-    LR voxel centre ``c`` covers ``factor`` HR voxels whose first centre is at
-    ``c - (factor - 1) / 2 * spacing_hr``.
-    """
-    z, y, x = lr.origin_mm
-    _, sy, sx = lr.spacing_mm
-    return (z, y - (factor - 1) / 2 * sy / factor, x - (factor - 1) / 2 * sx / factor)
+    t = lr_positions(lr, hr)
+    inside = np.nonzero(inside_lr(t, lr.shape[0]))[0]
+    return PairGeometry(
+        factor, hr_index, tuple(offset.tolist()), tuple(ext_diff.tolist()),
+        z_factor=z_factor(lr, hr, name=name), hr_slices=inside, lr_t=t[inside],
+    )  # fmt: skip

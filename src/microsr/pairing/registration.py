@@ -22,8 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 from pydantic import BaseModel, ConfigDict, Field
 
-from microsr.data.upsample import upsample_bilinear
 from microsr.errors import MicrosrError
+from microsr.pairing.upsample import upsample_bilinear
 from microsr.volume import Volume
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from microsr.errors import MicrosrError
+from microsr.evaluation.stacks import GRID_NOTE
 from microsr.io.atomic import atomic_path
-from microsr.morphometry.paired import COMMON_GRID
 from microsr.report import figures
 from microsr.stats.tables import primary_slices_note
 
@@ -136,7 +136,7 @@ def _page(study: Path, record: dict, tables: dict, figs, problems: list[str]) ->
     ]
     parts.append(
         f"<p>Manifest: <code>{html.escape(record.get('manifest', '?'))}</code>. "
-        f"{html.escape(primary_slices_note())} {html.escape(COMMON_GRID)}.</p>"
+        f"{html.escape(primary_slices_note())} {html.escape(GRID_NOTE)}.</p>"
     )
     if problems:
         items = "".join(f"<li>{html.escape(p)}</li>" for p in problems)
@@ -186,7 +186,7 @@ def build_report(study_dir: str | Path) -> Path:
     )
     names = [p.stem for p in sorted(stats.glob("*.csv"))]
     tables = {n: _read(stats, n) for n in names}
-    with atomic_path(study / "report", directory=True) as tmp:
+    with atomic_path(study / "report", directory=True, replace_folder=True) as tmp:  # ours
         tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
         figs = _figures(study, tables, tmp / "figures")
         (tmp / "tables").mkdir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -19,21 +20,40 @@ from microsr.study.config import POOLED, StudyLayout
 log = logging.getLogger(__name__)
 
 
-def collect(layout: StudyLayout) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """All slice-wise evaluations, all 3D features (long table) and recorded problems."""
-    frames, features, problems = [], [], []
+@dataclass
+class Collected:
+    """Everything the evaluations of a study wrote."""
+
+    slices: pd.DataFrame  # slice-wise scores of every (model, specimen)
+    features: pd.DataFrame  # 3D features, long: model, site, specimen, image, feature...
+    fidelity: pd.DataFrame  # per (model, specimen): TA rule, threshold, intensity bias
+    sweep: pd.DataFrame  # per (model, specimen, threshold factor): |BA/TA error| of LR and SR
+    problems: list[str]
+
+
+def collect(layout: StudyLayout) -> Collected:
+    """All slice-wise evaluations and specimen summaries, and the problems recorded."""
+    frames, features, fidelity, sweep, problems = [], [], [], [], []
     for model in layout.models():
         folder = layout.model(model) / "evaluation"
         for csv in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
-            frames.append(pd.read_csv(csv, dtype={"specimen": str, "site": str, "model": str}))
+            frame = pd.read_csv(csv, dtype={"specimen": str, "site": str, "model": str})
+            frames.append(frame)
             meta = json.loads(csv.with_suffix(".json").read_text())
             problems += meta.get("problems", [])
-            for image in ("lr", "sr", "hr"):
-                if isinstance(meta.get(image), dict):
-                    base = {k: meta[k] for k in ("model", "site", "specimen")}
-                    features.append(base | {"image": image} | meta[image])
+            base = {k: frame[k].iloc[0] for k in ("model", "site", "specimen")}
+            for image, values in meta.get("features_3d", {}).items():
+                features.append(base | {"image": image} | values)
+            bias = meta.get("intensity_bias", {})
+            fidelity.append(
+                base | {"ta_rule": meta.get("ta_rule"), "threshold": meta.get("threshold")}
+                | {f"bias_{r}_{i}": v for i, d in bias.items() for r, v in d.items()}
+            )  # fmt: skip
+            sweep += [base | row for row in meta.get("sweep", [])]
     slices = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return slices, pd.DataFrame(features), problems
+    return Collected(
+        slices, pd.DataFrame(features), pd.DataFrame(fidelity), pd.DataFrame(sweep), problems
+    )
 
 
 def primary(slices: pd.DataFrame) -> pd.DataFrame:
@@ -62,8 +82,9 @@ def training_curves(layout: StudyLayout) -> pd.DataFrame:
 
 def write_stats(layout: StudyLayout, problems: list[str]) -> dict:
     """Compute and write every table into ``stats/``; returns a short summary."""
-    slices, features, found = collect(layout)
-    problems = problems + found
+    found = collect(layout)
+    slices, features = found.slices, found.features
+    problems = problems + found.problems
     layout.stats.mkdir(parents=True, exist_ok=True)
     summary: dict = {"n_evaluations": 0}
     if slices.empty:
@@ -83,8 +104,10 @@ def write_stats(layout: StudyLayout, problems: list[str]) -> dict:
                 "give a manifest with two or more sites in its 'site' column"
             )
         summary = {"n_evaluations": len(every), "sites": sites, "models": layout.models()}
-    if not features.empty:
-        _write(features, layout.stats / "features_3d.csv")
+    for name, frame in (("features_3d", features), ("fidelity", found.fidelity),
+                        ("sweep", found.sweep)):  # fmt: skip
+        if not frame.empty:
+            _write(frame, layout.stats / f"{name}.csv")
     curves = training_curves(layout)
     if not curves.empty:
         _write(curves, layout.stats / "training.csv")

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from microsr.data.normalize import NormalizationConfig
 from microsr.data.prepare import PrepareConfig
 from microsr.demo import demo_train_config, make_pairs, simulated_manifest
-from microsr.morphometry.segment import MorphometryConfig
+from microsr.evaluation.scores import default_morphometry
 from microsr.simulate import AcquisitionConfig, make_phantom
 from microsr.study.config import StudyConfig
 
@@ -57,23 +56,13 @@ def demo_config(
 ) -> StudyConfig:
     """A study config that trains each model for ``minutes`` on a CPU.
 
-    Calibrated data (phantoms, mg HA/cm3) are normalised with the fixed density window
-    -200..1800 mg HA/cm3, so that SR output maps back to density and the 500 mg HA/cm3
-    threshold means the same on LR, SR and HR (per-slice min-max would map SR back through
-    the noisy LR slice's range, biasing bone area); uncalibrated data use the paper's
-    per-slice min-max and Otsu's threshold of the HR scan.
+    Intensities: the default of ``prepare`` (one window fitted on the training specimens), so
+    SR files are in the HR scan's units and are thresholded like HR. Bone: 500 mg HA/cm3 on
+    calibrated data (the phantoms), Otsu's threshold of the HR scan on uncalibrated data.
     """
-    morph = MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu", ta="roi")
-    norm = (
-        NormalizationConfig(mode="window", low=-200.0, high=1800.0)
-        if calibrated
-        else NormalizationConfig()
-    )
     return StudyConfig(
-        prepare=PrepareConfig(
-            roi=400, split_seed=seed, fractions=DEMO_FRACTIONS, normalization=norm
-        ),
+        prepare=PrepareConfig(roi=400, split_seed=seed, fractions=DEMO_FRACTIONS),
         train=demo_train_config(minutes=minutes, seed=seed),
-        morphometry=morph,
+        morphometry=default_morphometry(calibrated),
         features_3d=features_3d,
     )

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from microsr import __version__
 from microsr.data.manifest import read_manifest
-from microsr.data.normalize import NormalizationConfig
 from microsr.data.prepare import load_dataset_info, prepare_dataset
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
@@ -122,7 +121,7 @@ def run_study(
     problems: list[str] = []
     models = model_names(sites, pooled=config.pooled)
     checkpoints = _train_all(layout, models, splits, sites, config, problems, progress)
-    norm = NormalizationConfig.model_validate(info["normalization"])
+    norm = info["normalization"]
     _evaluate_all(layout, checkpoints, rows, set(splits["test"]), config, norm, problems)
     summary = write_stats(layout, problems)
     if report:

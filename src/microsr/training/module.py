@@ -5,13 +5,12 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from microsr import __version__
+from microsr.checkpoint import CHECKPOINT_KEY, new_meta
+from microsr.data.normalize import NormalizationConfig
 from microsr.metrics import psnr_batch, ssim_batch
 from microsr.models.factory import build_model
 from microsr.training.config import TrainConfig
 from microsr.training.losses import compute_loss
-
-CHECKPOINT_KEY = "microsr"
 
 
 class SRModule(L.LightningModule):
@@ -23,8 +22,8 @@ class SRModule(L.LightningModule):
         ``TrainConfig`` as a plain dict (JSON types only, so checkpoints load with
         ``torch.load(weights_only=True)``).
     data
-        What the model needs to know about its data at prediction time: ``factor`` and
-        ``normalization`` (dict), recorded in every checkpoint.
+        What the model needs to know about its data at prediction time: ``factor``,
+        ``z_factor`` and ``normalization`` (dict), recorded in every checkpoint.
     """
 
     def __init__(self, config: dict, data: dict) -> None:
@@ -62,15 +61,13 @@ class SRModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Everything `predict` needs, in JSON types: the checkpoint describes itself.
-        checkpoint[CHECKPOINT_KEY] = {
-            "format_version": 1,
-            # 2.5D models read 2k + 1 neighbouring LR slices; predict rebuilds that stack.
-            "context_slices": self.cfg.model.context_slices,
-            "microsr_version": __version__,
-            "model_class": type(self.model).__name__,
-            "model_config": self.cfg.model.model_dump(mode="json"),
-            "train_config": self.cfg.model_dump(mode="json"),
-            "factor": int(self.hparams["data"]["factor"]),
-            "normalization": dict(self.hparams["data"]["normalization"]),
-            "seed": self.cfg.seed,
-        }
+        meta = new_meta(
+            self.cfg.model,
+            factor=int(self.hparams["data"]["factor"]),
+            z_factor=self.hparams["data"].get("z_factor"),
+            normalization=NormalizationConfig.model_validate(self.hparams["data"]["normalization"]),
+            train_config=self.cfg.model_dump(mode="json"),
+            seed=self.cfg.seed,
+            model_class=type(self.model).__name__,
+        )
+        checkpoint[CHECKPOINT_KEY] = meta.to_dict()

@@ -6,7 +6,8 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -21,13 +22,14 @@ from torch.utils.data import DataLoader
 
 from microsr.data.dataset import PatchDataset, SliceDataset, SlicePairs
 from microsr.data.prepare import load_dataset_info
+from microsr.device import resolve_device
 from microsr.errors import MicrosrError
-from microsr.io.atomic import TEMP_PREFIX, atomic_path
+from microsr.io.atomic import atomic_path, check_output, remove_stale_temporaries
 from microsr.training.config import TrainConfig
-from microsr.training.device import resolve_device
 from microsr.training.module import SRModule
 
 log = logging.getLogger(__name__)
+SEED_ENV = "MICROSR_SEED"
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Delete checkpoint temporaries that a killed run left behind (SIGKILL skips cleanup).
+def _launching_rank() -> bool:
+    """Whether this is the process that starts a run (not a DDP rank launched for it)."""
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ranks)
 
-    They never replaced a checkpoint, so nothing is lost; called before training resumes,
-    when no write of this run can be in flight.
-    """
-    for stale in run_dir.glob(TEMP_PREFIX + "*"):
-        if stale.is_file():
-            log.info("removing %s, left by an interrupted checkpoint write", stale.name)
-            stale.unlink(missing_ok=True)
+
+@contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the block only (the caller's environment is restored)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 class SRDataModule(L.LightningDataModule):
@@ -81,21 +91,28 @@ class SRDataModule(L.LightningDataModule):
         self.dataset_dir, self.cfg = Path(dataset_dir), config
         self.info, self.splits = load_dataset_info(dataset_dir)
         train, val, test = (set(self.splits[k]) for k in ("train", "val", "test"))
-        # The one rule that must never break: no test specimen reaches training.
-        assert not (train & test) and not (train & val), "a specimen is in train and val/test"
+        # The one rule that must never break: no test specimen reaches training (an explicit
+        # check, not an assert, which `python -O` would remove).
+        if train & (test | val):
+            raise MicrosrError(
+                f"{dataset_dir}/splits.json: specimen(s) {sorted(train & (test | val))} are in "
+                "train and in val/test"
+            )
         if not val:
             raise MicrosrError(f"{dataset_dir}: the validation split is empty")
+        self.train_pairs, self.val_pairs = self._pairs("train"), self._pairs("val")
 
     def _pairs(self, split: str) -> SlicePairs:
         context = self.cfg.model.context_slices  # 2.5D: neighbouring LR slices as channels
         return SlicePairs(self.dataset_dir, self.info, self.splits[split], context=context)
 
     def train_dataloader(self) -> DataLoader:
-        pairs = self._pairs("train")
+        pairs = self.train_pairs
         patch = min(self.cfg.patch, *(min(s) for s in pairs.shapes))
         if patch < self.cfg.patch:
             log.warning("patch %d is larger than the ROI; using %d", self.cfg.patch, patch)
-        ds = PatchDataset(pairs, patch=patch, augment=self.cfg.augment)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        ds = PatchDataset(pairs, patch=patch, augment=self.cfg.augment, seed=self.cfg.seed + rank)
         return DataLoader(
             ds,
             batch_size=self.cfg.batch_size,
@@ -107,7 +124,7 @@ class SRDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        ds = SliceDataset(self._pairs("val"), max_slices=self.cfg.val_max_slices)
+        ds = SliceDataset(self.val_pairs, max_slices=self.cfg.val_max_slices)
         # Batch 1: validation specimens may have different ROI sizes.
         return DataLoader(ds, batch_size=1, shuffle=False, num_workers=0)
 
@@ -198,16 +215,17 @@ def train(
     if not resume and last.is_file():
         raise MicrosrError(f"{run_dir}: already holds a run (use --resume or another folder)")
     if config.seed is None:  # seeds are always recorded, generated if not given
-        child = int(os.environ.get("LOCAL_RANK", "0")) > 0 and "MICROSR_SEED" in os.environ
-        seed = int(os.environ["MICROSR_SEED"]) if child else secrets.randbelow(2**31)
+        child = int(os.environ.get("LOCAL_RANK", "0")) > 0 and SEED_ENV in os.environ
+        seed = int(os.environ[SEED_ENV]) if child else secrets.randbelow(2**31)
         config = config.model_copy(update={"seed": seed})
-    os.environ["MICROSR_SEED"] = str(config.seed)  # DDP ranks launched by Lightning inherit it
+    data = SRDataModule(dataset_dir, config)  # checks the dataset before anything is written
+    if not resume and _launching_rank():
+        check_output(run_dir, inputs=[dataset_dir], folder=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    data = SRDataModule(dataset_dir, config)
     module = SRModule(
         config.model_dump(mode="json"),
-        {"factor": data.info["factor"], "normalization": data.info["normalization"]},
+        {k: data.info[k] for k in ("factor", "z_factor", "normalization")},
     )
     (run_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
     metrics = run_dir / "logs" / "metrics.csv"
@@ -215,10 +233,11 @@ def train(
     history = pd.read_csv(metrics) if resume and metrics.is_file() else None
     trainer = _trainer(run_dir, config, progress, callbacks)
     if resume and trainer.global_rank == 0:
-        _remove_stale_temporaries(run_dir)
+        remove_stale_temporaries(run_dir)
     if trainer.global_rank:  # other patches on every rank (same start weights, see Notes)
         torch.manual_seed(config.seed + trainer.global_rank)
-    trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
+    with _env(SEED_ENV, str(config.seed)):  # DDP ranks launched by Lightning inherit it
+        trainer.fit(module, datamodule=data, ckpt_path=str(last) if resume else None)
     if not last.is_file():  # stopped by max_time before the first checkpoint
         trainer.save_checkpoint(last)
     if history is not None and trainer.global_rank == 0:

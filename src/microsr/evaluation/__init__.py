@@ -1,0 +1,35 @@
+"""One evaluation path: paired stacks on the HR grid, scored once.
+
+- :mod:`~microsr.evaluation.stacks`: LR, SR and HR on one grid from volume files
+  (:func:`volume_stacks`) or arrays; :mod:`~microsr.evaluation.dataset`: from a prepared
+  dataset with a model's prediction (:func:`dataset_stacks`);
+- :mod:`~microsr.evaluation.scores`: every score (:func:`score_stacks`);
+- :mod:`~microsr.evaluation.report`: tables, ``summary.json`` and the printed summary.
+"""
+
+from microsr.evaluation.report import (
+    evaluate_dataset,
+    evaluate_files,
+    evaluate_volumes,
+    format_summary,
+    summarize,
+    write_evaluation,
+)
+from microsr.evaluation.scores import ScoreConfig, SpecimenScores, default_morphometry, score_stacks
+from microsr.evaluation.stacks import PairedStacks, array_stacks, volume_stacks
+
+__all__ = [
+    "PairedStacks",
+    "ScoreConfig",
+    "SpecimenScores",
+    "array_stacks",
+    "default_morphometry",
+    "evaluate_dataset",
+    "evaluate_files",
+    "evaluate_volumes",
+    "format_summary",
+    "score_stacks",
+    "summarize",
+    "volume_stacks",
+    "write_evaluation",
+]

@@ -1,0 +1,67 @@
+"""Paired stacks of a prepared dataset's specimens, with a model's prediction as SR.
+
+``microsr evaluate DATASET RUN OUT`` and ``microsr compare`` score models here: the model
+sees exactly the inputs it was trained on (the dataset's HR-grid pairs, cropped to the ROI)
+and its output is mapped back to HR units by the same function as ``predict``
+(:func:`microsr.inference.engine.super_resolve`), so the scores are those of an SR file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from microsr.data.dataset import SlicePairs
+from microsr.data.normalize import NormalizationConfig, lr_in_hr_units
+from microsr.evaluation.stacks import PairedStacks, centre_flags
+from microsr.inference.checkpoint import LoadedModel
+from microsr.inference.engine import super_resolve
+from microsr.inference.runner import PredictOptions, image_fn
+from microsr.volume import Calibration
+
+#: Scoring runs the model as loaded, in fp32 (the reference numbers; ``predict`` may use bf16).
+SCORING = PredictOptions(fuse_bn=False, precision="32", channels_last=False)
+
+
+def dataset_stacks(
+    dataset_dir: str | Path,
+    info: dict,
+    specimen: str,
+    loaded: LoadedModel | None = None,
+    *,
+    options: PredictOptions = SCORING,
+    batch: int = 8,
+) -> PairedStacks:
+    """Paired stacks of one prepared specimen; SR from ``loaded`` (``None``: no SR)."""
+    k = 0 if loaded is None else loaded.context_slices
+    pairs = SlicePairs(dataset_dir, info, [specimen], context=k)
+    norm = NormalizationConfig.model_validate(info["normalization"])
+    meta = info["specimens"][specimen]
+    fn = None if loaded is None else image_fn(loaded, options)
+    model_norm = None if loaded is None else loaded.meta.normalization
+
+    def read(start: int, stop: int, keys=("lr", "sr", "hr")) -> dict[str, np.ndarray]:
+        raw = [pairs.raw_pair(i) for i in range(start, stop)]
+        out = {}
+        if "hr" in keys:
+            out["hr"] = np.stack([hr for _, hr in raw])
+        if "lr" in keys:
+            out["lr"] = lr_in_hr_units(np.stack([lr[k] for lr, _ in raw]), norm)
+        if fn is not None and "sr" in keys:
+            stacks = torch.from_numpy(np.stack([lr for lr, _ in raw]))
+            with torch.inference_mode():
+                out["sr"] = torch.cat([
+                    super_resolve(fn, stacks[i : i + batch], model_norm, options=options,
+                                  compute_device=loaded.device)
+                    for i in range(0, len(stacks), batch)
+                ]).numpy()  # fmt: skip
+        return out
+
+    calibration = Calibration(**meta["calibration"]) if meta.get("calibration") else None
+    return PairedStacks(
+        specimen, np.asarray(meta["hr_slices"]), np.asarray(meta["lr_t"]),
+        centre_flags(np.asarray(meta["lr_t"]), meta["n_lr_slices"]),
+        tuple(meta["hr_spacing_mm"]), calibration, loaded is not None, read,
+    )  # fmt: skip

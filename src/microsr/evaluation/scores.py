@@ -1,0 +1,299 @@
+"""Every score of LR and SR against HR, computed once, on paired stacks.
+
+:func:`score_stacks` is the one place that scores images: ``microsr evaluate``, ``compare``,
+``study``, the demo and the report all call it, on :class:`~microsr.evaluation.stacks.PairedStacks`
+in the HR scan's units.
+
+Per slice: PSNR and SSIM (Wang et al. 2004, doi:10.1109/TIP.2003.819861; :mod:`microsr.metrics`)
+of LR and SR against HR, on one intensity scale: ``"window"`` (default: one fixed window,
+``data_range`` = its width, so intensity offsets count) or ``"minmax"`` (the paper's: every
+image stretched to [0, 1] per slice); and the bone area fraction BA/TA of LR, SR and HR
+(Bouxsein et al. 2010, doi:10.1002/jbmr.141) with *one* definition: Gaussian sigma 1.2
+in-plane voxels, one threshold resolved on HR (mg HA/cm3 on calibrated data, a grey value,
+or Otsu's threshold of the smoothed HR slices) applied alike to all three images, and one
+total area (TA) mask taken from HR (:mod:`microsr.morphometry`).
+
+Per specimen: intensity fidelity (mean LR - HR and SR - HR inside HR bone and inside the
+marrow/background of TA, as a fraction of the window width), the mean absolute BA/TA error
+over a sweep of thresholds around the resolved one, and 3D morphometry of the three images
+on the HR grid (:func:`microsr.morphometry.bone_features_3d`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from microsr.data.normalize import NormalizationConfig, fit_window, normalize, sample_voxels
+from microsr.errors import MicrosrError
+from microsr.evaluation.stacks import PairedStacks
+from microsr.metrics import psnr, ssim
+from microsr.morphometry import (
+    MorphometryConfig,
+    ResolvedThreshold,
+    bone_area_fraction,
+    bone_features_3d,
+    resolve_threshold,
+    segment,
+    smooth,
+    total_area_mask,
+)
+from microsr.morphometry.segment import to_space
+from microsr.volume import Volume
+
+IMAGES = ("lr", "sr")
+_MINMAX = NormalizationConfig(mode="minmax")
+
+
+class ScoreConfig(BaseModel):
+    """How :func:`score_stacks` scores (saved with the results)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scale: str = Field("window", pattern="^(window|minmax)$")
+    window: tuple[float, float] | None = Field(
+        None, description="intensity window (HR units); None: robust percentiles of the HR"
+    )
+    morphometry: MorphometryConfig = MorphometryConfig()
+    features_3d: bool = True
+    sweep: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.2)
+    chunk: int = Field(16, ge=1)
+
+
+@dataclass
+class SpecimenScores:
+    """Slice-wise table and per-specimen summary of one specimen's scores."""
+
+    slices: pd.DataFrame
+    summary: dict = field(default_factory=dict)
+
+
+def default_morphometry(calibrated: bool) -> MorphometryConfig:
+    """500 mg HA/cm3 on calibrated data (the paper), else Otsu's threshold of the HR scan."""
+    return MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu")
+
+
+def _chunks(stacks: PairedStacks, size: int, keys: tuple[str, ...] = ("lr", "sr", "hr")):
+    for s in range(0, len(stacks), size):
+        e = min(s + size, len(stacks))
+        yield s, e, stacks.read(s, e, keys)
+
+
+def _reference(stacks: PairedStacks, config: ScoreConfig) -> tuple[ResolvedThreshold, tuple]:
+    """The threshold (resolved on HR) and the intensity window of the scores.
+
+    Raises
+    ------
+    MicrosrError
+        The threshold cannot be resolved (e.g. mg HA/cm3 on uncalibrated data); the error
+        carries the window as ``window``.
+    """
+    morph = config.morphometry
+    smoothed, raw = [], []
+    for _, _, chunk in _chunks(stacks, config.chunk, ("hr",)):
+        values = to_space(chunk["hr"], stacks.calibration, "grey")
+        smoothed.append(sample_voxels(smooth(values, morph.sigma_vox), max_voxels=4_000_000))
+        raw.append(sample_voxels(chunk["hr"], max_voxels=4_000_000))
+    # Otsu on the smoothed HR voxels (a strided sample of large stacks); sigma 0: smoothed already
+    reference = Volume(
+        np.concatenate(smoothed)[None, None], (1.0,) * 3, calibration=stacks.calibration
+    )
+    cfg = morph.model_copy(update={"sigma_vox": 0.0})
+    window = config.window or fit_window(np.concatenate(raw), name=f"{stacks.name} (HR)")
+    try:
+        threshold = resolve_threshold(reference, cfg, name=f"{stacks.name} (HR)")
+    except MicrosrError as exc:
+        exc.window = window
+        raise
+    return threshold, window
+
+
+def _segment(image: np.ndarray, threshold: ResolvedThreshold, stacks, morph) -> np.ndarray:
+    return segment(
+        image, threshold, sigma_vox=morph.sigma_vox, calibration=stacks.calibration,
+        name=stacks.name,
+    )  # fmt: skip
+
+
+def _quality(chunk: dict, window: tuple[float, float], scale: str) -> dict[str, np.ndarray]:
+    """Per-slice PSNR and SSIM of each image against HR on the chosen scale."""
+    out = {}
+    hr = chunk["hr"]
+    if scale == "minmax":
+        hr = normalize(hr, _MINMAX)
+    for key in (k for k in IMAGES if k in chunk):
+        img = normalize(chunk[key], _MINMAX) if scale == "minmax" else chunk[key]
+        rng = 1.0 if scale == "minmax" else window[1] - window[0]
+        out[f"psnr_{key}"] = np.atleast_1d(psnr(img, hr, data_range=rng))
+        out[f"ssim_{key}"] = np.atleast_1d(ssim(img, hr, data_range=rng))
+    return out
+
+
+def _bias_sums(chunk: dict, bone: np.ndarray, ta: np.ndarray) -> dict[str, float]:
+    """Sums of (image - HR) and voxel counts inside HR bone and marrow (within TA)."""
+    sums = {"n_bone": float(bone.sum()), "n_marrow": float((ta & ~bone).sum())}
+    for key in (k for k in IMAGES if k in chunk):
+        diff = chunk[key].astype(np.float64) - chunk["hr"]
+        sums[f"{key}_bone"] = float(diff[bone].sum())
+        sums[f"{key}_marrow"] = float(diff[ta & ~bone].sum())
+    return sums
+
+
+def score_stacks(
+    stacks: PairedStacks,
+    config: ScoreConfig | None = None,
+    *,
+    mask: np.ndarray | None = None,
+    strict: bool = True,
+) -> SpecimenScores:
+    """Score one specimen's paired stacks (see the module notes).
+
+    Parameters
+    ----------
+    stacks
+        LR, HR (and SR) on the HR grid, in HR units.
+    config
+        Scale, window, segmentation/TA and what to compute.
+    mask
+        Optional ``(K, H, W)`` bool region of interest restricting TA.
+    strict
+        ``False``: when bone cannot be segmented (e.g. an mg HA/cm3 threshold on
+        uncalibrated data) still score PSNR/SSIM, and record the problem in the summary.
+
+    Returns
+    -------
+    SpecimenScores
+        ``slices``: one row per paired slice: ``specimen, hr_slice, lr_t, at_lr_centre``,
+        ``psnr_*``, ``ssim_*``, ``ta`` (pixels), ``ba_ta_lr, ba_ta_hr`` (and ``*_sr``);
+        ``summary``: threshold, TA rule, window, intensity bias, sweep and 3D features.
+    """
+    config = config or ScoreConfig()
+    morph = config.morphometry
+    try:
+        threshold, window = _reference(stacks, config)
+    except MicrosrError as exc:
+        if strict:
+            raise
+        return _quality_only(stacks, config, exc.window, str(exc))
+    bone_hr = np.concatenate(
+        [
+            _segment(c["hr"], threshold, stacks, morph)
+            for _, _, c in _chunks(stacks, config.chunk, ("hr",))
+        ]
+    )
+    ta, ta_rule = _total_area(bone_hr, morph, mask)
+    bones = {"hr": bone_hr} | {
+        k: np.zeros_like(bone_hr) for k in IMAGES if stacks.has_sr or k == "lr"
+    }
+    rows, sums, sweep = [], [], _Sweep(config.sweep, threshold)
+    for s, e, chunk in _chunks(stacks, config.chunk):
+        rows.append(pd.DataFrame(_quality(chunk, window, config.scale)))
+        for key in bones.keys() - {"hr"}:
+            bones[key][s:e] = _segment(chunk[key], threshold, stacks, morph)
+        sums.append(_bias_sums(chunk, bone_hr[s:e], ta[s:e]))
+        sweep.add(chunk, ta[s:e], stacks, morph)
+    table = _slice_table(stacks, pd.concat(rows, ignore_index=True), bones, ta)
+    summary = {
+        "specimen": stacks.name,
+        "n_slices": len(stacks),
+        "threshold": threshold.describe(),
+        "threshold_value": threshold.value,
+        "ta_rule": ta_rule,
+        "scale": config.scale,
+        "window": list(window),
+        "spacing_mm": list(stacks.spacing_mm),
+        "intensity_bias": _bias(sums, window),
+        "sweep": sweep.result(),
+    }
+    if config.features_3d:
+        summary["features_3d"] = {
+            key: bone_features_3d(bone, stacks.spacing_mm, mask=ta) for key, bone in bones.items()
+        }
+    return SpecimenScores(table, summary)
+
+
+def _quality_only(stacks: PairedStacks, config: ScoreConfig, window, problem: str):
+    """PSNR/SSIM alone, with the reason morphometry was not possible."""
+    rows = [
+        pd.DataFrame(_quality(c, window, config.scale)) for _, _, c in _chunks(stacks, config.chunk)
+    ]
+    table = _slice_table(stacks, pd.concat(rows, ignore_index=True), None, None)
+    summary = {"specimen": stacks.name, "n_slices": len(stacks), "scale": config.scale,
+               "window": list(window), "problems": [f"{stacks.name}: no morphometry: {problem}"]}  # fmt: skip
+    return SpecimenScores(table, summary)
+
+
+def _total_area(bone_hr: np.ndarray, morph: MorphometryConfig, mask) -> tuple[np.ndarray, str]:
+    """The TA mask (from HR's segmentation) and the rule that made it."""
+    return total_area_mask(bone_hr, morph, mask), morph.ta
+
+
+def _slice_table(stacks: PairedStacks, quality: pd.DataFrame, bones: dict, ta) -> pd.DataFrame:
+    pixel = stacks.spacing_mm[1] * stacks.spacing_mm[2]
+    table = pd.DataFrame(
+        {
+            "specimen": stacks.name,
+            "hr_slice": stacks.hr_slice,
+            "lr_t": np.round(stacks.lr_t, 6),
+            "at_lr_centre": stacks.at_lr_centre,
+        }
+    )
+    table = pd.concat([table, quality], axis=1)
+    keys = ("lr", "sr", "hr") if stacks.has_sr else ("lr", "hr")
+    for key in keys:
+        if bones is None:  # no segmentation possible: the columns exist, empty
+            table["ta"] = table[f"ba_ta_{key}"] = np.nan
+            continue
+        frame = bone_area_fraction(bones[key], ta, pixel_area_mm2=pixel)
+        table["ta"] = frame["ta"].to_numpy()
+        table[f"ba_ta_{key}"] = frame["ba_ta"].to_numpy()
+    return table
+
+
+def _bias(sums: list[dict], window: tuple[float, float]) -> dict:
+    """Mean image - HR in bone and marrow, as a fraction of the window width."""
+    total = pd.DataFrame(sums).sum()
+    width = window[1] - window[0]
+    out = {}
+    for key in IMAGES:
+        if f"{key}_bone" in total:
+            out[key] = {
+                region: float(total[f"{key}_{region}"] / total[f"n_{region}"] / width)
+                if total[f"n_{region}"] > 0
+                else float("nan")
+                for region in ("bone", "marrow")
+            }
+    return out
+
+
+class _Sweep:
+    """BA/TA of each image at thresholds ``factor * t`` around the resolved ``t``."""
+
+    def __init__(self, factors: tuple[float, ...], threshold: ResolvedThreshold) -> None:
+        self.levels = [ResolvedThreshold(threshold.space, threshold.value * f) for f in factors]
+        self.factors = factors
+        self.errors: dict[tuple[int, str], list[np.ndarray]] = {}
+
+    def add(self, chunk: dict, ta: np.ndarray, stacks: PairedStacks, morph) -> None:
+        area = np.maximum(ta.reshape(len(ta), -1).sum(1), 1)
+        for i, level in enumerate(self.levels):
+            fractions = {}
+            for key in (k for k in ("hr", *IMAGES) if k in chunk):
+                bone = _segment(chunk[key], level, stacks, morph) & ta
+                fractions[key] = bone.reshape(len(bone), -1).sum(1) / area
+            for key in (k for k in IMAGES if k in chunk):
+                err = np.abs(fractions[key] - fractions["hr"])
+                self.errors.setdefault((i, key), []).append(err)
+
+    def result(self) -> list[dict]:
+        out = []
+        for i, (factor, level) in enumerate(zip(self.factors, self.levels)):
+            row = {"factor": factor, "threshold": level.value}
+            for key in IMAGES:
+                if (i, key) in self.errors:
+                    row[f"abs_err_{key}"] = float(np.mean(np.concatenate(self.errors[(i, key)])))
+            out.append(row)
+        return out
