@@ -62,9 +62,10 @@ def simulate(
     ] = None,
     seed: int = 0,
     quick: Annotated[bool, typer.Option(help="Gaussian PSF + block average + noise")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Simulate a low-resolution acquisition of a high-resolution volume."""
-    from microsr.io import read_volume, write_volume
+    from microsr.io import check_volume_output, read_volume, write_volume
     from microsr.simulate import AcquisitionConfig, simulate_acquisition
 
     opts = {
@@ -77,9 +78,10 @@ def simulate(
     }
     if reference_value is not None:
         opts["reference_value"] = reference_value
+    check_volume_output(out_volume, inputs=[hr_volume], overwrite=overwrite)
     hr = read_volume(hr_volume, spacing_mm=parse_spacing(spacing))
     lr = simulate_acquisition(hr, AcquisitionConfig(**opts), progress=True)
-    typer.echo(write_volume(lr, out_volume))
+    typer.echo(write_volume(lr, out_volume, overwrite=overwrite))
 
 
 @command

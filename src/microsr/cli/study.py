@@ -58,9 +58,11 @@ def morphometry(
     import numpy as np
 
     from microsr.io import read_volume
+    from microsr.io.atomic import check_output
     from microsr.morphometry import morphometry_volume, write_morphometry
 
     config = _morph_config(threshold_mgha, threshold, threshold_fraction, otsu, sigma, ta)
+    check_output(out_dir, inputs=[p for p in (volume, mask) if p], folder=True)
     vol = read_volume(volume, spacing_mm=parse_spacing(spacing))
     roi = (
         None
