@@ -1,10 +1,12 @@
 """``microsr compare``: statistics, scoring and a tiny end-to-end run."""
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_pair
 from pydantic import ValidationError
 from scipy import stats  # an outside reference for the paired tests
 from typer.testing import CliRunner
@@ -13,7 +15,10 @@ from microsr.cli import app
 from microsr.compare import Candidate, CompareConfig, run_compare
 from microsr.compare.scoring import SLICE_METRICS, SPECIMEN_METRICS
 from microsr.compare.table import summary_table
+from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.data.prepare import PrepareConfig, prepare_dataset
+from microsr.errors import MicrosrError
+from microsr.io import write_volume
 from microsr.models.factory import ModelConfig
 from microsr.stats import mean_ci, paired_comparison
 
@@ -96,8 +101,12 @@ def test_compare_end_to_end_on_tiny_specimens(pair_manifest, tmp_path):
         ),
         minutes=None, epochs=1, patch=16, batch_size=4, device="cpu", tta=True,
     )  # fmt: skip
-    result = run_compare(dataset, tmp_path / "cmp", config)
+    other = _other_acquisition(tmp_path)
+    result = run_compare(dataset, tmp_path / "cmp", config, also_test=[other])
     assert set(result.slices["candidate"]) == {"bilinear", "unet_bce", "res25d"}
+    cross = pd.read_csv(tmp_path / "cmp/cross/ds_other/slices.csv")
+    assert set(cross["candidate"]) == {"bilinear", "unet_bce", "res25d"}
+    assert set(cross["specimen"]) == set(json.loads((other / "splits.json").read_text())["test"])
     spec = result.specimens.set_index(["candidate", "specimen"])
     assert {"bias_bone", "bias_marrow", "bv_tv_err", "tb_th_err"} <= set(spec.columns)
     assert len(result.slices.query("candidate == 'bilinear'")) == 8  # every HR slice
@@ -105,3 +114,34 @@ def test_compare_end_to_end_on_tiny_specimens(pair_manifest, tmp_path):
     assert (tmp_path / "cmp" / "table.md").read_text().count("| res25d |") == 2
     ref = result.table.query("candidate == 'unet_bce' and metric == 'psnr'")
     assert (ref["diff_ref"] == 0).all()
+
+
+def _other_acquisition(tmp_path):
+    """Other bones, acquired with more noise: a dataset to cross-test on."""
+    rows = []
+    for i in range(4):
+        lr, hr = make_pair(10 + i)
+        noisy = lr.with_array(lr.array + np.random.default_rng(i).normal(0, 60, lr.shape))
+        rows.append(
+            SpecimenRow(
+                f"o{i}", "femur", write_volume(noisy.with_array(noisy.array.astype(np.float32)),
+                tmp_path / f"o{i}_lr.mha"), write_volume(hr, tmp_path / f"o{i}_hr.mha"),
+            )
+        )  # fmt: skip
+    manifest = write_manifest(rows, tmp_path / "other.csv")
+    return prepare_dataset(manifest, tmp_path / "ds_other", PrepareConfig(roi=24))
+
+
+def test_cross_test_refuses_bones_that_were_trained_on(pair_manifest, tmp_path):
+    from microsr.compare.run import check_disjoint
+
+    ds = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24))
+    splits = json.loads((ds / "splits.json").read_text())
+    swapped = {"seed": 0, "train": splits["test"], "val": splits["val"], "test": splits["train"]}
+    (tmp_path / "swap.json").write_text(json.dumps(swapped))
+    leak = prepare_dataset(
+        pair_manifest, tmp_path / "leak", PrepareConfig(roi=24, split_file=tmp_path / "swap.json")
+    )
+    with pytest.raises(MicrosrError, match="were trained on"):
+        check_disjoint(ds, leak)
+    check_disjoint(ds, ds)  # its own test specimens are fine

@@ -27,6 +27,13 @@ def compare(
     candidates: Annotated[
         str | None, typer.Option(help="comma-separated subset of the default candidates")
     ] = None,
+    also_test: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="another prepared dataset (e.g. another acquisition protocol) to score every "
+            "candidate on as well, without retraining; repeatable"
+        ),
+    ] = None,
     tta: Annotated[bool, typer.Option(help="score with 8-fold flip/rot90 averaging")] = False,
     seed: int = 0,
     device: Device = "auto",
@@ -52,6 +59,8 @@ def compare(
         dataset = make_compare_dataset(
             out_dir, data=data, spacing_mm=parse_spacing(spacing), n_specimens=specimens, seed=seed
         )
-    result = run_compare(dataset, out_dir, cfg, progress=False)
+    result = run_compare(dataset, out_dir, cfg, also_test=also_test or (), progress=False)
     typer.echo(result.markdown)
     typer.echo(f"\ntables: {out_dir / 'table.md'}  {out_dir / 'table.csv'}")
+    for other in also_test or ():
+        typer.echo(f"on {other}: {out_dir / 'cross' / other.name / 'table.md'}")

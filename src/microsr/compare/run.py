@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,10 +154,18 @@ def _score_config(info: dict, config: CompareConfig) -> ScoreConfig:
 
 
 def score_runs(
-    dataset_dir: str | Path, out_dir: str | Path, config: CompareConfig
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    config: CompareConfig,
+    *,
+    runs_dir: str | Path | None = None,
 ) -> CompareResult:
-    """Score interpolated LR and every trained candidate on the test specimens; write tables."""
+    """Score interpolated LR and every trained candidate on the test specimens; write tables.
+
+    ``runs_dir``: where the trained candidates are (default ``out_dir/runs``).
+    """
     out_dir = Path(out_dir)
+    runs_dir = Path(runs_dir) if runs_dir is not None else out_dir / "runs"
     info, splits = load_dataset_info(dataset_dir)
     if not splits["test"]:
         raise MicrosrError(f"{dataset_dir}: the test split is empty")
@@ -164,7 +173,7 @@ def score_runs(
     scoring = _score_config(info, config)
     slices, specimens, models = [], [], {}
     for i, candidate in enumerate(config.candidates):
-        run_dir = out_dir / "runs" / candidate.name
+        run_dir = runs_dir / candidate.name
         loaded = load_checkpoint(run_dir / "best.ckpt", device=resolve_device(config.device))
         if config.tta:
             log.info("compare: scoring %s with test-time augmentation", candidate.name)
@@ -179,7 +188,7 @@ def score_runs(
     runs = [
         {
             "candidate": name,
-            "epochs": _epochs(out_dir / "runs" / name / "logs" / "metrics.csv"),
+            "epochs": _epochs(runs_dir / name / "logs" / "metrics.csv"),
             "params": count_parameters(loaded.model),
             "s_per_slice": seconds[name],
         }
@@ -204,6 +213,7 @@ def run_compare(
     out_dir: str | Path,
     config: CompareConfig | None = None,
     *,
+    also_test: Sequence[str | Path] = (),
     progress: bool = False,
 ) -> CompareResult:
     """Train each candidate with the same budget, score it and bilinear on the test specimens.
@@ -212,7 +222,33 @@ def run_compare(
     reused, so a second call only re-scores), ``slices.csv``, ``table.csv`` (long: level,
     candidate, metric, mean, CI, paired tests vs bilinear and vs the reference), ``runs.csv``
     (epochs reached, parameters, best-of-3 prediction time per slice) and ``table.md``.
+
+    ``also_test``: further prepared datasets (e.g. the same kind of bones acquired with
+    another protocol) whose test specimens every candidate is also scored on, without
+    retraining: the cross-acquisition columns, in ``out_dir/cross/<dataset name>/``. Their
+    test specimen ids must not be training or validation ids of ``dataset_dir``.
     """
     config = config or CompareConfig()
+    for other in also_test:
+        check_disjoint(dataset_dir, other)
     train_candidates(dataset_dir, out_dir, config, progress=progress)
+    for other in also_test:
+        cross = Path(out_dir) / "cross" / Path(other).name
+        score_runs(other, cross, config, runs_dir=Path(out_dir) / "runs")
     return score_runs(dataset_dir, out_dir, config)
+
+
+def check_disjoint(train_dataset: str | Path, test_dataset: str | Path) -> None:
+    """Refuse a cross-test whose test bones (ids or subjects) were trained on."""
+    info, splits = load_dataset_info(train_dataset)
+    other_info, other_splits = load_dataset_info(test_dataset)
+
+    def bone(meta: dict, sid: str) -> str:
+        return meta["specimens"].get(sid, {}).get("subject") or sid
+
+    seen = {bone(info, s) for s in splits["train"] + splits["val"]}
+    leak = sorted(s for s in other_splits["test"] if bone(other_info, s) in seen)
+    if leak:
+        raise MicrosrError(
+            f"{test_dataset}: test specimens {leak} were trained on in {train_dataset}"
+        )
