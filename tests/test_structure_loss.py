@@ -1,9 +1,18 @@
 """Structure-aware loss: analytic values, soft skeletons, the derived threshold, training."""
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from microsr.checkpoint import read_checkpoint
+from microsr.cli import app
+from microsr.data.normalize import NormalizationConfig
+from microsr.data.prepare import PrepareConfig, prepare_dataset
+from microsr.models.factory import ModelConfig
 from microsr.morphometry.segment import smooth
 from microsr.training.config import TrainConfig
 from microsr.training.losses import compute_loss
@@ -18,6 +27,7 @@ from microsr.training.structure import (
     structure_loss,
 )
 from microsr.training.threshold import calibrated_threshold
+from microsr.training.train import train
 
 SHARP = StructureTerm(threshold=0.5, tau=1e-3, sigma_vox=0)
 
@@ -129,3 +139,37 @@ def test_calibrated_threshold_maps_500_mgha_through_the_hr_window():
     assert calibrated_threshold(info, ["a", "b"]) is None  # an uncalibrated specimen: Otsu
     minmax = {"normalization": {"mode": "minmax"}, "specimens": info["specimens"]}
     assert calibrated_threshold(minmax, ["a"]) is None
+
+
+@pytest.fixture
+def dataset(pair_manifest, tmp_path):
+    return prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24), progress=False)
+
+
+def test_training_with_a_structure_term_derives_and_records_its_threshold(dataset, tmp_path):
+    cfg = TrainConfig(
+        model=ModelConfig(width=4, depth=1), epochs=1, batch_size=4, patch=16, seed=3,
+        device="cpu", val_max_slices=2, structure_weight=0.5, cldice=True,
+    )  # fmt: skip
+    result = train(dataset, tmp_path / "run", cfg, progress=False)
+    log = pd.read_csv(result.metrics_csv)
+    assert np.isfinite(log["train_loss"].dropna()).all()
+    hparams = read_checkpoint(result.last)["hyper_parameters"]
+    threshold = hparams["data"]["structure_threshold"]
+    # uncalibrated phantoms of 100 (marrow) and 1000 (bone): Otsu lies between, in unit range
+    info = json.loads((dataset / "dataset.json").read_text())
+    norm = NormalizationConfig.model_validate(info["normalization"])
+    low, high = norm.hr_window
+    assert (100 - low) / (high - low) < threshold < (1000 - low) / (high - low)
+    assert hparams["config"]["structure_threshold"] is None  # the request, as given
+
+
+def test_cli_train_takes_the_structure_options(dataset, tmp_path):
+    args = ["train", str(dataset), str(tmp_path / "run"), "--epochs", "1", "--width", "4",
+            "--depth", "1", "--patch", "16", "--batch-size", "4", "--device", "cpu",
+            "--context", "0", "--structure-weight", "0.2", "--structure-threshold", "0.4",
+            "--cldice"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = read_checkpoint(tmp_path / "run" / "last.ckpt")["microsr"]["train_config"]
+    assert cfg["structure_weight"] == 0.2 and cfg["structure_threshold"] == 0.4 and cfg["cldice"]
