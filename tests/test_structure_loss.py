@@ -173,3 +173,15 @@ def test_cli_train_takes_the_structure_options(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     cfg = read_checkpoint(tmp_path / "run" / "last.ckpt")["microsr"]["train_config"]
     assert cfg["structure_weight"] == 0.2 and cfg["structure_threshold"] == 0.4 and cfg["cldice"]
+
+
+def test_compare_has_a_structure_candidate_and_passes_its_term_on():
+    from microsr.compare.candidates import DEFAULT_CANDIDATES, STRUCTURE_WEIGHT, CompareConfig
+    from microsr.compare.run import _train_config
+
+    known = {c.name: c for c in DEFAULT_CANDIDATES}
+    structure = known["resunet25d_l1ssim_structure"]
+    assert structure.model == known["resunet25d_l1ssim"].model  # the default model and loss
+    assert structure.loss == known["resunet25d_l1ssim"].loss == TrainConfig().loss
+    cfg = _train_config(structure, CompareConfig())
+    assert cfg.structure_weight == STRUCTURE_WEIGHT > 0 and cfg.structure_threshold is None

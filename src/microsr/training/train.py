@@ -231,11 +231,12 @@ def train(
         seed = int(os.environ[SEED_ENV]) if child else secrets.randbelow(2**31)
         config = config.model_copy(update={"seed": seed})
     data = SRDataModule(dataset_dir, config)  # checks the dataset before anything is written
+    module_data = _module_data(data, config)
     if not resume and _launching_rank():
         check_output(run_dir, inputs=[dataset_dir], folder=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    module = SRModule(config.model_dump(mode="json"), _module_data(data, config))
+    module = SRModule(config.model_dump(mode="json"), module_data)
     (run_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
     metrics = run_dir / "logs" / "metrics.csv"
     # Lightning's CSVLogger deletes an existing metrics.csv: keep the history of a resumed run.
