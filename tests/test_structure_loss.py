@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from microsr.checkpoint import read_checkpoint
 from microsr.cli import app
+from microsr.compare.candidates import DEFAULT_CANDIDATES, STRUCTURE_WEIGHT, CompareConfig
+from microsr.compare.run import _train_config
 from microsr.data.normalize import NormalizationConfig
 from microsr.data.prepare import PrepareConfig, prepare_dataset
 from microsr.models.factory import ModelConfig
@@ -176,9 +178,6 @@ def test_cli_train_takes_the_structure_options(dataset, tmp_path):
 
 
 def test_compare_has_a_structure_candidate_and_passes_its_term_on():
-    from microsr.compare.candidates import DEFAULT_CANDIDATES, STRUCTURE_WEIGHT, CompareConfig
-    from microsr.compare.run import _train_config
-
     known = {c.name: c for c in DEFAULT_CANDIDATES}
     structure = known["resunet25d_l1ssim_structure"]
     assert structure.model == known["resunet25d_l1ssim"].model  # the default model and loss
