@@ -97,6 +97,7 @@ def test_compare_end_to_end_on_tiny_specimens(pair_manifest, tmp_path):
                 name="res25d",
                 model=ModelConfig(name="unet_residual", in_channels=3, **tiny),
                 loss="l1_ssim",
+                structure_weight=0.5,  # the structure term, threshold from the dataset
             ),
         ),
         minutes=None, epochs=1, patch=16, batch_size=4, device="cpu", tta=True,
@@ -111,6 +112,8 @@ def test_compare_end_to_end_on_tiny_specimens(pair_manifest, tmp_path):
     assert {"bias_bone", "bias_marrow", "bv_tv_err", "tb_th_err"} <= set(spec.columns)
     assert len(result.slices.query("candidate == 'bilinear'")) == 8  # every HR slice
     assert list(result.runs["epochs"]) == [1, 1]
+    saved = json.loads((tmp_path / "cmp" / "runs" / "res25d" / "train_config.json").read_text())
+    assert saved["structure_weight"] == 0.5
     assert (tmp_path / "cmp" / "table.md").read_text().count("| res25d |") == 2
     ref = result.table.query("candidate == 'unet_bce' and metric == 'psnr'")
     assert (ref["diff_ref"] == 0).all()

@@ -135,6 +135,20 @@ def train(
         str, typer.Option(help="l1_ssim (default) | bce (paper) | l1 | mse | ssim")
     ] = TrainConfig.model_fields["loss"].default,
     grad_weight: Annotated[float, typer.Option(help="weight of an edge (gradient L1) term")] = 0.0,
+    structure_weight: Annotated[
+        float,
+        typer.Option(help="weight of a structure term (soft BA/TA + Dice at the bone threshold)"),
+    ] = 0.0,
+    structure_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="its bone threshold in the model's unit range (default: 500 mg HA/cm3 "
+            "through the HR window if calibrated, else Otsu of the training targets)"
+        ),
+    ] = None,
+    cldice: Annotated[
+        bool, typer.Option(help="add the clDice topology term to the structure term")
+    ] = False,
     model: Annotated[
         str, typer.Option(help="unet_residual (default) | unet (paper) | rcan; microsr compare")
     ] = DEFAULT_MODEL.name,
@@ -181,6 +195,9 @@ def train(
             lr=learning_rate,
             loss=loss,
             grad_weight=grad_weight,
+            structure_weight=structure_weight,
+            structure_threshold=structure_threshold,
+            cldice=cldice,
             batch_size=batch_size,
             patch=patch,
             device=device,

@@ -12,6 +12,9 @@ from microsr.morphometry.segment import MorphometryConfig
 __all__ = ["DEFAULT_CANDIDATES", "REFERENCE", "Candidate", "CompareConfig"]
 
 REFERENCE = "unet_bce"  # the paper's model (David et al.): U-Net + binary cross-entropy
+#: Weight of the structure candidate's structure term (untuned: pixel and structure terms of
+#: the same order on converged patches).
+STRUCTURE_WEIGHT = 0.5
 
 
 class Candidate(BaseModel):
@@ -23,6 +26,8 @@ class Candidate(BaseModel):
     model: ModelConfig = ModelConfig()
     loss: Literal["bce", "l1", "mse", "ssim", "l1_ssim"] = "bce"
     grad_weight: float = Field(0.0, ge=0)
+    structure_weight: float = Field(0.0, ge=0, description="structure term (TrainConfig)")
+    cldice: bool = False
 
 
 def _unet(name: str = "unet", **kw) -> ModelConfig:
@@ -36,6 +41,13 @@ DEFAULT_CANDIDATES: tuple[Candidate, ...] = (
     Candidate(name="resunet_l1ssim", model=_unet("unet_residual"), loss="l1_ssim"),
     Candidate(
         name="resunet25d_l1ssim", model=_unet("unet_residual", in_channels=3), loss="l1_ssim"
+    ),
+    # the default model and loss + the structure term (soft BA/TA + Dice at the bone threshold)
+    Candidate(
+        name="resunet25d_l1ssim_structure",
+        model=_unet("unet_residual", in_channels=3),
+        loss="l1_ssim",
+        structure_weight=STRUCTURE_WEIGHT,
     ),
     Candidate(
         name="rcan_l1ssim",

@@ -79,6 +79,8 @@ def _train_config(candidate: Candidate, config: CompareConfig) -> TrainConfig:
         model=candidate.model,
         loss=candidate.loss,
         grad_weight=candidate.grad_weight,
+        structure_weight=candidate.structure_weight,
+        cldice=candidate.cldice,
         epochs=config.epochs,
         max_minutes=config.minutes,
         patch=config.patch,

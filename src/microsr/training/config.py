@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from microsr.models.factory import ModelConfig
+from microsr.morphometry.segment import MorphometryConfig
 
 #: The paper's U-Net (David et al.; Ronneberger et al. 2015), width 16 for CPUs.
 PAPER_MODEL = ModelConfig(name="unet", width=16, depth=3, in_channels=1)
@@ -24,6 +25,11 @@ class TrainConfig(BaseModel):
     slabs of real bone (BENCHMARKS.md): a 2.5D residual U-Net (3 neighbouring LR slices,
     width 16) with the L1 + (1 - SSIM) loss. :data:`PAPER_MODEL` with ``loss="bce"`` is
     the paper's U-Net with binary cross-entropy (``microsr train --paper``).
+
+    ``structure_weight > 0`` adds a structure-aware term (soft bone fraction and soft Dice,
+    plus clDice with ``cldice``) at the morphometry threshold (:mod:`microsr.training.structure`);
+    ``structure_threshold=None`` derives the threshold from the dataset
+    (:func:`microsr.training.threshold.structure_threshold`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,6 +40,22 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     loss: Literal["bce", "l1", "mse", "ssim", "l1_ssim"] = "l1_ssim"
     grad_weight: float = Field(0.0, ge=0, description="weight of the edge (gradient L1) term")
+    structure_weight: float = Field(
+        0.0, ge=0, description="weight of the structure (soft BA/TA + Dice) term; 0: off"
+    )
+    structure_threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="bone threshold in the model's unit range; None: derived from the dataset",
+    )
+    structure_tau: float = Field(0.02, gt=0, description="sigmoid width of the soft threshold")
+    structure_sigma: float = Field(
+        MorphometryConfig.model_fields["sigma_vox"].default,
+        ge=0,
+        description="Gaussian sigma (voxels) before the soft threshold, as the morphometry",
+    )
+    cldice: bool = Field(False, description="add the clDice topology term to the structure term")
     batch_size: int = Field(8, ge=1)
     patch: int = Field(96, ge=16)
     augment: bool = True

@@ -12,7 +12,10 @@ The model's image is always ``p = sigmoid(logits)``, whatever the loss:
   doi:10.1109/TCI.2016.2644865 (who used MS-SSIM; single-scale SSIM here).
 
 Any of them takes an optional edge term ``grad_weight * L1(grad p, grad target)`` on forward
-differences along Y and X, which penalises the smoothed edges that pixel losses tolerate.
+differences along Y and X, which penalises the smoothed edges that pixel losses tolerate,
+and an optional structure term ``structure_weight * structure_loss(p, target)``: soft
+bone fraction, soft Dice [and clDice] at the morphometry threshold
+(:mod:`microsr.training.structure`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from microsr.metrics import ssim_batch
+from microsr.training.structure import StructureTerm, structure_loss
 
 LossName = Literal["bce", "l1", "mse", "ssim", "l1_ssim"]
 LOSS_NAMES: tuple[str, ...] = ("bce", "l1", "mse", "ssim", "l1_ssim")
@@ -58,7 +62,13 @@ def _pixel_loss(logits: torch.Tensor, target: torch.Tensor, name: str) -> torch.
 
 
 def compute_loss(
-    logits: torch.Tensor, target: torch.Tensor, name: LossName, *, grad_weight: float = 0.0
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    name: LossName,
+    *,
+    grad_weight: float = 0.0,
+    structure: StructureTerm | None = None,
+    structure_weight: float = 0.0,
 ) -> torch.Tensor:
     """Scalar loss of ``sigmoid(logits)`` against ``target``.
 
@@ -71,6 +81,9 @@ def compute_loss(
         One of :data:`LOSS_NAMES` (see the module docstring).
     grad_weight
         Weight of the edge term :func:`gradient_l1` on ``sigmoid(logits)``; 0 disables it.
+    structure, structure_weight
+        The structure term (:func:`microsr.training.structure.structure_loss`) and its
+        weight; ``None`` or 0 disables it.
 
     The loss is computed in float32 with autocast off, whatever the ambient precision.
     """
@@ -81,4 +94,8 @@ def compute_loss(
         loss = _pixel_loss(logits, target, name)
         if grad_weight:
             loss = loss + grad_weight * gradient_l1(torch.sigmoid(logits), target)
+        if structure is not None and structure_weight:
+            loss = loss + structure_weight * structure_loss(
+                torch.sigmoid(logits), target, structure
+            )
     return loss

@@ -11,6 +11,7 @@ from microsr.metrics import psnr_batch, ssim_batch
 from microsr.models.factory import build_model
 from microsr.training.config import TrainConfig
 from microsr.training.losses import compute_loss
+from microsr.training.structure import StructureTerm
 
 
 class SRModule(L.LightningModule):
@@ -23,7 +24,9 @@ class SRModule(L.LightningModule):
         ``torch.load(weights_only=True)``).
     data
         What the model needs to know about its data at prediction time: ``factor``,
-        ``z_factor`` and ``normalization`` (dict), recorded in every checkpoint.
+        ``z_factor`` and ``normalization`` (dict), recorded in every checkpoint; with a
+        structure term, also the unit-range ``structure_threshold`` it was trained with
+        (when ``config`` leaves it to the dataset).
     """
 
     def __init__(self, config: dict, data: dict) -> None:
@@ -33,6 +36,7 @@ class SRModule(L.LightningModule):
         self.model = build_model(self.cfg.model)
         if self.cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.structure = _structure_term(self.cfg, data.get("structure_threshold"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.channels_last:
@@ -41,7 +45,7 @@ class SRModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         lr, hr = batch
-        loss = compute_loss(self(lr), hr, self.cfg.loss, grad_weight=self.cfg.grad_weight)
+        loss = self._loss(self(lr), hr)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
@@ -49,12 +53,18 @@ class SRModule(L.LightningModule):
         lr, hr = batch
         logits = self(lr)
         pred = torch.sigmoid(logits).float()
-        val_loss = compute_loss(logits, hr, self.cfg.loss, grad_weight=self.cfg.grad_weight)
+        val_loss = self._loss(logits, hr)
         self.log("val_loss", val_loss, prog_bar=True, sync_dist=True)
         self.log(
             "val_psnr", psnr_batch(pred, hr, data_range=1.0).mean(), prog_bar=True, sync_dist=True
         )
         self.log("val_ssim", ssim_batch(pred, hr, data_range=1.0).mean(), sync_dist=True)
+
+    def _loss(self, logits: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return compute_loss(
+            logits, hr, self.cfg.loss, grad_weight=self.cfg.grad_weight,
+            structure=self.structure, structure_weight=self.cfg.structure_weight,
+        )  # fmt: skip
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
@@ -71,3 +81,16 @@ class SRModule(L.LightningModule):
             model_class=type(self.model).__name__,
         )
         checkpoint[CHECKPOINT_KEY] = meta.to_dict()
+
+
+def _structure_term(cfg: TrainConfig, derived: float | None) -> StructureTerm | None:
+    """The structure term of ``cfg`` (its own threshold, else ``derived``); ``None`` if off."""
+    if not cfg.structure_weight:
+        return None
+    threshold = cfg.structure_threshold if cfg.structure_threshold is not None else derived
+    if threshold is None:
+        raise ValueError("structure_weight > 0 needs a structure_threshold (unit range)")
+    return StructureTerm(
+        threshold=threshold, tau=cfg.structure_tau, sigma_vox=cfg.structure_sigma,
+        cldice=cfg.cldice,
+    )  # fmt: skip

@@ -27,6 +27,7 @@ from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path, check_output, remove_stale_temporaries
 from microsr.training.config import TrainConfig
 from microsr.training.module import SRModule
+from microsr.training.threshold import structure_threshold
 
 log = logging.getLogger(__name__)
 SEED_ENV = "MICROSR_SEED"
@@ -174,6 +175,17 @@ def _trainer(
     )
 
 
+def _module_data(data: SRDataModule, config: TrainConfig) -> dict:
+    """What the module records about its data; the derived structure threshold if needed."""
+    out = {k: data.info[k] for k in ("factor", "z_factor", "normalization")}
+    if config.structure_weight and config.structure_threshold is None:
+        sigma = config.structure_sigma
+        out["structure_threshold"] = structure_threshold(
+            data.info, data.train_pairs, sigma_vox=sigma
+        )
+    return out
+
+
 def train(
     dataset_dir: str | Path,
     run_dir: str | Path,
@@ -219,14 +231,12 @@ def train(
         seed = int(os.environ[SEED_ENV]) if child else secrets.randbelow(2**31)
         config = config.model_copy(update={"seed": seed})
     data = SRDataModule(dataset_dir, config)  # checks the dataset before anything is written
+    module_data = _module_data(data, config)
     if not resume and _launching_rank():
         check_output(run_dir, inputs=[dataset_dir], folder=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    module = SRModule(
-        config.model_dump(mode="json"),
-        {k: data.info[k] for k in ("factor", "z_factor", "normalization")},
-    )
+    module = SRModule(config.model_dump(mode="json"), module_data)
     (run_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
     metrics = run_dir / "logs" / "metrics.csv"
     # Lightning's CSVLogger deletes an existing metrics.csv: keep the history of a resumed run.

@@ -1,0 +1,113 @@
+"""The structure term's bone threshold in the model's unit range, derived from a dataset.
+
+``microsr train --structure-weight W`` without ``--structure-threshold`` uses the threshold
+that ``microsr evaluate`` and ``microsr compare`` segment the dataset with by default
+(:func:`microsr.evaluation.default_morphometry`), expressed in the model's unit range:
+
+* window normalisation and density-calibrated training specimens: 500 mg HA/cm3 (the
+  paper's threshold, :class:`~microsr.morphometry.segment.MorphometryConfig`), converted to
+  stored values through each specimen's calibration and mapped through the HR window,
+  ``(v - low) / (high - low)``;
+* otherwise (uncalibrated data, or per-slice min-max normalisation, where grey values have
+  no fixed unit-range position): Otsu's threshold (Otsu 1979, doi:10.1109/TSMC.1979.4310076)
+  of the training targets in unit range, smoothed as the morphometry smooths them, computed
+  once on evenly spaced slices of the training specimens.
+
+Only training specimens are read, so nothing about the validation or test specimens leaks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from skimage.filters import threshold_otsu
+
+from microsr.data.dataset import SlicePairs
+from microsr.data.normalize import NormalizationConfig, normalize
+from microsr.errors import MicrosrError
+from microsr.morphometry.segment import MorphometryConfig, smooth
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OTSU_SLICES", "calibrated_threshold", "otsu_threshold", "structure_threshold"]
+
+#: Slices per training specimen that the Otsu threshold is computed on.
+OTSU_SLICES = 16
+
+
+def calibrated_threshold(
+    info: dict, specimens: list[str], density: float | None = None
+) -> float | None:
+    """``density`` (mg HA/cm3; default the morphometry's 500) in unit range, or ``None``.
+
+    ``None`` when the dataset is not window-normalised or a specimen has no density
+    calibration. Specimens with different calibrations get the mean of their unit-range
+    thresholds (a warning names the spread).
+    """
+    norm = NormalizationConfig.model_validate(info["normalization"])
+    density = MorphometryConfig().threshold_value if density is None else density
+    if norm.mode != "window" or not specimens:
+        return None
+    low, high = norm.hr_window
+    values = []
+    for s in specimens:
+        cal = info["specimens"][s].get("calibration")
+        if not cal or not cal.get("slope") or "mg" not in str(cal.get("units", "")).lower():
+            return None
+        stored = (density - cal["intercept"]) / cal["slope"]
+        values.append((stored - low) / (high - low))
+    if max(values) - min(values) > 0.01:
+        log.warning(
+            "training specimens have different calibrations: %g mg HA/cm3 lies at %.4g..%.4g of "
+            "the unit range; the structure term uses their mean", density, min(values),
+            max(values),
+        )  # fmt: skip
+    return float(np.mean(values))
+
+
+def otsu_threshold(pairs: SlicePairs, *, sigma_vox: float, n_slices: int = OTSU_SLICES) -> float:
+    """Otsu's threshold of smoothed unit-range HR targets of ``pairs`` (evenly spaced slices)."""
+    samples = []
+    for _, hr in pairs._arrays:  # memory-mapped, only the chosen slices are read
+        index = np.unique(np.linspace(0, len(hr) - 1, min(n_slices, len(hr))).round().astype(int))
+        unit = normalize(np.asarray(hr[index], np.float32), pairs.normalization, role="hr")
+        samples.append(smooth(unit, sigma_vox).ravel())
+    values = np.concatenate(samples) if samples else np.zeros(0)
+    if values.size == 0 or float(values.max()) == float(values.min()):
+        raise MicrosrError(
+            "training targets are empty or constant: no Otsu threshold for the structure term "
+            "(give --structure-threshold)"
+        )
+    return float(threshold_otsu(values))
+
+
+def structure_threshold(info: dict, pairs: SlicePairs, *, sigma_vox: float) -> float:
+    """The default structure threshold of a dataset (see the module docstring).
+
+    Parameters
+    ----------
+    info
+        The dataset's ``dataset.json``.
+    pairs
+        The training pairs (only their specimens are read).
+    sigma_vox
+        Smoothing before Otsu's threshold (the structure term's).
+
+    Raises
+    ------
+    MicrosrError
+        The threshold falls outside (0, 1) (the HR window does not contain it), or no Otsu
+        threshold can be computed.
+    """
+    value = calibrated_threshold(info, pairs.specimens)
+    how = "500 mg HA/cm3 through the HR window"
+    if value is None:
+        value, how = otsu_threshold(pairs, sigma_vox=sigma_vox), "Otsu of the training targets"
+    if not 0 < value < 1:
+        raise MicrosrError(
+            f"the structure threshold ({how}) lies at {value:.4g}, outside the unit range of "
+            "the HR window; give --structure-threshold"
+        )
+    log.info("structure term: bone threshold %.4g of the unit range (%s)", value, how)
+    return value
