@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from microsr.checkpoint import new_meta, save_checkpoint
+from microsr.data.normalize import NormalizationConfig
 from microsr.io import write_volume
 from microsr.models.factory import ModelConfig, build_model
 from microsr.volume import Volume
@@ -45,7 +47,8 @@ def run_child(script: str, *args: str) -> dict:
 
 
 def write_checkpoint(path: Path, config: ModelConfig, *, seed: int = 0) -> Path:
-    """A microsr checkpoint of a randomly initialised model with non-trivial BN statistics.
+    """A microsr checkpoint (:mod:`microsr.checkpoint`) of a random model with non-trivial BN
+    statistics, window-normalised on 0..1000 (the range of :func:`write_lr`).
 
     A residual model's zero-initialised head gets random weights too, so the output is not
     just the bilinear input and precision differences show.
@@ -59,13 +62,8 @@ def write_checkpoint(path: Path, config: ModelConfig, *, seed: int = 0) -> Path:
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 2.0)
-    meta = {
-        "factor": 2,
-        "normalization": {"mode": "minmax"},
-        "model_config": config.model_dump(mode="json"),
-    }
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "microsr": meta}, path)
+    norm = NormalizationConfig(mode="window", low=0.0, high=1000.0)  # write_lr's range
+    save_checkpoint(path, model, new_meta(config, factor=2, normalization=norm))
     return path
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch
 from _common import machine
 
-from microsr.inference.engine import cpu_has_native_bf16, fold_batchnorm
+from microsr.inference.runner import cpu_has_native_bf16, fold_batchnorm
 from microsr.models.factory import build_model
 from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL
 

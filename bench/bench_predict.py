@@ -12,6 +12,10 @@ stack with one window per slice (roi = the slice), ``sw_batch_size`` = ``--batch
 default): with ``compile=True``, compile time included. Every output is compared with the
 naive loop's (max |difference| / the naive output's range).
 
+``microsr`` writes the HR grid (factor x the LR slices); ``microsr_lrgrid`` is the same with
+``z_grid="lr"`` (one output slice per LR slice, the old behaviour); rates are output slices
+per second, and the HR-grid cost per output slice is reported against the LR grid's.
+
 Usage: python bench/bench_predict.py [--slices 24] [--side 200] [--device cpu] [--repeat 3]
 """
 
@@ -30,7 +34,7 @@ import numpy as np
 import torch
 from _common import machine, peak_rss_mb, run_child, write_checkpoint, write_lr
 
-from microsr.data.normalize import NormalizationConfig, normalize, slice_ranges
+from microsr.data.normalize import from_unit, input_range, output_range, to_unit
 from microsr.device import resolve_device
 from microsr.inference.checkpoint import load_checkpoint
 from microsr.inference.engine import PredictOptions
@@ -49,16 +53,17 @@ def _neighbours(i, z, k):
 def _naive(ckpt, lr_path, out, device):
     loaded = load_checkpoint(ckpt, device=resolve_device(device))
     lr = read_volume(lr_path)
-    norm = NormalizationConfig()
+    norm = loaded.meta.normalization
     z, k = lr.shape[0], loaded.context_slices
     res = np.empty((z, lr.shape[1] * 2, lr.shape[2] * 2), np.float32)
     with torch.no_grad():
         for i in range(z):
-            up = upsample_bilinear(lr.array[_neighbours(i, z, k)].astype(np.float32), factor=2)
-            off, scale = slice_ranges(up, norm)
-            x = torch.from_numpy(normalize(up, norm))[None].to(loaded.device)
-            p = torch.sigmoid(loaded.model(x)).cpu().numpy()[0, 0]
-            res[i] = p * scale[k] + off[k]
+            up = upsample_bilinear(
+                torch.from_numpy(lr.array[_neighbours(i, z, k)].astype(np.float32)), factor=2
+            )
+            x = to_unit(up, *input_range(up, norm))[None].to(loaded.device)
+            p = torch.sigmoid(loaded.model(x)).cpu()[0, 0]
+            res[i] = from_unit(p, *output_range(up[k : k + 1], norm))[0].numpy()
     sr = lr.with_array(
         res, spacing_mm=(lr.spacing_mm[0], lr.spacing_mm[1] / 2, lr.spacing_mm[2] / 2)
     )
@@ -70,19 +75,18 @@ def _monai(ckpt, lr_path, out, device, batch):
 
     loaded = load_checkpoint(ckpt, device=resolve_device(device))
     lr = read_volume(lr_path)
-    norm = NormalizationConfig()
-    up = upsample_bilinear(np.asarray(lr.array, np.float32), factor=2)
-    off, scale = slice_ranges(up, norm)
+    norm = loaded.meta.normalization
+    up = upsample_bilinear(torch.from_numpy(np.asarray(lr.array, np.float32)), factor=2)
     z, k = lr.shape[0], loaded.context_slices
     index = np.stack([_neighbours(i, z, k) for i in range(z)])  # (Z, 2k + 1)
-    x = torch.from_numpy(normalize(up, norm)[index])
+    x = to_unit(up, *input_range(up, norm))[index]
     with torch.no_grad():
         p = sliding_window_inference(
             x, roi_size=x.shape[-2:], sw_batch_size=batch,
             predictor=lambda t: torch.sigmoid(loaded.model(t)), sw_device=loaded.device,
             device="cpu",
         )  # fmt: skip
-    res = p[:, 0].numpy() * scale[:, None, None] + off[:, None, None]
+    res = from_unit(p[:, 0], *output_range(up, norm)).numpy()
     sr = lr.with_array(res.astype(np.float32), spacing_mm=(lr.spacing_mm[0], 0.01, 0.01))
     write_volume(sr, out)
 
@@ -92,7 +96,8 @@ def child(method, ckpt, lr_path, out, device, batch):
     if method.startswith("microsr"):
         precision = "32" if method == "microsr_fp32" else "auto"
         compiled = method == "microsr_compile"
-        opts = PredictOptions(batch_size=batch, precision=precision, compile=compiled)
+        grid = "lr" if method == "microsr_lrgrid" else "auto"
+        opts = PredictOptions(batch_size=batch, precision=precision, compile=compiled, z_grid=grid)
         predict_file(ckpt, lr_path, out, device=device, options=opts, progress=False)
     elif method == "naive":
         _naive(ckpt, lr_path, out, device)
@@ -102,12 +107,13 @@ def child(method, ckpt, lr_path, out, device, batch):
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     dt = time.perf_counter() - t
-    z = read_volume(lr_path).shape[0]
+    z = read_volume(out).shape[0]  # output slices (the HR grid has factor x the LR's)
     print(
         json.dumps(
-            {"method": method, "s": dt, "slices_per_s": z / dt, "peak_rss_mb": peak_rss_mb()}
+            {"method": method, "s": dt, "slices": z, "slices_per_s": z / dt,
+             "peak_rss_mb": peak_rss_mb()}
         )
-    )
+    )  # fmt: skip
 
 
 def main():
@@ -116,7 +122,7 @@ def main():
     ap.add_argument("--side", type=int, default=200, help="LR side; the model sees 2x")
     ap.add_argument("--batch", type=int, default=None, help="default: microsr's (1 CPU, 8 CUDA)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--methods", default="naive,monai,microsr_fp32,microsr")
+    ap.add_argument("--methods", default="naive,monai,microsr_lrgrid,microsr_fp32,microsr")
     ap.add_argument("--paper", action="store_true", help="the paper's single-slice U-Net")
     ap.add_argument("--repeat", type=int, default=1, help="rounds of all methods")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -156,12 +162,18 @@ def main():
             ref = outputs["naive"]
             span = float(ref.max() - ref.min()) or 1.0
             for m, arr in outputs.items():
-                if m != "naive":
+                if m != "naive" and arr.shape == ref.shape:  # the LR-grid outputs
                     err = float(np.abs(arr - ref).max()) / span
                     print(f"max |{m} - naive| / naive range: {err:.2e}")
         rate = {m: [r["slices_per_s"] for r in rs] for m, rs in runs.items()}
         for m in methods:
             print(f"median {m:15s} {np.median(rate[m]):8.2f} slices/s over {a.repeat} runs")
+        if {"microsr", "microsr_lrgrid"} <= set(methods):
+            per_round = np.array(rate["microsr_lrgrid"]) / np.array(rate["microsr"])
+            print(
+                f"cost per HR-grid output slice / cost per LR-grid slice: median "
+                f"{np.median(per_round):.2f}x (target <= 1.2x)"
+            )
         for fast in [m for m in methods if m.startswith("microsr")]:
             for base in [m for m in methods if not m.startswith("microsr")]:
                 per_round = np.array(rate[fast]) / np.array(rate[base])
