@@ -266,3 +266,58 @@ def test_load_ranges(tmp_path):
             load_ranges(path)
     with pytest.raises(InputFileError, match="cannot read"):
         load_ranges(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_cli_simulate_randomize_and_effects(tmp_path):
+    from typer.testing import CliRunner
+
+    from microsr.cli import app
+    from microsr.io import read_volume, write_volume
+
+    runner = CliRunner()
+    rho, _ = _bone_scan_mgha()
+    src = write_volume(
+        Volume(np.round(rho * 0.2).astype(np.uint8), (0.01,) * 3), tmp_path / "hr.mha"
+    )
+    (tmp_path / "ranges.json").write_text(json.dumps({"photons": [1000, 2000], "frames": [2, 3]}))
+    args = ["simulate", str(src), str(tmp_path / "lr.mha"), "--randomize", "--ranges",
+            str(tmp_path / "ranges.json"), "--seed", "5"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    record = json.loads(next(line for line in res.output.splitlines() if line.startswith("{")))
+    assert record["randomized"] and 1000 <= record["draw"]["photons"] <= 2000
+    assert record["attenuation"]["rule"] == "percentile"
+    assert read_volume(tmp_path / "lr.mha").shape == (2, 48, 48)
+    res = runner.invoke(app, ["simulate", str(src), str(tmp_path / "lr2.mha"), "--filter",
+                              "hann", "--psf-sigma", "0.5", "--shift", "0,0.5,0",
+                              "--ring-strength", "0.001", "--reference-value", "200"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert '"explicit"' in res.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--reference-value", "bone"], "--reference-value"),
+        (["--shift", "1,2"], "--shift"),
+        (["--psf-sigma", "-1"], "psf_sigma_bins"),
+        (["--filter", "box"], "filter_name"),
+        (["--ranges", "r.json"], "--randomize"),
+        (["--randomize", "--ranges", "{missing}"], "cannot read"),
+    ],
+)
+def test_cli_simulate_bad_options_are_one_message(tmp_path, extra, match):
+    from typer.testing import CliRunner
+
+    from microsr.cli import app
+    from microsr.io import write_volume
+
+    src = write_volume(Volume(np.full((2, 16, 16), 5, np.uint8), (0.01,) * 3), tmp_path / "c.mha")
+    extra = [e.replace("{missing}", str(tmp_path / "none.json")) for e in extra]
+    res = CliRunner().invoke(app, ["simulate", str(src), str(tmp_path / "o.mha"), *extra])
+    assert res.exit_code == 2 and match in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["simulate", str(src), str(tmp_path / "o.mha")])
+    assert res.exit_code == 2 and "constant" in res.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import typing
 from pathlib import Path
 from typing import Annotated
@@ -57,10 +58,34 @@ def simulate(
     ] = 5000.0,
     frames: Annotated[int, typer.Option(help="frames averaged per projection")] = 1,
     reference_value: Annotated[
-        float | None,
-        typer.Option(help="grey value with mu = 0.5/mm (default 1000, i.e. mg HA/cm3 data)"),
+        str,
+        typer.Option(
+            help="auto (calibrated: real attenuation; else the 99.5th percentile = 1000 mg "
+            "HA/cm3 bone) | the grey value with attenuation --mu-bone"
+        ),
+    ] = "auto",
+    mu_bone: Annotated[
+        float, typer.Option(help="attenuation of 1000 mg HA/cm3 bone at the effective energy, 1/mm")
+    ] = 0.5,
+    filter: Annotated[
+        str, typer.Option(help="FBP filter: ramp | shepp-logan | cosine | hamming | hann")
+    ] = "ramp",
+    psf_sigma: Annotated[
+        float, typer.Option(help="detector / focal-spot blur sigma, LR detector bins")
+    ] = 0.0,
+    shift: Annotated[
+        str | None, typer.Option(help="LR/HR misregistration Z,Y,X in HR voxels, e.g. 0,0.5,-0.3")
     ] = None,
-    seed: int = 0,
+    ring_strength: Annotated[
+        float, typer.Option(help="ring artefacts: relative gain error per detector bin")
+    ] = 0.0,
+    randomize: Annotated[
+        bool, typer.Option(help="draw photons, frames, projections, filter, PSF, shift, rings")
+    ] = False,
+    ranges: Annotated[
+        Path | None, typer.Option(help="JSON of AcquisitionRanges for --randomize")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the noise (and of the --randomize draw)")] = 0,
     quick: Annotated[bool, typer.Option(help="Gaussian PSF + block average + noise")] = False,
 ) -> None:
     """Simulate a low-resolution acquisition of a high-resolution volume."""
@@ -68,18 +93,56 @@ def simulate(
     from microsr.simulate import AcquisitionConfig, simulate_acquisition
 
     opts = {
-        "factor": factor,
-        "projections_ratio": projections_ratio,
-        "photons": photons,
-        "frames": frames,
-        "seed": seed,
-        "quick": quick,
-    }
-    if reference_value is not None:
-        opts["reference_value"] = reference_value
+        "factor": factor, "projections_ratio": projections_ratio, "photons": photons,
+        "frames": frames, "seed": seed, "quick": quick, "mu_bone_per_mm": mu_bone,
+        "reference_value": _reference(reference_value), "filter_name": filter,
+        "psf_sigma_bins": psf_sigma, "ring_strength": ring_strength,
+        "shift_hr_voxels": _shift(shift),
+    }  # fmt: skip
+    with option_errors():
+        config = AcquisitionConfig(**opts)
+    config, record = _maybe_randomize(config, randomize, ranges, seed)
     hr = read_volume(hr_volume, spacing_mm=parse_spacing(spacing))
-    lr = simulate_acquisition(hr, AcquisitionConfig(**opts), progress=True)
+    lr = simulate_acquisition(hr, config, progress=True)
+    record["attenuation"] = lr.metadata["acquisition_resolved"]["attenuation"]
+    typer.echo(json.dumps(record), err=True)
     typer.echo(write_volume(lr, out_volume))
+
+
+def _reference(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise MicrosrError(f"--reference-value {text!r}: give auto or a number") from None
+
+
+def _shift(text: str | None) -> tuple[float, float, float]:
+    if text is None:
+        return (0.0, 0.0, 0.0)
+    try:
+        parts = tuple(float(p) for p in text.replace(" ", "").split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise MicrosrError(f"--shift {text!r}: give three numbers Z,Y,X (HR voxels)")
+    return parts  # type: ignore[return-value]
+
+
+def _maybe_randomize(config, randomize: bool, ranges: Path | None, seed: int) -> tuple:
+    """``(config, record)``: with ``randomize``, the draw from ``ranges`` seeded by ``seed``."""
+    import numpy as np
+
+    from microsr.simulate import AcquisitionRanges, draw_acquisition, draw_record, load_ranges
+
+    if not randomize:
+        if ranges is not None:
+            raise MicrosrError("--ranges is used with --randomize")
+        return config, {"randomized": False}
+    spans = load_ranges(ranges) if ranges is not None else AcquisitionRanges()
+    config = draw_acquisition(spans, config, np.random.default_rng(seed))
+    return config, {"randomized": True, "draw": draw_record(config)}
 
 
 @command
