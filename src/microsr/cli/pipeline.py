@@ -22,6 +22,7 @@ from microsr.cli._app import (
     parse_pair,
     parse_spacing,
 )
+from microsr.cli._simulate import maybe_randomize, parse_reference, parse_shift
 from microsr.errors import MicrosrError
 from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL, TrainConfig
 
@@ -95,54 +96,18 @@ def simulate(
     opts = {
         "factor": factor, "projections_ratio": projections_ratio, "photons": photons,
         "frames": frames, "seed": seed, "quick": quick, "mu_bone_per_mm": mu_bone,
-        "reference_value": _reference(reference_value), "filter_name": filter,
+        "reference_value": parse_reference(reference_value), "filter_name": filter,
         "psf_sigma_bins": psf_sigma, "ring_strength": ring_strength,
-        "shift_hr_voxels": _shift(shift),
+        "shift_hr_voxels": parse_shift(shift),
     }  # fmt: skip
     with option_errors():
         config = AcquisitionConfig(**opts)
-    config, record = _maybe_randomize(config, randomize, ranges, seed)
+    config, record = maybe_randomize(config, randomize, ranges, seed)
     hr = read_volume(hr_volume, spacing_mm=parse_spacing(spacing))
     lr = simulate_acquisition(hr, config, progress=True)
     record["attenuation"] = lr.metadata["acquisition_resolved"]["attenuation"]
     typer.echo(json.dumps(record), err=True)
     typer.echo(write_volume(lr, out_volume))
-
-
-def _reference(text: str) -> float | str:
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise MicrosrError(f"--reference-value {text!r}: give auto or a number") from None
-
-
-def _shift(text: str | None) -> tuple[float, float, float]:
-    if text is None:
-        return (0.0, 0.0, 0.0)
-    try:
-        parts = tuple(float(p) for p in text.replace(" ", "").split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3:
-        raise MicrosrError(f"--shift {text!r}: give three numbers Z,Y,X (HR voxels)")
-    return parts  # type: ignore[return-value]
-
-
-def _maybe_randomize(config, randomize: bool, ranges: Path | None, seed: int) -> tuple:
-    """``(config, record)``: with ``randomize``, the draw from ``ranges`` seeded by ``seed``."""
-    import numpy as np
-
-    from microsr.simulate import AcquisitionRanges, draw_acquisition, draw_record, load_ranges
-
-    if not randomize:
-        if ranges is not None:
-            raise MicrosrError("--ranges is used with --randomize")
-        return config, {"randomized": False}
-    spans = load_ranges(ranges) if ranges is not None else AcquisitionRanges()
-    config = draw_acquisition(spans, config, np.random.default_rng(seed))
-    return config, {"randomized": True, "draw": draw_record(config)}
 
 
 @command
@@ -172,15 +137,31 @@ def prepare(
     units: Annotated[
         str, typer.Option(help="native | mgha: convert to mg HA/cm3 before pairing")
     ] = "native",
+    randomize: Annotated[
+        bool, typer.Option(help="rows without lr_path: a randomised acquisition per specimen")
+    ] = False,
+    ranges: Annotated[
+        Path | None, typer.Option(help="JSON of AcquisitionRanges for --randomize")
+    ] = None,
+    simulate_seed: Annotated[
+        int, typer.Option(help="seed of the simulated LR scans (per specimen)")
+    ] = 0,
+    simulate_factor: Annotated[int, typer.Option(help="LR / HR voxel of simulated scans")] = 2,
 ) -> None:
-    """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split."""
+    """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split.
+
+    Rows with an empty lr_path get an LR scan simulated from their HR scan."""
+    from microsr.cli._simulate import simulation_config
     from microsr.data.prepare import PrepareConfig, prepare_dataset
+
+    sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed)
 
     lr_win = lr_window if lr_window in ("same", "fit") else parse_pair(lr_window, "--lr-window")
     with option_errors():
         cfg = PrepareConfig(
             roi=roi, normalize=normalize, window=window, lr_window=lr_win, split_seed=split_seed,
             split_file=splits, register_lr=register, tolerance_lr_voxels=tolerance, units=units,
+            simulation=sim,
         )  # fmt: skip
     typer.echo(prepare_dataset(manifest, out_dir, cfg, overwrite=overwrite))
 
