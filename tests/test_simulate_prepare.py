@@ -93,3 +93,21 @@ def test_cli_prepare_randomize(tmp_path):
     args[7] = str(tmp_path / "bad.json")
     res = CliRunner().invoke(app, [*args[:3], "--overwrite", *args[3:]])
     assert res.exit_code == 2 and "photons must be > 0" in res.output
+
+
+def test_demo_manifest_with_randomised_acquisitions(tmp_path):
+    from microsr.demo import simulated_manifest
+    from microsr.simulate import make_phantom
+
+    hr = make_phantom((16, 48, 48), spacing_mm=0.01, seed=0)
+    data = write_volume(hr.with_array(hr.array * 0.2, calibration=None), tmp_path / "hr.mha")
+    manifest = simulated_manifest(
+        tmp_path / "data", data=data, n_specimens=2, seed=3, ranges=AcquisitionRanges()
+    )
+    assert manifest.is_file()
+    records = json.loads((tmp_path / "data/acquisitions.json").read_text())
+    assert set(records) == {"slab00", "slab01"}
+    assert records["slab00"]["randomized"] and records["slab00"]["attenuation"]["rule"] == (
+        "percentile"
+    )
+    assert records["slab00"]["acquisition"] != records["slab01"]["acquisition"]

@@ -362,14 +362,18 @@ def demo(
     spacing: Spacing = None,
     minutes: Annotated[float, typer.Option(help="training wall time")] = 3.0,
     seed: int = 0,
+    randomize: Annotated[
+        bool, typer.Option(help="a randomised acquisition per specimen (default ranges)")
+    ] = False,
 ) -> None:
     """Phantoms -> simulated LR -> prepare -> train -> predict -> evaluate, in minutes."""
     from microsr.demo import run_demo
     from microsr.evaluation import format_summary
 
     summary = run_demo(
-        out_dir, data=data, spacing_mm=parse_spacing(spacing), minutes=minutes, seed=seed
-    )
+        out_dir, data=data, spacing_mm=parse_spacing(spacing), minutes=minutes, seed=seed,
+        randomize=randomize,
+    )  # fmt: skip
     typer.echo("\nTest specimens (never seen in training), scored against HR:\n")
     typer.echo(format_summary(summary))
     typer.echo(f"\nmodel: {out_dir / 'best.ckpt'}   summary: {out_dir / 'summary.json'}")
