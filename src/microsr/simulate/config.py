@@ -16,8 +16,9 @@ FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
 class AcquisitionConfig(pydantic.BaseModel):
     """Settings of the simulated low-resolution acquisition.
 
-    Grey values become linear attenuation through :func:`~microsr.simulate.attenuation.
-    resolve_attenuation`: ``reference_value="auto"`` (default) uses a calibrated volume's
+    Grey values become linear attenuation through
+    :func:`~microsr.simulate.attenuation.resolve_attenuation`: ``reference_value="auto"``
+    (default) uses a calibrated volume's
     real attenuation and maps the 99.5th percentile of an uncalibrated one to the
     attenuation of 1000 mg HA/cm3 bone; a number is the grey value given ``mu_bone_per_mm``.
 
