@@ -59,3 +59,17 @@ def test_user_split_overlap_is_rejected(tmp_path):
         load_splits(p, {"a", "b", "c"})
     p.write_text(json.dumps({"train": ["a"], "val": ["c"], "test": ["b"]}))
     assert load_splits(p, {"a", "b", "c"})["test"] == ["b"]
+
+
+def test_rows_of_one_subject_share_a_split():
+    """One bone under two acquisitions: never trained under one and tested under the other."""
+    from microsr.data.splits import make_splits
+
+    specimens = {f"p{i}_{a}": a for i in range(6) for a in ("1frame", "3frames")}
+    subjects = {sid: sid.split("_")[0] for sid in specimens}
+    splits = make_splits(specimens, seed=3, subjects=subjects)
+    where = {sid: k for k in ("train", "val", "test") for sid in splits[k]}
+    for i in range(6):
+        assert where[f"p{i}_1frame"] == where[f"p{i}_3frames"]
+    assert sorted(where) == sorted(specimens)
+    assert all(splits[k] for k in ("train", "val", "test"))

@@ -118,16 +118,43 @@ def option_errors(name: str | None = None):
         raise MicrosrError(f"{label}: {message}" if label else message) from None
 
 
+#: ``--debug`` given: show tracebacks instead of one-line messages.
+_STATE = {"debug": False}
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
 def command(fn):
-    """Register a subcommand that turns MicrosrError into one message and exit code 2."""
+    """Register a subcommand whose failures are one message, not a traceback.
+
+    A :class:`MicrosrError` (bad input) or an ``OSError`` naming a file (unreadable,
+    unwritable, disk full) exits with code 2; anything else is a bug: a one-line
+    message and exit code 1, with the traceback only under ``microsr --debug``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except MicrosrError as exc:
-            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+        except Exception as exc:
+            if _STATE["debug"]:
+                raise
+            if isinstance(exc, MicrosrError):
+                raise _fail(str(exc), 2) from None
+            if isinstance(exc, OSError) and exc.filename is not None:
+                raise _fail(f"{exc.filename}: {exc.strerror or exc}", 2) from None
+            raise _fail(
+                f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the "
+                "traceback and please report it",
+                1,
+            ) from None
 
     return app.command()(wrapper)
 
@@ -135,7 +162,11 @@ def command(fn):
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show Python tracebacks (for bug reports)")
+    ] = False,
 ) -> None:
+    _STATE["debug"] = debug
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

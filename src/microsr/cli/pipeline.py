@@ -88,9 +88,10 @@ def simulate(
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the noise (and of the --randomize draw)")] = 0,
     quick: Annotated[bool, typer.Option(help="Gaussian PSF + block average + noise")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Simulate a low-resolution acquisition of a high-resolution volume."""
-    from microsr.io import read_volume, write_volume
+    from microsr.io import check_volume_output, read_volume, write_volume
     from microsr.simulate import AcquisitionConfig, simulate_acquisition
 
     opts = {
@@ -103,11 +104,12 @@ def simulate(
     with option_errors():
         config = AcquisitionConfig(**opts)
     config, record = maybe_randomize(config, randomize, ranges, seed)
+    check_volume_output(out_volume, inputs=[hr_volume], overwrite=overwrite)
     hr = read_volume(hr_volume, spacing_mm=parse_spacing(spacing))
     lr = simulate_acquisition(hr, config, progress=True)
     record["attenuation"] = lr.metadata["acquisition_resolved"]["attenuation"]
     typer.echo(json.dumps(record), err=True)
-    typer.echo(write_volume(lr, out_volume))
+    typer.echo(write_volume(lr, out_volume, overwrite=overwrite))
 
 
 @command

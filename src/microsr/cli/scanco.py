@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from microsr.cli._app import Spacing, command, parse_spacing
+from microsr.cli._app import Overwrite, Spacing, command, parse_spacing
 from microsr.errors import MicrosrError
 
 
@@ -36,17 +36,20 @@ def convert(
     slope: Annotated[float | None, typer.Option(help="your calibration: density slope")] = None,
     intercept: Annotated[float, typer.Option(help="your calibration: density intercept")] = 0.0,
     spacing: Spacing = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a volume in another format (by extension) and unit."""
     from microsr.calibration import UNITS, to_units, with_calibration
-    from microsr.io import read_volume, write_volume
+    from microsr.io import check_volume_output, read_volume, write_volume
 
     if units not in UNITS:
         raise MicrosrError(f"--units {units!r}: use one of {', '.join(UNITS)}")
+    check_volume_output(out_volume, inputs=[in_volume], overwrite=overwrite)
     volume = read_volume(in_volume, spacing_mm=parse_spacing(spacing))
     if slope is not None:
         volume = with_calibration(volume, slope, intercept)
-    typer.echo(write_volume(to_units(volume, units), out_volume))  # type: ignore[arg-type]
+    out = write_volume(to_units(volume, units), out_volume, overwrite=overwrite)  # type: ignore[arg-type]
+    typer.echo(out)
 
 
 @command
@@ -58,22 +61,25 @@ def register(
     lr_spacing: Spacing = None,
     hr_spacing: Spacing = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Rigidly register LR onto HR; report translation, rotation and similarity."""
     from pydantic import ValidationError
 
-    from microsr.io import read_volume, write_volume
+    from microsr.io import check_volume_output, read_volume, write_volume
     from microsr.pairing.registration import RegistrationConfig, register_pair, resample_to_hr
 
     try:
         config = RegistrationConfig(metric=metric)  # type: ignore[arg-type]
     except ValidationError:
         raise MicrosrError(f"--metric {metric!r}: use correlation or mattes") from None
+    if out is not None:
+        check_volume_output(out, inputs=[lr_volume, hr_volume], overwrite=overwrite)
     lr = read_volume(lr_volume, spacing_mm=parse_spacing(lr_spacing))
     hr = read_volume(hr_volume, spacing_mm=parse_spacing(hr_spacing))
     result = register_pair(lr, hr, config, name=lr_volume.name)
     if out is not None:
-        write_volume(resample_to_hr(lr, hr, result), out)
+        write_volume(resample_to_hr(lr, hr, result), out, overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2))
         return

@@ -58,9 +58,11 @@ def morphometry(
     import numpy as np
 
     from microsr.io import read_volume
+    from microsr.io.atomic import check_output
     from microsr.morphometry import morphometry_volume, write_morphometry
 
     config = _morph_config(threshold_mgha, threshold, threshold_fraction, otsu, sigma, ta)
+    check_output(out_dir, inputs=[p for p in (volume, mask) if p], folder=True)
     vol = read_volume(volume, spacing_mm=parse_spacing(spacing))
     roi = (
         None
@@ -136,14 +138,27 @@ def study_demo(
     spacing: Spacing = None,
     minutes: Minutes = None,
     per_site: Annotated[int, typer.Option(help="phantoms per site")] = 8,
+    frames: Annotated[
+        bool,
+        typer.Option(
+            "--frames",
+            help="the paper's frames experiment: the same bones at 1 and 3 frame averages "
+            "(sites 1frame, 3frames: an acquisition x acquisition matrix)",
+        ),
+    ] = False,
     device: Device = "auto",
 ) -> None:
     """Study demo: phantom femur + spine sites (or slabs of --data), then `study`."""
     from microsr.study import phantom_manifest, run_study, slab_manifest
+    from microsr.study.demo import frames_manifest
 
     manifest = out_dir / "data" / "manifest.csv"
     if not manifest.is_file():
-        if data is None:
+        if frames:
+            manifest = frames_manifest(
+                out_dir / "data", n=per_site, data=data, spacing_mm=parse_spacing(spacing)
+            )
+        elif data is None:
             manifest = phantom_manifest(out_dir / "data", per_site=per_site)
         else:
             manifest = slab_manifest(data, out_dir / "data", spacing_mm=parse_spacing(spacing))

@@ -1,10 +1,11 @@
 """The specimen manifest: a CSV with one row per specimen.
 
 Required columns: ``specimen, site, lr_path, hr_path``. Optional: ``lr_spacing_mm,
-hr_spacing_mm, sex, treatment, frames``. Relative paths are resolved against the
-manifest's folder. Spacing columns supply spacing for files that store none (TIFF).
-An empty ``lr_path`` is allowed where the reader asks for it (``prepare`` then simulates
-the LR scan from the HR one).
+hr_spacing_mm, subject, acquisition, sex, treatment, frames``. Relative paths are resolved
+against the manifest's folder. Spacing columns supply spacing for files that store none
+(TIFF). ``subject`` names the physical bone when one bone has several rows (e.g. scanned
+with two protocols): its rows always share a split. An empty ``lr_path`` is allowed where
+the reader asks for it (``prepare`` then simulates the LR scan from the HR one).
 """
 
 from __future__ import annotations
@@ -157,10 +158,14 @@ def read_manifest(path: str | Path, *, allow_missing_lr: bool = False) -> list[S
 
 
 def write_manifest(rows: list[SpecimenRow], path: str | Path) -> Path:
-    """Write rows as a manifest CSV with paths relative to its folder when possible."""
+    """Write rows as a manifest CSV with paths relative to its folder when possible.
+
+    The rows' ``extra`` fields (e.g. ``subject``) become further columns.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(REQUIRED) + ["lr_spacing_mm", "hr_spacing_mm"]
+    extras = sorted({k for r in rows for k in r.extra})
+    cols = list(REQUIRED) + ["lr_spacing_mm", "hr_spacing_mm", *extras]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
@@ -174,5 +179,6 @@ def write_manifest(rows: list[SpecimenRow], path: str | Path) -> Path:
                     rel.append(str(Path(p).resolve().relative_to(path.parent.resolve())))
                 except ValueError:
                     rel.append(str(p))
-            w.writerow([r.specimen, r.site, *rel, r.lr_spacing_mm or "", r.hr_spacing_mm or ""])
+            spacing = [r.lr_spacing_mm or "", r.hr_spacing_mm or ""]
+            w.writerow([r.specimen, r.site, *rel, *spacing, *(r.extra.get(k, "") for k in extras)])
     return path

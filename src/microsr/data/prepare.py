@@ -175,7 +175,10 @@ def prepare_dataset(
     if config.split_file is not None:
         splits = load_splits(config.split_file, set(specimens))
     else:
-        splits = make_splits(specimens, seed=config.split_seed, fractions=config.fractions)
+        subjects = {r.specimen: r.extra["subject"] for r in rows if r.extra.get("subject")}
+        splits = make_splits(
+            specimens, seed=config.split_seed, fractions=config.fractions, subjects=subjects
+        )
     meta, samples = {}, []
     owned = lambda entry: entry.name in OWNED
     with atomic_folder(out_dir, overwrite=overwrite, replaceable=owned) as tmp:

@@ -37,6 +37,7 @@ def make_splits(
     *,
     seed: int,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    subjects: dict[str, str] | None = None,
 ) -> dict:
     """Split specimens into train/val/test, per site (stratified), reproducibly.
 
@@ -50,7 +51,14 @@ def make_splits(
         Target train/val/test fractions (rounded; at least one val and one test specimen).
         Sites with fewer than 3 specimens are pooled into one group (or, if the
         pool is still under 3, split together with the largest site).
+    subjects
+        Optional mapping specimen id -> physical specimen (the manifest's ``subject``
+        column): rows of one subject (e.g. one bone scanned with two protocols) always
+        land in the same split, so no test bone is ever trained on under another
+        acquisition. Subjects are split as units, stratified by their first row's site.
     """
+    if subjects:
+        return _split_subjects(specimens, subjects, seed=seed, fractions=fractions)
     rng = np.random.default_rng(seed)
     by_site: dict[str, list[str]] = {}
     for sid, site in sorted(specimens.items()):
@@ -69,6 +77,19 @@ def make_splits(
         out["train"] += sorted(ids[:n_train])
         out["val"] += sorted(ids[n_train : n_train + n_val])
         out["test"] += sorted(ids[n_train + n_val :])
+    check_splits(out, set(specimens))
+    return out
+
+
+def _split_subjects(specimens, subjects, *, seed, fractions) -> dict:
+    members: dict[str, list[str]] = {}
+    for sid in sorted(specimens):
+        members.setdefault(subjects.get(sid) or sid, []).append(sid)
+    units = {subject: specimens[ids[0]] for subject, ids in members.items()}
+    by_unit = make_splits(units, seed=seed, fractions=fractions)
+    out = {"seed": by_unit["seed"]}
+    for key in SPLITS:
+        out[key] = sorted(sid for unit in by_unit[key] for sid in members[unit])
     check_splits(out, set(specimens))
     return out
 

@@ -156,7 +156,14 @@ def predict_slices(
                 super_resolve(fn, stacks[i : i + batch], norm, options=opts, compute_device=device)
                 for i in range(0, len(stacks), batch)
             ])  # fmt: skip
-            yield s, e, out.float().cpu().numpy()
+            sr = out.float().cpu().numpy()
+            if not np.isfinite(sr).all():
+                raise MicrosrError(
+                    f"{source.path}: the model produced NaN or Inf values in output slices "
+                    f"{s}..{e - 1}; nothing was written (is the input in the units it was "
+                    "trained on?)"
+                )
+            yield s, e, sr
             bar.update(e - s)
 
 

@@ -85,6 +85,8 @@ def read_itk_file(path: Path, suffix: str) -> tuple[np.ndarray, dict]:
     fmt = ITK_FORMATS[suffix]
     if fmt == "NIfTI":
         check_nifti_complete(path)
+    if suffix == ".mha":
+        check_metaimage_complete(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -288,6 +290,40 @@ def check_nifti_complete(path: Path) -> None:
     if size < expected:
         raise InputFileError(
             path, f"truncated NIfTI file: header declares {expected} bytes, found {size}"
+        )
+
+
+_MET_BYTES = {"CHAR": 1, "UCHAR": 1, "SHORT": 2, "USHORT": 2, "INT": 4, "UINT": 4,
+              "LONG": 8, "ULONG": 8, "LONG_LONG": 8, "ULONG_LONG": 8, "FLOAT": 4, "DOUBLE": 8}  # fmt: skip
+
+
+def check_metaimage_complete(path: Path) -> None:
+    """Refuse a one-file MetaImage (``.mha``) whose uncompressed voxel data is cut short.
+
+    ITK reports such a file as "No such file or directory"; this names the sizes.
+    """
+    fields: dict[str, str] = {}
+    with open(path, "rb") as f:
+        for _ in range(64):
+            line = f.readline()
+            key, _, value = line.decode("latin-1").partition("=")
+            fields[key.strip()] = value.strip()
+            if key.strip() == "ElementDataFile" or not line:
+                break
+        header_bytes = f.tell()
+    if fields.get("ElementDataFile") != "LOCAL" or fields.get("CompressedData", "") == "True":
+        return
+    try:
+        dims = [int(d) for d in fields["DimSize"].split()]
+        per_voxel = _MET_BYTES[fields["ElementType"].removeprefix("MET_")]
+        per_voxel *= int(fields.get("ElementNumberOfChannels", "1"))
+    except (KeyError, ValueError):
+        return  # left to ITK
+    expected = header_bytes + int(np.prod(dims)) * per_voxel
+    size = path.stat().st_size
+    if size < expected:
+        raise InputFileError(
+            path, f"truncated MetaImage (expected {expected} bytes, the file has {size})"
         )
 
 

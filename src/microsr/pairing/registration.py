@@ -128,6 +128,12 @@ def register_pair(
     if len(config.shrink_factors) != len(config.smoothing_sigmas):
         raise MicrosrError("registration: shrink_factors and smoothing_sigmas differ in length")
     check_orientation(lr, hr, name=name)
+    for label, vol in (("LR", lr), ("HR", hr)):
+        lo, hi = float(np.min(vol.array)), float(np.max(vol.array))
+        if lo == hi:
+            raise MicrosrError(
+                f"{name}: the {label} volume is constant ({lo:g}); nothing to register"
+            )
     fixed, moving = to_sitk(hr), to_sitk(lr)
     initial = sitk.Euler3DTransform()
     centre = np.asarray(hr.origin_mm) + (np.asarray(hr.shape) - 1) / 2 * np.asarray(hr.spacing_mm)

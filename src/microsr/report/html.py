@@ -103,7 +103,7 @@ def _figures(study: Path, tables: dict, out: Path) -> list[tuple[str, str, Path]
     if tables.get("generalisation") is not None:
         jobs.append(
             (
-                "Cross-site generalisation",
+                "Cross-site (or cross-acquisition) generalisation: model trained on a row, scored on a column",
                 "generalisation",
                 "fig_generalisation",
                 lambda: figures.fig_generalisation(tables["generalisation"]),

@@ -9,9 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from microsr.data.prepare import PrepareConfig
-from microsr.demo import demo_train_config, make_pairs, simulated_manifest
+from microsr.demo import (
+    demo_train_config,
+    make_pairs,
+    phantom_specimens,
+    simulated_manifest,
+    slab_specimens,
+)
 from microsr.evaluation.scores import default_morphometry
+from microsr.io import read_volume
 from microsr.simulate import AcquisitionConfig, make_phantom
+from microsr.study.acquisitions import FRAMES_PROTOCOLS, acquisition_manifest
 from microsr.study.config import StudyConfig
 
 #: Train/val/test fractions of the demos: 8 specimens per site -> 4 / 1 / 3.
@@ -49,6 +57,24 @@ def slab_manifest(
     return simulated_manifest(
         out_dir, data=volume, spacing_mm=spacing_mm, n_specimens=n_slabs, seed=seed, site=site
     )
+
+
+def frames_manifest(
+    out_dir: str | Path,
+    *,
+    n: int = 8,
+    data: str | Path | None = None,
+    spacing_mm: float | None = None,
+    seed: int = 0,
+) -> Path:
+    """The paper's frames experiment: ``n`` phantom femurs (or slabs of ``data``), each
+    simulated with 1 and with 3 frame averages (:data:`FRAMES_PROTOCOLS`)."""
+    base = AcquisitionConfig(seed=seed)
+    if data is None:
+        specimens = phantom_specimens(n, seed=seed)
+    else:
+        specimens = slab_specimens(read_volume(data, spacing_mm=spacing_mm), n, factor=base.factor)
+    return acquisition_manifest(specimens, out_dir, FRAMES_PROTOCOLS, base=base)
 
 
 def demo_config(

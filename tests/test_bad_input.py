@@ -1,0 +1,230 @@
+"""Bad and adversarial input through the CLI, one row per case (issue: never lose data).
+
+Every case must give exit code 2, one ``error:`` message naming the problem, no
+traceback, leave every input byte-for-byte unchanged and leave nothing new behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import make_pair, save_model
+from typer.testing import CliRunner
+
+from microsr.cli import app
+from microsr.data.manifest import SpecimenRow, write_manifest
+from microsr.data.prepare import PrepareConfig, prepare_dataset
+from microsr.io import write_volume
+from microsr.models.factory import ModelConfig
+from microsr.volume import Volume
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Path:
+    """Inputs shared by every case (they must never change)."""
+    w = tmp_path_factory.mktemp("inputs")
+    rows = []
+    for i in range(4):
+        lr, hr = make_pair(i, shape=(8, 32, 32))
+        rows.append(
+            SpecimenRow(
+                f"s{i}",
+                "femur",
+                write_volume(lr, w / f"lr{i}.mha"),
+                write_volume(hr, w / f"hr{i}.mha"),
+            )
+        )
+    write_manifest(rows, w / "manifest.csv")
+    prepare_dataset(w / "manifest.csv", w / "ds", PrepareConfig(roi=24))
+    ckpt = save_model(w / "model.ckpt", ModelConfig(width=4, depth=1))
+    raw = torch.load(ckpt, weights_only=False)
+    for key, value in raw["state_dict"].items():
+        if value.is_floating_point():
+            raw["state_dict"][key] = torch.full_like(value, float("nan"))
+    torch.save(raw, w / "nan.ckpt")
+    raw = torch.load(ckpt, weights_only=False)
+    raw["microsr"]["factor"] = 0
+    torch.save(raw, w / "factor0.ckpt")
+    (w / "badbytes.csv").write_bytes(
+        b"specimen,site,lr_path,hr_path\ns\xff0,femur,lr0.mha,hr0.mha\n"
+    )
+    (w / "extra.csv").write_text("specimen,site,lr_path,hr_path\ns0,femur,lr0.mha,hr0.mha,oops\n")
+    (w / "escape.csv").write_text(
+        "specimen,site,lr_path,hr_path\n../../etc,femur,lr0.mha,hr0.mha\n"
+    )
+    tifffile.imwrite(w / "empty.tif", np.zeros((0, 16, 16), np.uint8))
+    (w / "empty.mha").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 16 16 0\nElementType = MET_UCHAR\n"
+        "ElementSpacing = 0.01 0.01 0.01\nElementDataFile = LOCAL\n"
+    )
+    (w / "cut.mha").write_bytes((w / "lr0.mha").read_bytes()[:-500])
+    write_volume(Volume(np.full((4, 16, 16), 7.0, np.float32), (0.02,) * 3), w / "flat.mha")
+    (w / "afile.txt").write_text("not a folder")
+    return w
+
+
+def _damaged_dataset(ws: Path, out: Path, how: str) -> Path:
+    ds = out / "ds"
+    shutil.copytree(ws / "ds", ds)
+    for target in ds.rglob("hr.npy"):  # every specimen, whichever split it is in
+        if how == "missing":
+            target.unlink()
+        else:
+            target.write_bytes(target.read_bytes()[:-200])
+    return ds
+
+
+def _folder_with_user_files(ws: Path, out: Path) -> Path:
+    proj = out / "proj"
+    (proj / "raw").mkdir(parents=True)
+    (proj / "raw/scan1.txt").write_text("a")
+    (proj / "README.txt").write_text("b")
+    return proj
+
+
+def _symlink_to_input(ws: Path, out: Path) -> Path:
+    link = out / "link.mha"
+    link.symlink_to(ws / "lr0.mha")
+    return link
+
+
+@dataclass
+class Case:
+    name: str
+    args: list[str]  # {w}: the shared inputs, {o}: this case's own folder
+    message: str  # a fragment the one error message must hold
+    setup: object = None  # optional callable(ws, out) -> Path, available as {s}
+
+
+CASES = [
+    # data loss: existing folders, outputs that are inputs
+    Case("convert into a folder of user files", ["convert", "{w}/lr0.mha", "{s}"], "not empty",
+         _folder_with_user_files),
+    Case("predict into a folder of user files",
+         ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{s}"], "not empty", _folder_with_user_files),
+    Case("predict output is its input", ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{w}/lr0.mha"],
+         "input"),
+    Case("predict output is its input via ..",
+         ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{w}/ds/../lr0.mha"], "input"),
+    Case("predict output is a symlink to its input",
+         ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{s}"], "input", _symlink_to_input),
+    Case("convert output is its input", ["convert", "{w}/lr0.mha", "{w}/lr0.mha"], "input"),
+    Case("simulate output is its input", ["simulate", "{w}/hr0.mha", "{w}/hr0.mha", "--quick"],
+         "input"),
+    Case("existing output file needs --overwrite",
+         ["convert", "{w}/lr0.mha", "{w}/lr1.mha"], "--overwrite"),
+    Case("specimen id escapes the dataset", ["prepare", "{w}/escape.csv", "{o}/ds"], "../../etc"),
+    # model sanity
+    Case("checkpoint with NaN weights", ["predict", "{w}/nan.ckpt", "{w}/lr0.mha", "{o}/sr.mha"],
+         "NaN or Inf"),
+    Case("checkpoint with factor 0", ["predict", "{w}/factor0.ckpt", "{w}/lr0.mha", "{o}/sr.mha"],
+         "factor"),
+    # unwritable outputs (a file where a folder should be: fails even as root)
+    Case("predict, unwritable output",
+         ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{w}/afile.txt/sr.mha"], "afile.txt"),
+    Case("prepare, unwritable output", ["prepare", "{w}/manifest.csv", "{w}/afile.txt/ds"],
+         "afile.txt"),
+    Case("train, unwritable output", ["train", "{w}/ds", "{w}/afile.txt/run"], "afile.txt"),
+    Case("evaluate, unwritable output",
+         ["evaluate", "{w}/afile.txt/ev", "--hr", "{w}/hr0.mha", "--lr", "{w}/lr0.mha"],
+         "afile.txt"),
+    Case("morphometry, unwritable output", ["morphometry", "{w}/hr0.mha", "{w}/afile.txt/m"],
+         "afile.txt"),
+    # damaged datasets leave no half-made run folder
+    Case("train on a dataset with a missing .npy", ["train", "{s}", "{o}/run"], "hr.npy",
+         lambda ws, out: _damaged_dataset(ws, out, "missing")),
+    Case("train on a dataset with a truncated .npy", ["train", "{s}", "{o}/run"], "hr.npy",
+         lambda ws, out: _damaged_dataset(ws, out, "truncated")),
+    Case("evaluate a dataset with a truncated .npy",
+         ["evaluate", "{s}", "{w}/model.ckpt", "{o}/ev", "--device", "cpu"], "hr.npy",
+         lambda ws, out: _damaged_dataset(ws, out, "truncated")),
+    Case("evaluate --split foo",
+         ["evaluate", "{w}/ds", "{w}/model.ckpt", "{o}/ev", "--split", "foo"], "--split"),
+    # manifests
+    Case("manifest with non-UTF-8 bytes (prepare)", ["prepare", "{w}/badbytes.csv", "{o}/ds"],
+         "UTF-8"),
+    Case("manifest with non-UTF-8 bytes (study)", ["study", "{w}/badbytes.csv", "{o}/st"],
+         "UTF-8"),
+    Case("manifest with non-UTF-8 bytes (predict)",
+         ["predict", "{w}/model.ckpt", "--manifest", "{w}/badbytes.csv"], "UTF-8"),
+    Case("manifest row with extra columns", ["prepare", "{w}/extra.csv", "{o}/ds"], "column"),
+    # options and volumes
+    Case("prepare --roi 0", ["prepare", "{w}/manifest.csv", "{o}/ds", "--roi", "0"], "--roi"),
+    Case("train --context -1", ["train", "{w}/ds", "{o}/run", "--context", "-1"], "--context"),
+    Case("0-slice TIFF (predict)", ["predict", "{w}/model.ckpt", "{w}/empty.tif", "{o}/sr.mha",
+                                    "--spacing", "0.02"], "0 slices"),
+    Case("0-slice TIFF (convert)", ["convert", "{w}/empty.tif", "{o}/x.mha", "--spacing", "0.02"],
+         "0 slices"),
+    Case("0-slice MHA", ["convert", "{w}/empty.mha", "{o}/x.mha"], "no voxels"),
+    Case("truncated MHA", ["convert", "{w}/cut.mha", "{o}/x.mha"], "truncated"),
+    Case("unknown output extension", ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.xyz"],
+         ".xyz"),
+    Case("register a constant LR", ["register", "{w}/flat.mha", "{w}/hr0.mha"], "constant"),
+]  # fmt: skip
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    """Every path under ``folder`` (folders too) with its file's hash."""
+    return {
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else ""
+        )
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_message_and_nothing_changes(case, ws, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    special = case.setup(ws, out) if case.setup else None
+    before_inputs, before_out = _hashes(ws), _hashes(out)
+    args = [a.format(w=ws, o=out, s=special) for a in case.args]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, f"exit {res.exit_code}: {res.output}"
+    assert "Traceback" not in res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.output
+    assert case.message in errors[0], errors[0]
+    assert _hashes(ws) == before_inputs  # inputs unchanged, nothing added beside them
+    assert _hashes(out) == before_out  # nothing left behind, not even a temporary
+
+
+def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, ws, tmp_path):
+    import microsr.io as mio
+
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("planted bug")
+
+    monkeypatch.setattr(mio, "read_volume", boom)
+    res = runner.invoke(app, ["info", str(ws / "lr0.mha")])
+    assert res.exit_code == 1 and "internal error (ZeroDivisionError: planted bug)" in res.output
+    assert "--debug" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["--debug", "info", str(ws / "lr0.mha")])
+    assert isinstance(res.exception, ZeroDivisionError)
+
+
+def test_non_finite_prediction_stops_without_output(tmp_path):
+    from conftest import loaded_model
+
+    from microsr.errors import MicrosrError
+    from microsr.inference.predict import predict_volume
+
+    class NaNModel(torch.nn.Module):
+        def forward(self, x):
+            return torch.full_like(x[:, :1], float("nan"))
+
+    lr, _ = make_pair(0)
+    out = tmp_path / "sr.mha"
+    with pytest.raises(MicrosrError, match="NaN or Inf"):
+        predict_volume(loaded_model(NaNModel()), lr, out=out, progress=False)
+    assert list(tmp_path.iterdir()) == []
