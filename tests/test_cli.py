@@ -96,7 +96,9 @@ def test_missing_input_is_one_clear_error(tmp_path):
 def test_plain_tiff_needs_spacing(tmp_path):
     import tifffile
 
-    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((4, 16, 16), np.uint8))
+    plain = np.zeros((4, 16, 16), np.uint8)
+    plain[:, 4:12, 4:12] = 200  # contrast: the automatic attenuation reference needs some
+    tifffile.imwrite(tmp_path / "plain.tif", plain)
     res = runner.invoke(
         app, ["simulate", str(tmp_path / "plain.tif"), str(tmp_path / "lr.tif"), "--quick"]
     )

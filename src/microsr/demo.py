@@ -6,6 +6,7 @@ Phantom specimens (or slabs of one HR volume, as pseudo-specimens) -> simulated 
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -18,7 +19,15 @@ from microsr.errors import MicrosrError
 from microsr.evaluation import ScoreConfig, default_morphometry, evaluate_volumes, write_evaluation
 from microsr.inference.predict import predict_file
 from microsr.io import read_volume, write_volume
-from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
+from microsr.simulate import (
+    AcquisitionConfig,
+    AcquisitionRanges,
+    draw_acquisition,
+    draw_record,
+    make_phantom,
+    simulate_acquisition,
+)
+from microsr.simulate.randomize import specimen_rng
 from microsr.training.config import TrainConfig
 from microsr.training.train import train
 from microsr.volume import Volume
@@ -58,15 +67,33 @@ def slab_specimens(
     return out
 
 
-def make_pairs(specimens, data_dir: Path, acq: AcquisitionConfig) -> Path:
-    """Simulate LR scans, write LR/HR volumes and a manifest; returns the manifest path."""
-    rows = []
+def make_pairs(
+    specimens, data_dir: Path, acq: AcquisitionConfig, ranges: AcquisitionRanges | None = None
+) -> Path:
+    """Simulate LR scans, write LR/HR volumes and a manifest; returns the manifest path.
+
+    With ``ranges``, each specimen's acquisition is drawn from them (seeded by ``acq.seed``
+    and the specimen id). ``data_dir/acquisitions.json`` records every specimen's settings
+    and attenuation rule.
+    """
+    rows, records = [], {}
+    data_dir.mkdir(parents=True, exist_ok=True)
     for sid, site, hr in specimens:
-        lr = simulate_acquisition(hr, acq.model_copy(update={"seed": acq.seed + len(rows)}))
+        if ranges is not None:
+            this = draw_acquisition(ranges, acq, specimen_rng(acq.seed, sid))
+        else:
+            this = acq.model_copy(update={"seed": acq.seed + len(rows)})
+        lr = simulate_acquisition(hr, this)
+        records[sid] = {
+            "randomized": ranges is not None,
+            "acquisition": draw_record(this),
+            "attenuation": lr.metadata["acquisition_resolved"]["attenuation"],
+        }
         hr_path = write_volume(hr, data_dir / f"{sid}_hr.mha")
         lr_path = write_volume(lr, data_dir / f"{sid}_lr.mha")
         rows.append(SpecimenRow(sid, site, lr_path, hr_path))
         log.info("simulated %s: HR %s -> LR %s", sid, hr.shape, lr.shape)
+    (data_dir / "acquisitions.json").write_text(json.dumps(records, indent=2))
     return write_manifest(rows, data_dir / "manifest.csv")
 
 
@@ -78,24 +105,23 @@ def simulated_manifest(
     n_specimens: int,
     seed: int = 0,
     site: str = "user",
+    ranges: AcquisitionRanges | None = None,
 ) -> Path:
     """Phantom femur specimens (``data=None``) or ``n_specimens`` z-slabs of the HR volume
     ``data`` (pseudo-specimens of ``site``), with simulated LR scans, written to ``out_dir``
     with a manifest; returns the manifest path.
 
-    For a user's volume the simulator's ``reference_value`` (the grey value given bone's
-    attenuation) is the volume's 99.5th percentile, so the noise level is plausible
-    whatever the grey-value range.
+    The simulator works in physical attenuation (``reference_value="auto"``: a calibrated
+    volume's own, else the 99.5th percentile taken as bone), so the noise level is
+    plausible whatever the grey-value range. ``ranges``: randomised acquisitions.
     """
     acq = AcquisitionConfig(seed=seed)
     if data is None:
         specimens = phantom_specimens(n_specimens, seed=seed)
     else:
         hr = read_volume(data, spacing_mm=spacing_mm)
-        ref = float(np.percentile(np.asarray(hr.array, np.float32), 99.5))
-        acq = acq.model_copy(update={"reference_value": max(ref, 1e-6)})
         specimens = slab_specimens(hr, n_specimens, factor=acq.factor, site=site)
-    return make_pairs(specimens, Path(out_dir), acq)
+    return make_pairs(specimens, Path(out_dir), acq, ranges)
 
 
 def demo_train_config(*, minutes: float, seed: int = 0) -> TrainConfig:
@@ -113,8 +139,12 @@ def run_demo(
     minutes: float = 3.0,
     seed: int = 0,
     progress: bool = True,
+    randomize: bool = False,
 ) -> dict:
     """Run the demo; leaves ``best.ckpt`` and ``summary.json`` (test specimens) in ``out_dir``.
+
+    ``randomize``: every specimen's LR scan gets its own acquisition drawn from the default
+    :class:`~microsr.simulate.AcquisitionRanges` (recorded in ``data/acquisitions.json``).
 
     The SR volumes (``predictions/<id>_sr.mha``) are on the HR grid and in the HR scan's
     units; they are scored against HR on every HR slice (:mod:`microsr.evaluation`).
@@ -124,8 +154,9 @@ def run_demo(
         raise MicrosrError(f"{out_dir}: output folder exists and is not empty")
     n = N_PHANTOMS if data is None else N_SLABS
     manifest = simulated_manifest(
-        out_dir / "data", data=data, spacing_mm=spacing_mm, n_specimens=n, seed=seed
-    )
+        out_dir / "data", data=data, spacing_mm=spacing_mm, n_specimens=n, seed=seed,
+        ranges=AcquisitionRanges() if randomize else None,
+    )  # fmt: skip
     dataset = prepare_dataset(
         manifest, out_dir / "dataset", PrepareConfig(split_seed=seed), progress=progress
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import typing
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +22,7 @@ from microsr.cli._app import (
     parse_pair,
     parse_spacing,
 )
+from microsr.cli._simulate import maybe_randomize, parse_reference, parse_shift
 from microsr.errors import MicrosrError
 from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL, TrainConfig
 
@@ -57,10 +59,34 @@ def simulate(
     ] = 5000.0,
     frames: Annotated[int, typer.Option(help="frames averaged per projection")] = 1,
     reference_value: Annotated[
-        float | None,
-        typer.Option(help="grey value with mu = 0.5/mm (default 1000, i.e. mg HA/cm3 data)"),
+        str,
+        typer.Option(
+            help="auto (calibrated: real attenuation; else the 99.5th percentile = 1000 mg "
+            "HA/cm3 bone) | the grey value with attenuation --mu-bone"
+        ),
+    ] = "auto",
+    mu_bone: Annotated[
+        float, typer.Option(help="attenuation of 1000 mg HA/cm3 bone at the effective energy, 1/mm")
+    ] = 0.5,
+    filter: Annotated[
+        str, typer.Option(help="FBP filter: ramp | shepp-logan | cosine | hamming | hann")
+    ] = "ramp",
+    psf_sigma: Annotated[
+        float, typer.Option(help="detector / focal-spot blur sigma, LR detector bins")
+    ] = 0.0,
+    shift: Annotated[
+        str | None, typer.Option(help="LR/HR misregistration Z,Y,X in HR voxels, e.g. 0,0.5,-0.3")
     ] = None,
-    seed: int = 0,
+    ring_strength: Annotated[
+        float, typer.Option(help="ring artefacts: relative gain error per detector bin")
+    ] = 0.0,
+    randomize: Annotated[
+        bool, typer.Option(help="draw photons, frames, projections, filter, PSF, shift, rings")
+    ] = False,
+    ranges: Annotated[
+        Path | None, typer.Option(help="JSON of AcquisitionRanges for --randomize")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the noise (and of the --randomize draw)")] = 0,
     quick: Annotated[bool, typer.Option(help="Gaussian PSF + block average + noise")] = False,
     overwrite: Overwrite = False,
 ) -> None:
@@ -69,18 +95,20 @@ def simulate(
     from microsr.simulate import AcquisitionConfig, simulate_acquisition
 
     opts = {
-        "factor": factor,
-        "projections_ratio": projections_ratio,
-        "photons": photons,
-        "frames": frames,
-        "seed": seed,
-        "quick": quick,
-    }
-    if reference_value is not None:
-        opts["reference_value"] = reference_value
+        "factor": factor, "projections_ratio": projections_ratio, "photons": photons,
+        "frames": frames, "seed": seed, "quick": quick, "mu_bone_per_mm": mu_bone,
+        "reference_value": parse_reference(reference_value), "filter_name": filter,
+        "psf_sigma_bins": psf_sigma, "ring_strength": ring_strength,
+        "shift_hr_voxels": parse_shift(shift),
+    }  # fmt: skip
+    with option_errors():
+        config = AcquisitionConfig(**opts)
+    config, record = maybe_randomize(config, randomize, ranges, seed)
     check_volume_output(out_volume, inputs=[hr_volume], overwrite=overwrite)
     hr = read_volume(hr_volume, spacing_mm=parse_spacing(spacing))
-    lr = simulate_acquisition(hr, AcquisitionConfig(**opts), progress=True)
+    lr = simulate_acquisition(hr, config, progress=True)
+    record["attenuation"] = lr.metadata["acquisition_resolved"]["attenuation"]
+    typer.echo(json.dumps(record), err=True)
     typer.echo(write_volume(lr, out_volume, overwrite=overwrite))
 
 
@@ -111,15 +139,31 @@ def prepare(
     units: Annotated[
         str, typer.Option(help="native | mgha: convert to mg HA/cm3 before pairing")
     ] = "native",
+    randomize: Annotated[
+        bool, typer.Option(help="rows without lr_path: a randomised acquisition per specimen")
+    ] = False,
+    ranges: Annotated[
+        Path | None, typer.Option(help="JSON of AcquisitionRanges for --randomize")
+    ] = None,
+    simulate_seed: Annotated[
+        int, typer.Option(help="seed of the simulated LR scans (per specimen)")
+    ] = 0,
+    simulate_factor: Annotated[int, typer.Option(help="LR / HR voxel of simulated scans")] = 2,
 ) -> None:
-    """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split."""
+    """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split.
+
+    Rows with an empty lr_path get an LR scan simulated from their HR scan."""
+    from microsr.cli._simulate import simulation_config
     from microsr.data.prepare import PrepareConfig, prepare_dataset
+
+    sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed)
 
     lr_win = lr_window if lr_window in ("same", "fit") else parse_pair(lr_window, "--lr-window")
     with option_errors():
         cfg = PrepareConfig(
             roi=roi, normalize=normalize, window=window, lr_window=lr_win, split_seed=split_seed,
             split_file=splits, register_lr=register, tolerance_lr_voxels=tolerance, units=units,
+            simulation=sim,
         )  # fmt: skip
     typer.echo(prepare_dataset(manifest, out_dir, cfg, overwrite=overwrite))
 
@@ -337,14 +381,18 @@ def demo(
     spacing: Spacing = None,
     minutes: Annotated[float, typer.Option(help="training wall time")] = 3.0,
     seed: int = 0,
+    randomize: Annotated[
+        bool, typer.Option(help="a randomised acquisition per specimen (default ranges)")
+    ] = False,
 ) -> None:
     """Phantoms -> simulated LR -> prepare -> train -> predict -> evaluate, in minutes."""
     from microsr.demo import run_demo
     from microsr.evaluation import format_summary
 
     summary = run_demo(
-        out_dir, data=data, spacing_mm=parse_spacing(spacing), minutes=minutes, seed=seed
-    )
+        out_dir, data=data, spacing_mm=parse_spacing(spacing), minutes=minutes, seed=seed,
+        randomize=randomize,
+    )  # fmt: skip
     typer.echo("\nTest specimens (never seen in training), scored against HR:\n")
     typer.echo(format_summary(summary))
     typer.echo(f"\nmodel: {out_dir / 'best.ckpt'}   summary: {out_dir / 'summary.json'}")

@@ -4,7 +4,8 @@ Required columns: ``specimen, site, lr_path, hr_path``. Optional: ``lr_spacing_m
 hr_spacing_mm, subject, acquisition, sex, treatment, frames``. Relative paths are resolved
 against the manifest's folder. Spacing columns supply spacing for files that store none
 (TIFF). ``subject`` names the physical bone when one bone has several rows (e.g. scanned
-with two protocols): its rows always share a split.
+with two protocols): its rows always share a split. An empty ``lr_path`` is allowed where
+the reader asks for it (``prepare`` then simulates the LR scan from the HR one).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class SpecimenRow:
 
     specimen: str
     site: str
-    lr_path: Path
+    lr_path: Path | None  # None: no LR scan, simulated from the HR one
     hr_path: Path
     lr_spacing_mm: float | None = None
     hr_spacing_mm: float | None = None
@@ -96,8 +97,10 @@ def _spacing(value: str, manifest: Path, specimen: str, column: str) -> float | 
     return out
 
 
-def read_manifest(path: str | Path) -> list[SpecimenRow]:
+def read_manifest(path: str | Path, *, allow_missing_lr: bool = False) -> list[SpecimenRow]:
     """Read and validate a manifest; every problem names the manifest and the row.
+
+    ``allow_missing_lr``: an empty ``lr_path`` gives ``lr_path=None`` instead of an error.
 
     Raises
     ------
@@ -127,6 +130,9 @@ def read_manifest(path: str | Path) -> list[SpecimenRow]:
         seen.add(sid)
         paths = {}
         for col in ("lr_path", "hr_path"):
+            if not r[col] and col == "lr_path" and allow_missing_lr:
+                paths[col] = None
+                continue
             if not r[col]:
                 raise InputFileError(path, f"specimen {sid!r}: empty {col}")
             p = Path(r[col])
@@ -166,6 +172,9 @@ def write_manifest(rows: list[SpecimenRow], path: str | Path) -> Path:
         for r in rows:
             rel = []
             for p in (r.lr_path, r.hr_path):
+                if p is None:
+                    rel.append("")
+                    continue
                 try:
                     rel.append(str(Path(p).resolve().relative_to(path.parent.resolve())))
                 except ValueError:

@@ -8,6 +8,10 @@ Layout of a prepared dataset folder::
     specimens/<id>/lr.npy     (Z_lr, H, W) float32: every LR slice, bilinear-upsampled, raw units
     specimens/<id>/hr.npy     (N, H, W) float32: the HR slices inside the LR box, raw units
 
+Manifest rows with an empty ``lr_path`` get an LR scan simulated from their HR scan
+(:mod:`microsr.data.simulated`; optionally a randomised acquisition per specimen), recorded
+under the specimen's ``"simulated"`` key in ``dataset.json``.
+
 Every HR slice is a training pair (:mod:`microsr.data.specimen`). The ``.npy`` files are
 memory-mapped when read, so training streams patches from disk. The intensity window is
 fitted on the *training* specimens only (robust percentiles, :func:`fit_window`), so nothing
@@ -32,6 +36,7 @@ from microsr.data.normalize import (
     fit_minmax_inverse,
     fit_window,
 )
+from microsr.data.simulated import SimulationConfig, simulate_specimen_lr
 from microsr.data.specimen import SpecimenSamples, bone_centre, roi_box, write_specimen
 from microsr.data.splits import DEFAULT_FRACTIONS, load_splits, make_splits
 from microsr.errors import MicrosrError
@@ -83,6 +88,9 @@ class PrepareConfig(BaseModel):
     registration: RegistrationConfig = RegistrationConfig()
     units: Literal["native", "mgha"] = Field(
         "native", description="convert both scans to mg HA/cm3 (calibration) before pairing"
+    )
+    simulation: SimulationConfig = Field(
+        SimulationConfig(), description="how LR scans missing from the manifest are simulated"
     )
 
     @field_validator("window", "lr_window")
@@ -160,8 +168,8 @@ def prepare_dataset(
     """
     out_dir = Path(out_dir)
     config = config or PrepareConfig()
-    rows = read_manifest(manifest)
-    inputs = [manifest, *(p for r in rows for p in (r.lr_path, r.hr_path))]
+    rows = read_manifest(manifest, allow_missing_lr=True)
+    inputs = [manifest, *(p for r in rows for p in (r.lr_path, r.hr_path) if p is not None)]
     check_output(out_dir, inputs=inputs, overwrite=overwrite, folder=True, owned=OWNED)
     specimens = {r.specimen: r.site for r in rows}
     if config.split_file is not None:
@@ -175,12 +183,18 @@ def prepare_dataset(
     owned = lambda entry: entry.name in OWNED
     with atomic_folder(out_dir, overwrite=overwrite, replaceable=owned) as tmp:
         for row in tqdm(rows, desc="prepare", unit="specimen", disable=not progress):
-            lr = read_volume(row.lr_path, spacing_mm=row.lr_spacing_mm)
             hr = read_volume(row.hr_path, spacing_mm=row.hr_spacing_mm)
+            simulated = None
+            if row.lr_path is None:
+                lr, simulated = simulate_specimen_lr(hr, row.specimen, config.simulation)
+            else:
+                lr = read_volume(row.lr_path, spacing_mm=row.lr_spacing_mm)
             train = row.specimen in splits["train"]
             meta[row.specimen], sample = write_specimen(
                 lr, hr, row, tmp / "specimens" / row.specimen, config, sample=train
             )
+            if simulated is not None:
+                meta[row.specimen].update(lr_path=None, simulated=simulated)
             samples += [sample] if sample is not None else []
         factors = {(m["factor"], m["z_factor"]) for m in meta.values()}
         if len(factors) != 1:

@@ -1,6 +1,24 @@
 """Synthetic data: bone phantoms and a simulated low-resolution microCT acquisition."""
 
 from microsr.simulate.acquisition import AcquisitionConfig, fbp_noise_sigma, simulate_acquisition
+from microsr.simulate.attenuation import Attenuation, resolve_attenuation
 from microsr.simulate.phantom import make_phantom
+from microsr.simulate.randomize import (
+    AcquisitionRanges,
+    draw_acquisition,
+    draw_record,
+    load_ranges,
+)
 
-__all__ = ["AcquisitionConfig", "fbp_noise_sigma", "make_phantom", "simulate_acquisition"]
+__all__ = [
+    "AcquisitionConfig",
+    "AcquisitionRanges",
+    "Attenuation",
+    "draw_acquisition",
+    "draw_record",
+    "fbp_noise_sigma",
+    "load_ranges",
+    "make_phantom",
+    "resolve_attenuation",
+    "simulate_acquisition",
+]

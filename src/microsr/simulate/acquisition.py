@@ -15,11 +15,17 @@ What is modelled, slice by slice (one transverse slice = one detector row group)
   LR grid: Kak & Slaney, *Principles of Computerized Tomographic Imaging*, IEEE Press
   1988, ch. 3, doi:10.1137/1.9780898719277.
 
+Grey values become linear attenuation in physical units
+(:mod:`microsr.simulate.attenuation`: a calibration's real attenuation, or the 99.5th
+percentile of an uncalibrated volume taken as 1000 mg HA/cm3 bone), so the noise level
+does not depend on how the scan was stored. Optional effects (:mod:`microsr.simulate.
+effects`, off by default): a Gaussian detector / focal-spot PSF, sub-voxel LR/HR
+misregistration and ring artefacts; randomised settings: :mod:`microsr.simulate.randomize`.
+
 What is not: cone-beam geometry and its artefacts, polychromatic beam hardening,
-scatter, focal-spot blur, detector PSF and afterglow, ring artefacts, sample motion,
-and the scanner vendor's own reconstruction filters and corrections. The LR images
-are therefore cleaner than a real scan's and a model trained on them alone will not
-see those artefacts.
+scatter, detector afterglow, sample motion, and the scanner vendor's own
+reconstruction filters and corrections. The LR images are therefore cleaner than a real
+scan's and a model trained on them alone will not see those artefacts.
 
 ``quick=True`` replaces the projection / noise / FBP chain by a Gaussian PSF, a block
 average and Gaussian noise, for tests and fast data generation.
@@ -32,100 +38,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pydantic
 from scipy import ndimage
 from skimage.transform import iradon, radon
 from tqdm.auto import tqdm
 
 from microsr.errors import MicrosrError
+from microsr.simulate.attenuation import Attenuation, resolve_attenuation
+from microsr.simulate.config import DEFAULT_CONFIG, AcquisitionConfig
+from microsr.simulate.effects import blur_detector, ring_gains, shift_volume
 from microsr.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-_FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann")
-
-
-class AcquisitionConfig(pydantic.BaseModel):
-    """Settings of the simulated low-resolution acquisition.
-
-    Invalid values raise :class:`~microsr.errors.MicrosrError`.
-    """
-
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
-
-    factor: int = pydantic.Field(
-        2, description="LR voxel size / HR voxel size, in-plane and along Z (>= 1)."
-    )
-    projections_ratio: float = pydantic.Field(
-        0.5, description="LR projections / HR projections (> 0)."
-    )
-    hr_projections: int | None = pydantic.Field(
-        None,
-        description="Projections of the HR scan; None -> ceil(pi/2 * max(Y, X)), "
-        "the angular Nyquist rate of the HR slice.",
-    )
-    photons: float = pydantic.Field(
-        5000.0,
-        description="Incident photons per LR detector bin per frame (> 0); "
-        "float('inf') switches photon noise off.",
-    )
-    frames: int = pydantic.Field(
-        1, description="Frames averaged per projection (>= 1): I0 = photons * frames."
-    )
-    mu_bone_per_mm: float = pydantic.Field(
-        0.5, description="Linear attenuation (1/mm) of a grey value of reference_value (> 0)."
-    )
-    reference_value: float = pydantic.Field(
-        1000.0,
-        description="Grey value with attenuation mu_bone_per_mm (> 0); attenuation scales "
-        "linearly with the grey value, negative values are clipped to 0.",
-    )
-    filter_name: str = pydantic.Field(
-        "ramp", description=f"FBP filter, one of scikit-image iradon's {_FILTERS}."
-    )
-    quick: bool = pydantic.Field(
-        False,
-        description="Gaussian PSF + block average + Gaussian noise instead of "
-        "projection / Poisson noise / FBP.",
-    )
-    quick_psf_sigma: float | None = pydantic.Field(
-        None, description="Quick mode PSF sigma in HR voxels (>= 0); None -> 0.5 * factor."
-    )
-    quick_noise_sigma: float | None = pydantic.Field(
-        None,
-        description="Quick mode noise standard deviation in grey units (>= 0); None -> the "
-        "FBP noise expected for `photons`, `frames` and the LR projections "
-        "(see `fbp_noise_sigma`).",
-    )
-    seed: int = pydantic.Field(0, description="Seed of the noise (per-slice streams).")
-
-    @pydantic.model_validator(mode="after")
-    def _check(self) -> AcquisitionConfig:
-        problems = []
-        if self.factor < 1:
-            problems.append(f"factor must be >= 1, got {self.factor}")
-        if not self.projections_ratio > 0:
-            problems.append(f"projections_ratio must be > 0, got {self.projections_ratio}")
-        if self.hr_projections is not None and self.hr_projections < 1:
-            problems.append(f"hr_projections must be >= 1, got {self.hr_projections}")
-        if not self.photons > 0:
-            problems.append(f"photons must be > 0, got {self.photons}")
-        if self.frames < 1:
-            problems.append(f"frames must be >= 1, got {self.frames}")
-        if not (self.mu_bone_per_mm > 0 and self.reference_value > 0):
-            problems.append("mu_bone_per_mm and reference_value must be > 0")
-        if self.filter_name not in _FILTERS:
-            problems.append(f"filter_name must be one of {_FILTERS}, got {self.filter_name!r}")
-        for name in ("quick_psf_sigma", "quick_noise_sigma"):
-            value = getattr(self, name)
-            if value is not None and not value >= 0:
-                problems.append(f"{name} must be >= 0, got {value}")
-        if problems:
-            raise MicrosrError("invalid AcquisitionConfig: " + "; ".join(problems))
-        return self
-
-
-_DEFAULT_CONFIG = AcquisitionConfig()  # frozen, so safe to share as a default
+__all__ = ["AcquisitionConfig", "fbp_noise_sigma", "simulate_acquisition"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +68,7 @@ class _Geometry:
 
 
 def simulate_acquisition(
-    hr: Volume, config: AcquisitionConfig = _DEFAULT_CONFIG, *, progress: bool = False
+    hr: Volume, config: AcquisitionConfig = DEFAULT_CONFIG, *, progress: bool = False
 ) -> Volume:
     """Simulate the low-resolution scan of a high-resolution volume.
 
@@ -163,9 +88,16 @@ def simulate_acquisition(
         float32, shape ``(Z // f, Y // f, X // f)`` (remainders dropped) in the grey
         units of ``hr``; spacing ``hr.spacing_mm * f``; origin placing each LR voxel
         centre at the centre of the HR voxels it covers,
-        ``origin_hr + (f - 1) / 2 * spacing_hr``. Calibration kept;
-        ``metadata["acquisition"]`` holds ``config.model_dump()`` and
-        ``metadata["acquisition_resolved"]`` the derived projection counts.
+        ``origin_hr + (f - 1) / 2 * spacing_hr`` (a ``shift_hr_voxels`` moves the
+        content, not the origin). Calibration kept; ``metadata["acquisition"]`` holds
+        ``config.model_dump()`` and ``metadata["acquisition_resolved"]`` the derived
+        projection counts and ``"attenuation"``, the grey value -> attenuation map used
+        (its ``rule`` and resolved ``reference_value``, :class:`Attenuation`).
+
+    Raises
+    ------
+    MicrosrError
+        A volume too small for ``factor``; see also :func:`resolve_attenuation`.
     """
     f = config.factor
     shape = hr.shape
@@ -177,11 +109,17 @@ def simulate_acquisition(
     if shape[0] % f or shape[1] % f or shape[2] % f:
         logger.info("shape %s not divisible by factor %d: remainders dropped", shape, f)
     lr_shape = tuple(n // f for n in shape)
-    resolved: dict = {"lr_shape": lr_shape}
+    attenuation = resolve_attenuation(hr, config)
+    resolved: dict = {"lr_shape": lr_shape, "attenuation": attenuation.as_dict()}
+    logger.info(
+        "attenuation: %s rule, reference grey value %.6g -> %.4g /mm",
+        attenuation.rule, attenuation.reference_value, config.mu_bone_per_mm,
+    )  # fmt: skip
+    content = shift_volume(hr, config.shift_hr_voxels)
     if config.quick:
-        lr, resolved["quick_noise_sigma"] = _quick(hr, config)
+        lr, resolved["quick_noise_sigma"] = _quick(content, config, attenuation)
     else:
-        lr = _full(hr, config, progress=progress)
+        lr = _full(content, config, attenuation, progress=progress)
         resolved.update(_projection_counts(shape, config))
     spacing = tuple(s * f for s in hr.spacing_mm)
     origin = tuple(o + (f - 1) / 2 * s for o, s in zip(hr.origin_mm, hr.spacing_mm))
@@ -204,23 +142,29 @@ def _projection_counts(shape: tuple[int, int, int], config: AcquisitionConfig) -
     return {"hr_projections": int(hr_n), "lr_projections": int(lr_n)}
 
 
-def _slice_rng(seed: int, index: int) -> np.random.Generator:
-    """Independent stream for LR slice ``index``, whatever order slices run in."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+def _slice_rng(seed: int, index: int, *, stream: int = 0) -> np.random.Generator:
+    """Independent stream for LR slice ``index``, whatever order slices run in.
+
+    ``stream`` 0 is the photon noise, 1 the ring gains (so that switching rings on does
+    not change the noise).
+    """
+    key = (index,) if stream == 0 else (index, stream)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def _full(hr: Volume, config: AcquisitionConfig, *, progress: bool) -> np.ndarray:
-    """Projection / noise / FBP simulation, float32 ``(Z_lr, Y_lr, X_lr)``."""
+def _full(
+    hr: Volume, config: AcquisitionConfig, attenuation: Attenuation, *, progress: bool
+) -> np.ndarray:
+    """Projection / noise / FBP simulation, float32 ``(Z_lr, Y_lr, X_lr)`` in grey units."""
     f = config.factor
     geometry = _make_geometry(hr.shape[1:], hr.spacing_mm[1], config)
     n_slices = hr.shape[0] // f
     out = np.empty((n_slices,) + geometry.lr_shape, dtype=np.float32)
-    mu_per_value = config.mu_bone_per_mm / config.reference_value
     for z in tqdm(range(n_slices), disable=not progress, desc="simulate LR", unit="slice"):
         # detector rows: the mean of f HR slices, read one group at a time (memmap friendly)
         binned = np.mean(hr.array[z * f : (z + 1) * f], axis=0, dtype=np.float64)
-        mu = np.clip(binned, 0.0, None) * mu_per_value
-        out[z] = _acquire_slice(mu, geometry, config, _slice_rng(config.seed, z)) / mu_per_value
+        mu = attenuation.to_mu(binned)
+        out[z] = attenuation.to_value(_acquire_slice(mu, geometry, config, config.seed, z))
     return out
 
 
@@ -263,14 +207,16 @@ def _make_geometry(
 
 
 def _acquire_slice(
-    mu: np.ndarray, geometry: _Geometry, config: AcquisitionConfig, rng: np.random.Generator
+    mu: np.ndarray, geometry: _Geometry, config: AcquisitionConfig, seed: int, index: int
 ) -> np.ndarray:
-    """Project, bin, add noise and reconstruct one slice.
+    """Project, blur, bin, add noise and ring gains, and reconstruct one slice.
 
     Parameters
     ----------
     mu
         Attenuation coefficients in 1/mm, shape ``(Y, X)`` on the HR grid.
+    seed, index
+        Seed and LR slice index of the slice's noise and ring-gain streams.
 
     Returns
     -------
@@ -279,13 +225,18 @@ def _acquire_slice(
     """
     # radon sums pixel values along rays: x pixel size -> dimensionless line integral
     line_integrals = radon(mu, theta=geometry.theta_deg, circle=False, preserve_range=True)
-    transmission = _bin_detector(np.exp(-line_integrals * geometry.pixel_mm), geometry)
+    transmission = np.exp(-line_integrals * geometry.pixel_mm)
+    transmission = blur_detector(transmission, config.psf_sigma_bins * geometry.factor)
+    transmission = _bin_detector(transmission, geometry)
     if math.isfinite(config.photons):
         incident = config.photons * config.frames
-        counts = rng.poisson(incident * transmission)
+        counts = _slice_rng(seed, index).poisson(incident * transmission)
         # zero counts would give an infinite line integral: clamp to one photon, as
         # scanners do by flooring the normalised intensity
         transmission = np.maximum(counts, 1) / incident
+    if config.ring_strength > 0:
+        rng = _slice_rng(seed, index, stream=1)
+        transmission = transmission * ring_gains(len(transmission), config.ring_strength, rng)
     sinogram = -np.log(transmission)
     lr_pixel_mm = geometry.pixel_mm * geometry.factor
     # iradon expects sums in units of its own (LR) pixels
@@ -358,12 +309,18 @@ def fbp_noise_sigma(hr: Volume, config: AcquisitionConfig) -> float:
     Returns
     -------
     float
-        Standard deviation in grey units; 0 if ``photons`` is infinite.
+        Standard deviation in grey units; 0 if ``photons`` is infinite. Detector blur
+        (``psf_sigma_bins``) lowers the real noise; it is not accounted for.
     """
+    return _noise_sigma(hr, config, resolve_attenuation(hr, config))
+
+
+def _noise_sigma(hr: Volume, config: AcquisitionConfig, attenuation: Attenuation) -> float:
+    """:func:`fbp_noise_sigma` with the attenuation map already resolved."""
     if not math.isfinite(config.photons):
         return 0.0
-    mu_per_value = config.mu_bone_per_mm / config.reference_value
-    mu = np.clip(np.asarray(hr.array, dtype=np.float32), 0.0, None) * mu_per_value
+    array = np.asarray(hr.array, dtype=np.float32)
+    mu = np.clip(np.float32(attenuation.slope) * array + np.float32(attenuation.intercept), 0, None)
     p = np.concatenate([mu.sum(axis=1).ravel(), mu.sum(axis=2).ravel()]) * hr.spacing_mm[1]
     inside = p[p > 0]
     mean_inverse_transmission = float(np.exp(inside).mean()) if inside.size else 1.0
@@ -372,10 +329,12 @@ def fbp_noise_sigma(hr: Volume, config: AcquisitionConfig) -> float:
     pitch_mm = hr.spacing_mm[1] * config.factor
     interpolation = 2 / 3 - 2 / math.pi**2
     var_mu = math.pi**2 * var_p / (12 * n_views * pitch_mm**2) * interpolation
-    return math.sqrt(var_mu) / mu_per_value
+    return math.sqrt(var_mu) / attenuation.slope
 
 
-def _quick(hr: Volume, config: AcquisitionConfig) -> tuple[np.ndarray, float]:
+def _quick(
+    hr: Volume, config: AcquisitionConfig, attenuation: Attenuation
+) -> tuple[np.ndarray, float]:
     """Gaussian PSF, ``factor``-cube block average and Gaussian noise.
 
     The PSF sigma defaults to ``0.5 * factor`` HR voxels, roughly the blur of
@@ -392,7 +351,7 @@ def _quick(hr: Volume, config: AcquisitionConfig) -> tuple[np.ndarray, float]:
     lr = blocks.mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
     noise_sigma = config.quick_noise_sigma
     if noise_sigma is None:
-        noise_sigma = fbp_noise_sigma(hr, config)
+        noise_sigma = _noise_sigma(hr, config, attenuation)
     if noise_sigma > 0:
         rng = np.random.default_rng(np.random.SeedSequence(config.seed))
         lr += rng.normal(0.0, noise_sigma, size=lr.shape).astype(np.float32)

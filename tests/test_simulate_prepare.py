@@ -1,0 +1,113 @@
+"""``prepare`` simulates the LR scans a manifest lacks (optionally randomised, per specimen)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_pair
+
+from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
+from microsr.data.simulated import SimulationConfig
+from microsr.errors import InputFileError
+from microsr.io import write_volume
+from microsr.simulate import AcquisitionConfig, AcquisitionRanges
+
+
+def _manifest(tmp_path, n=5, *, real_lr=(0,)):
+    rows = ["specimen,site,lr_path,hr_path"]
+    for i in range(n):
+        lr, hr = make_pair(i, shape=(8, 40, 40))
+        write_volume(hr, tmp_path / f"s{i}_hr.mha")
+        lr_name = ""
+        if i in real_lr:
+            lr_name = write_volume(lr, tmp_path / f"s{i}_lr.mha").name
+        rows.append(f"s{i},femur,{lr_name},s{i}_hr.mha")
+    path = tmp_path / "manifest.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _prepare(tmp_path, name, simulation):
+    cfg = PrepareConfig(roi=32, simulation=simulation)
+    manifest = tmp_path / "manifest.csv"
+    manifest = manifest if manifest.is_file() else _manifest(tmp_path)
+    out = prepare_dataset(manifest, tmp_path / name, cfg, progress=False)
+    return load_dataset_info(out)[0]["specimens"]
+
+
+def test_missing_lr_is_simulated_and_recorded(tmp_path):
+    sim = SimulationConfig(acquisition=AcquisitionConfig(photons=3000.0), seed=4)
+    specimens = _prepare(tmp_path, "ds", sim)
+    assert "simulated" not in specimens["s0"] and specimens["s0"]["lr_path"].endswith("s0_lr.mha")
+    for sid in ("s1", "s2", "s3", "s4"):
+        rec = specimens[sid]["simulated"]
+        assert specimens[sid]["lr_path"] is None and specimens[sid]["factor"] == 2
+        assert rec["randomized"] is False and rec["acquisition"]["photons"] == 3000.0
+        assert rec["attenuation"]["rule"] == "percentile"
+    seeds = {specimens[s]["simulated"]["acquisition"]["seed"] for s in ("s1", "s2", "s3")}
+    assert len(seeds) == 3  # seeded per specimen
+    lr = np.load(tmp_path / "ds/specimens/s2/lr.npy")
+    assert lr.shape[0] == 4 and np.isfinite(lr).all()
+
+
+def test_randomised_draws_are_per_specimen_and_reproducible(tmp_path):
+    ranges = AcquisitionRanges(photons=(1000.0, 4000.0), shift_hr_voxels=(-0.2, 0.2))
+    sim = SimulationConfig(randomize=True, ranges=ranges, seed=1)
+    first = _prepare(tmp_path, "a", sim)
+    again = _prepare(tmp_path, "b", sim)
+    draws = {sid: first[sid]["simulated"]["acquisition"] for sid in ("s1", "s2", "s3", "s4")}
+    assert all(1000.0 <= d["photons"] <= 4000.0 for d in draws.values())
+    assert len({d["photons"] for d in draws.values()}) == 4
+    assert draws == {sid: again[sid]["simulated"]["acquisition"] for sid in draws}
+    assert json.loads(json.dumps(draws)) == draws
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "a/specimens/s3/lr.npy"), np.load(tmp_path / "b/specimens/s3/lr.npy")
+    )
+
+
+def test_empty_lr_path_is_refused_where_a_scan_is_needed(tmp_path):
+    from microsr.data.manifest import read_manifest
+
+    path = _manifest(tmp_path, n=2)
+    with pytest.raises(InputFileError, match="empty lr_path"):
+        read_manifest(path)
+    assert read_manifest(path, allow_missing_lr=True)[1].lr_path is None
+
+
+def test_cli_prepare_randomize(tmp_path):
+    from typer.testing import CliRunner
+
+    from microsr.cli import app
+
+    manifest = _manifest(tmp_path)
+    (tmp_path / "r.json").write_text(json.dumps({"frames": [2, 2]}))
+    args = ["prepare", str(manifest), str(tmp_path / "ds"), "--roi", "32", "--randomize",
+            "--ranges", str(tmp_path / "r.json"), "--simulate-seed", "3"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    specimens = load_dataset_info(tmp_path / "ds")[0]["specimens"]
+    assert specimens["s1"]["simulated"]["acquisition"]["frames"] == 2
+    (tmp_path / "bad.json").write_text(json.dumps({"photons": [-1, 5]}))
+    args[7] = str(tmp_path / "bad.json")
+    res = CliRunner().invoke(app, [*args[:3], "--overwrite", *args[3:]])
+    assert res.exit_code == 2 and "photons must be > 0" in res.output
+
+
+def test_demo_manifest_with_randomised_acquisitions(tmp_path):
+    from microsr.demo import simulated_manifest
+    from microsr.simulate import make_phantom
+
+    hr = make_phantom((16, 48, 48), spacing_mm=0.01, seed=0)
+    data = write_volume(hr.with_array(hr.array * 0.2, calibration=None), tmp_path / "hr.mha")
+    manifest = simulated_manifest(
+        tmp_path / "data", data=data, n_specimens=2, seed=3, ranges=AcquisitionRanges()
+    )
+    assert manifest.is_file()
+    records = json.loads((tmp_path / "data/acquisitions.json").read_text())
+    assert set(records) == {"slab00", "slab01"}
+    assert records["slab00"]["randomized"] and records["slab00"]["attenuation"]["rule"] == (
+        "percentile"
+    )
+    assert records["slab00"]["acquisition"] != records["slab01"]["acquisition"]
