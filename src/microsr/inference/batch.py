@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from microsr.data.manifest import read_csv_rows
 from microsr.device import resolve_device
 from microsr.errors import InputFileError, MicrosrError
@@ -23,6 +21,7 @@ from microsr.inference.checkpoint import load_checkpoint
 from microsr.inference.engine import predict_stream
 from microsr.inference.runner import PredictOptions
 from microsr.io import format_suffix, open_slices, output_suffix
+from microsr.runtime import progress as make_progress
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ def predict_batch(
     loaded = load_checkpoint(checkpoint, device=resolve_device(device))
     done: dict[str, list[Path]] = {"written": [], "skipped": []}
     failed: list[str] = []
-    for job in tqdm(jobs, desc="scans", unit="scan", disable=not progress):
+    for job in make_progress(jobs, desc="scans", unit="scan", disable=not progress):
         if job.output.exists() and not overwrite:
             log.info("skip %s: %s exists (complete: written atomically)", job.input, job.output)
             done["skipped"].append(job.output)

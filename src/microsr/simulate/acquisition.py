@@ -35,9 +35,9 @@ import numpy as np
 import pydantic
 from scipy import ndimage
 from skimage.transform import iradon, radon
-from tqdm.auto import tqdm
 
 from microsr.errors import MicrosrError
+from microsr.runtime import progress as make_progress
 from microsr.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def _full(hr: Volume, config: AcquisitionConfig, *, progress: bool) -> np.ndarra
     n_slices = hr.shape[0] // f
     out = np.empty((n_slices,) + geometry.lr_shape, dtype=np.float32)
     mu_per_value = config.mu_bone_per_mm / config.reference_value
-    for z in tqdm(range(n_slices), disable=not progress, desc="simulate LR", unit="slice"):
+    for z in make_progress(range(n_slices), disable=not progress, desc="simulate LR", unit="slice"):
         # detector rows: the mean of f HR slices, read one group at a time (memmap friendly)
         binned = np.mean(hr.array[z * f : (z + 1) * f], axis=0, dtype=np.float64)
         mu = np.clip(binned, 0.0, None) * mu_per_value
