@@ -13,6 +13,7 @@ v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``: Docker ``--cpus``, Kubernetes limit
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -118,10 +119,9 @@ def configure_threads(threads: int | None = None, *, io_threads: int = 0) -> int
     budget = threads or cpu_budget()
     intra = max(1, budget - io_threads)
     torch.set_num_threads(intra)
-    try:  # allowed once, before any inter-op work; the model is sequential anyway
+    # allowed once, before any inter-op work (a RuntimeError after); the model is sequential
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(max(1, min(2, budget // 4)))
-    except RuntimeError:
-        pass
     logging.getLogger("microsr").debug("CPU budget %d: %d torch threads", budget, intra)
     return intra
 
