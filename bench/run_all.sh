@@ -23,4 +23,5 @@ run "$py" bench/bench_predict.py --device "$device" --slices "$slices" --repeat 
   --methods naive,microsr_fp32,microsr
 run "$py" bench/bench_train.py --device "$device" --precision "$precision" \
   --slices "$train_slices" --specimens 8 --epochs 3 --workers "$workers" --batch "$batch"
+if [ "$device" = cpu ]; then run "$py" bench/bench_concurrent.py --device cpu; fi
 echo "results: $out"

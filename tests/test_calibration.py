@@ -113,3 +113,29 @@ def test_cli_convert_uncalibrated_to_density_fails_and_writes_nothing(tmp_path):
     )
     assert res.exit_code == 0, res.output
     np.testing.assert_allclose(read_volume(tmp_path / "o.nii").array, 2.0 * RAW)
+
+
+def test_info_shows_the_calibration_as_the_scanco_header_states_it(tmp_path):
+    src = write_volume(raw_volume(), tmp_path / "r.aim")
+    runner = CliRunner()
+    info = json.loads(runner.invoke(app, ["info", str(src), "--json"]).stdout)
+    header = info["scanco_header"]
+    assert header["RescaleSlope"] == pytest.approx(SLOPE, rel=1e-6)  # per 1/cm, not per integer
+    assert header["RescaleIntercept"] == pytest.approx(INTERCEPT, rel=1e-6)
+    assert header["MuScaling"] == MU_SCALING and header["MuWater"] == pytest.approx(MU_WATER)
+    assert header["slope_units"] == "mg HA/cm3 per 1/cm"
+    assert info["calibration"]["slope_units"] == "mg HA/cm3 per native integer"
+    res = runner.invoke(app, ["info", str(src)])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line.split(maxsplit=1)[1] for line in res.stdout.splitlines()}
+    assert lines["RescaleSlope"] == "1603.519 mg HA/cm3 per 1/cm"
+    assert lines["RescaleIntercept"] == "-391.209 mg HA/cm3"
+    assert lines["MuScaling"] == "4096" and lines["MuWater"] == "0.2409 1/cm"
+    assert f"{SLOPE / MU_SCALING:.7g} * value" in res.stdout and "per native integer" in res.stdout
+
+
+def test_info_of_converted_or_uncalibrated_volumes_states_no_scanco_header():
+    mgha = describe_volume(to_units(raw_volume(), "mgha"))
+    assert "scanco_header" not in mgha
+    assert mgha["calibration"]["slope_units"] == "mg HA/cm3 per mg HA/cm3"
+    assert "scanco_header" not in describe_volume(raw_volume(None))

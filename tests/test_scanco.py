@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import itk  # a hard dependency (itk-ioscanco): an import failure must fail, not skip
 import numpy as np
 import pytest
 
@@ -11,8 +12,6 @@ from microsr.calibration import to_units
 from microsr.errors import InputFileError
 from microsr.io import read_volume, write_volume
 from microsr.volume import Calibration, Volume
-
-itk = pytest.importorskip("itk")
 
 SHAPE = (5, 7, 9)  # (Z, Y, X)
 SPACING = (0.03, 0.02, 0.01)  # whole micrometres per axis extent: ISQ keeps them exactly

@@ -163,8 +163,10 @@ def describe_volume(volume: Volume) -> dict:
 
     Keys: ``shape`` (Z, Y, X), ``dtype``, ``spacing_mm`` and ``origin_mm`` (z, y, x),
     ``value_range``, ``value_units``, ``calibration`` (``slope``, ``intercept``,
-    ``units``, ``mu_scaling``, ``mu_water``; ``None`` if uncalibrated) and
-    ``density_range_mgha`` when calibrated.
+    ``units``, ``mu_scaling``, ``mu_water``, ``slope_units``; ``None`` if uncalibrated),
+    ``density_range_mgha`` when calibrated and ``scanco_header`` when the stored values
+    are native Scanco integers with a ``MuScaling``: the calibration as the header states
+    it (:func:`scanco_header_calibration`).
     """
     arr = np.asarray(volume.array)
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (None, None)
@@ -182,20 +184,71 @@ def describe_volume(volume: Volume) -> dict:
     if cal is not None:
         keys = ("slope", "intercept", "units", "mu_scaling", "mu_water")
         info["calibration"] = {k: getattr(cal, k) for k in keys}
+        per = {"native": "native integer", "mu": "1/cm", "hu": "HU", "mgha": cal.units}
+        info["calibration"]["slope_units"] = f"{cal.units} per {per[value_units(volume)]}"
         if lo is not None:
             info["density_range_mgha"] = [float(cal.apply(np.array([lo, hi]))[i]) for i in (0, 1)]
+    header = scanco_header_calibration(volume)
+    if header is not None:
+        info["scanco_header"] = header
     return info
+
+
+def scanco_header_calibration(volume: Volume) -> dict | None:
+    """The density calibration as a Scanco header states it, or ``None``.
+
+    Scanco headers give ``density = RescaleSlope * mu + RescaleIntercept`` with ``mu``
+    in 1/cm (``RescaleSlope`` in mg HA/cm3 per 1/cm, e.g. 1662.524) and
+    ``mu = value / MuScaling``; :class:`~microsr.volume.Calibration` keeps the slope per
+    stored integer, ``RescaleSlope / MuScaling``.
+
+    Returns
+    -------
+    dict or None
+        ``RescaleSlope``, ``RescaleIntercept``, ``RescaleUnits``, ``MuScaling``,
+        ``MuWater`` (1/cm), ``slope_units`` and ``intercept_units``; ``None`` unless the
+        stored values are native with a calibration and a positive ``MuScaling``.
+    """
+    cal = volume.calibration
+    if cal is None or value_units(volume) != "native":
+        return None
+    scanco = volume.metadata.get("scanco", {}) if isinstance(volume.metadata, dict) else {}
+    mu_scaling = cal.mu_scaling or scanco.get("MuScaling")
+    if not mu_scaling or mu_scaling <= 0:
+        return None
+    return {
+        "RescaleSlope": float(cal.slope * mu_scaling),
+        "RescaleIntercept": float(cal.intercept),
+        "RescaleUnits": cal.units,
+        "MuScaling": float(mu_scaling),
+        "MuWater": cal.mu_water if cal.mu_water is not None else scanco.get("MuWater"),
+        "slope_units": f"{cal.units} per 1/cm",
+        "intercept_units": cal.units,
+    }
 
 
 def format_info(info: dict) -> str:
     """Human-readable lines of :func:`describe_volume`'s dict."""
-    lines = [f"{k:<18} {v}" for k, v in info.items() if k != "calibration"]
-    cal = info["calibration"]
+    skip = ("calibration", "scanco_header")
+    lines = [f"{k:<18} {v}" for k, v in info.items() if k not in skip]
+    cal, header = info["calibration"], info.get("scanco_header")
     if cal is None:
         lines.append(f"{'calibration':<18} none (values are not density)")
-    else:
-        lines.append(
-            f"{'calibration':<18} density = {cal['slope']:.6g} * value + {cal['intercept']:.6g}"
-            f" [{cal['units']}]; mu_scaling {cal['mu_scaling']}, mu_water {cal['mu_water']}"
-        )
+        return "\n".join(lines)
+    if header is not None:
+        lines += [
+            f"{'calibration':<18} Scanco header: density = RescaleSlope * mu + RescaleIntercept,"
+            " mu = value / MuScaling (1/cm)",
+            f"{'  RescaleSlope':<18} {header['RescaleSlope']:.7g} {header['slope_units']}",
+            f"{'  RescaleIntercept':<18} {header['RescaleIntercept']:.7g} "
+            f"{header['intercept_units']}",
+            f"{'  MuScaling':<18} {header['MuScaling']:g}",
+            f"{'  MuWater':<18} {header['MuWater']} 1/cm",
+        ]
+    lines.append(
+        f"{'  per value' if header else 'calibration':<18} density = "
+        f"{cal['slope']:.7g} * value + {cal['intercept']:.7g}  (slope in {cal['slope_units']})"
+    )
+    if header is None and (cal["mu_scaling"] or cal["mu_water"]):
+        lines.append(f"{'':<18} mu_scaling {cal['mu_scaling']}, mu_water {cal['mu_water']}")
     return "\n".join(lines)

@@ -10,6 +10,11 @@ from typing import Annotated
 import typer
 
 from microsr.errors import MicrosrError
+from microsr.runtime import set_omp_passive
+
+# Before torch is imported (every subcommand imports it lazily): idle OpenMP threads sleep
+# instead of spinning on CPUs that other processes (or our I/O threads) need.
+set_omp_passive()
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -27,6 +32,14 @@ Spacing = Annotated[
     ),
 ]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="CPU threads (default 0: the CPUs this process may use, i.e. its affinity "
+        "capped by the cgroup quota; give N per process when running several)",
+    ),
+]
 Overwrite = Annotated[
     bool,
     typer.Option(
@@ -65,6 +78,18 @@ def morph_config(mgha=None, grey=None, fraction=None, otsu=False, **fields):
     kind, value = given[0] if given else ("mgha", 500.0)
     with option_errors("morphometry options"):
         return MorphometryConfig(threshold=kind, threshold_value=value, **fields)
+
+
+def use_threads(threads: int | None, *, io_threads: int = 0, ranks: int = 1) -> int:
+    """Apply ``--threads`` (:func:`microsr.runtime.configure_threads`) before any work.
+
+    ``io_threads`` background threads and ``ranks`` processes on this machine share the
+    budget; returns the torch threads set (per process).
+    """
+    from microsr.runtime import configure_threads, cpu_budget
+
+    budget = threads or cpu_budget()
+    return configure_threads(max(1, budget // max(1, ranks)), io_threads=io_threads)
 
 
 def parse_pair(text: str, option: str) -> tuple[float, float]:

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from microsr.cli._app import Device, Spacing, command, option_errors, parse_spacing
+from microsr.cli._app import (
+    Device,
+    Spacing,
+    Threads,
+    command,
+    option_errors,
+    parse_spacing,
+    use_threads,
+)
 from microsr.errors import MicrosrError
 
 
@@ -37,10 +45,12 @@ def compare(
     tta: Annotated[bool, typer.Option(help="score with 8-fold flip/rot90 averaging")] = False,
     seed: int = 0,
     device: Device = "auto",
+    threads: Threads = None,
 ) -> None:
     """Train each candidate model with the same budget; table of scores on test specimens."""
     from microsr.compare import DEFAULT_CANDIDATES, CompareConfig, make_compare_dataset, run_compare
 
+    use_threads(threads)
     known = {c.name: c for c in DEFAULT_CANDIDATES}
     chosen = tuple(known) if candidates is None else tuple(candidates.split(","))
     unknown = [c for c in chosen if c not in known]

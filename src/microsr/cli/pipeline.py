@@ -16,15 +16,20 @@ from microsr.cli._app import (
     Otsu,
     Overwrite,
     Spacing,
+    Threads,
     command,
     morph_config,
     option_errors,
     parse_pair,
     parse_spacing,
+    use_threads,
 )
 from microsr.cli._simulate import maybe_randomize, parse_reference, parse_shift
 from microsr.errors import MicrosrError
-from microsr.training.config import DEFAULT_MODEL, PAPER_MODEL, TrainConfig
+
+# TrainConfig's defaults, written out so that `microsr --help` needs no torch (a test checks
+# that they agree with microsr.training.config).
+DEFAULT_LOSS, DEFAULT_MODEL_NAME, DEFAULT_CONTEXT = "l1_ssim", "unet_residual", 1
 
 
 @command
@@ -149,6 +154,7 @@ def prepare(
         int, typer.Option(help="seed of the simulated LR scans (per specimen)")
     ] = 0,
     simulate_factor: Annotated[int, typer.Option(help="LR / HR voxel of simulated scans")] = 2,
+    threads: Threads = None,
 ) -> None:
     """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split.
 
@@ -158,6 +164,7 @@ def prepare(
 
     sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed)
 
+    use_threads(threads)
     lr_win = lr_window if lr_window in ("same", "fit") else parse_pair(lr_window, "--lr-window")
     with option_errors():
         cfg = PrepareConfig(
@@ -177,7 +184,7 @@ def train(
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     loss: Annotated[
         str, typer.Option(help="l1_ssim (default) | bce (paper) | l1 | mse | ssim")
-    ] = TrainConfig.model_fields["loss"].default,
+    ] = DEFAULT_LOSS,
     grad_weight: Annotated[float, typer.Option(help="weight of an edge (gradient L1) term")] = 0.0,
     structure_weight: Annotated[
         float,
@@ -195,10 +202,10 @@ def train(
     ] = False,
     model: Annotated[
         str, typer.Option(help="unet_residual (default) | unet (paper) | rcan; microsr compare")
-    ] = DEFAULT_MODEL.name,
+    ] = DEFAULT_MODEL_NAME,
     context: Annotated[
         int, typer.Option(help="2.5D: neighbouring LR slices each side (paper: 0)")
-    ] = DEFAULT_MODEL.context_slices,
+    ] = DEFAULT_CONTEXT,
     paper: Annotated[
         bool,
         typer.Option(
@@ -220,11 +227,18 @@ def train(
     channels_last: Annotated[
         bool, typer.Option(help="channels-last memory layout (measured faster; same values)")
     ] = True,
+    threads: Threads = None,
 ) -> None:
     """Train a model on a prepared dataset (writes best.ckpt and last.ckpt)."""
+    import torch
+
     from microsr.models.factory import ModelConfig
+    from microsr.training.config import PAPER_MODEL, TrainConfig
     from microsr.training.train import train as run_train
 
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    cpu_ranks = devices if on_cpu else 1  # CPU DDP: the ranks share this machine's CPUs
+    use_threads(threads, io_threads=workers, ranks=cpu_ranks)
     if paper:
         model, loss, context = PAPER_MODEL.name, "bce", 0
 
@@ -296,12 +310,22 @@ def predict(
     ] = True,
     compile: Annotated[bool, typer.Option(help="torch.compile the model")] = False,
     tta: Annotated[bool, typer.Option(help="average 8 flips/rotations (8x slower)")] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="batch: do only part I/N of the jobs (0-based I, e.g. 0/4..3/4); default: "
+            "from SLURM_ARRAY_TASK_ID and the array's size when set, else all (0/1)"
+        ),
+    ] = None,
+    threads: Threads = None,
 ) -> None:
     """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint."""
-    from microsr.inference.batch import plan_jobs, predict_batch
+    from microsr.inference.batch import plan_jobs, predict_batch, select_shard
     from microsr.inference.predict import predict_file
     from microsr.inference.runner import PredictOptions
+    from microsr.runtime import IO_THREADS
 
+    use_threads(threads, io_threads=IO_THREADS)
     with option_errors():
         opts = PredictOptions(
             batch_size=batch_size, tile=tile, precision=precision, channels_last=channels_last,
@@ -313,6 +337,8 @@ def predict(
             raise MicrosrError(
                 "use: microsr predict CKPT LR OUT, CKPT LR... --out-dir DIR, or CKPT --manifest CSV"
             )
+        if shard is not None:
+            raise MicrosrError("--shard splits a batch (--out-dir or --manifest)")
         lr, out = paths  # type: ignore[misc]
         written = predict_file(
             checkpoint, lr, out, spacing_mm=sp, device=device, options=opts, overwrite=overwrite
@@ -322,6 +348,7 @@ def predict(
     jobs = plan_jobs(
         paths or [], out_dir=out_dir, manifest=manifest, out_suffix=out_suffix, spacing_mm=sp
     )
+    jobs = select_shard(jobs, shard)
     done = predict_batch(checkpoint, jobs, device=device, options=opts, overwrite=overwrite)
     typer.echo(
         f"written: {len(done['written'])}  skipped (already complete): {len(done['skipped'])}"
@@ -346,6 +373,7 @@ def evaluate(
     threshold: Grey = None,
     otsu: Otsu = False,
     no_3d: Annotated[bool, typer.Option("--no-3d", help="skip the 3D morphometry")] = False,
+    threads: Threads = None,
 ) -> None:
     """PSNR/SSIM, BA/TA, intensity bias and 3D morphometry of LR and SR against HR."""
     from microsr.evaluation import (
@@ -356,6 +384,7 @@ def evaluate(
         write_evaluation,
     )
 
+    use_threads(threads)
     morph = morph_config(threshold_mgha, threshold, None, otsu)
     with option_errors():
         cfg = ScoreConfig(
@@ -384,11 +413,13 @@ def demo(
     randomize: Annotated[
         bool, typer.Option(help="a randomised acquisition per specimen (default ranges)")
     ] = False,
+    threads: Threads = None,
 ) -> None:
     """Phantoms -> simulated LR -> prepare -> train -> predict -> evaluate, in minutes."""
     from microsr.demo import run_demo
     from microsr.evaluation import format_summary
 
+    use_threads(threads)
     summary = run_demo(
         out_dir, data=data, spacing_mm=parse_spacing(spacing), minutes=minutes, seed=seed,
         randomize=randomize,

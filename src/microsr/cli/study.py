@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from microsr.cli._app import Device, Spacing, command, parse_spacing
+from microsr.cli._app import Device, Spacing, Threads, command, parse_spacing, use_threads
 from microsr.errors import MicrosrError
 
 
@@ -115,11 +115,13 @@ def study(
     otsu: Otsu = False,
     ta: Annotated[str | None, typer.Option(help="total area: envelope | roi")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    threads: Threads = None,
 ) -> None:
     """The whole study: prepare, train per site + pooled, predict, evaluate, morphometry,
     stats, report. Run it again (same options) to resume."""
     from microsr.study import run_study
 
+    use_threads(threads)
     opts = (threshold_mgha, threshold, threshold_fraction)
     morph = None
     if any(v is not None for v in opts) or otsu or ta is not None:
@@ -147,11 +149,13 @@ def study_demo(
         ),
     ] = False,
     device: Device = "auto",
+    threads: Threads = None,
 ) -> None:
     """Study demo: phantom femur + spine sites (or slabs of --data), then `study`."""
     from microsr.study import phantom_manifest, run_study, slab_manifest
     from microsr.study.demo import frames_manifest
 
+    use_threads(threads)
     manifest = out_dir / "data" / "manifest.csv"
     if not manifest.is_file():
         if frames:

@@ -27,7 +27,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from tqdm.auto import tqdm
 
 from microsr import __version__
 from microsr.data.manifest import read_manifest
@@ -43,6 +42,7 @@ from microsr.errors import MicrosrError
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_folder, check_output
 from microsr.pairing.registration import RegistrationConfig
+from microsr.runtime import progress as make_progress
 
 __all__ = [
     "DATASET_FORMAT",
@@ -182,7 +182,7 @@ def prepare_dataset(
     meta, samples = {}, []
     owned = lambda entry: entry.name in OWNED
     with atomic_folder(out_dir, overwrite=overwrite, replaceable=owned) as tmp:
-        for row in tqdm(rows, desc="prepare", unit="specimen", disable=not progress):
+        for row in make_progress(rows, desc="prepare", unit="specimen", disable=not progress):
             hr = read_volume(row.hr_path, spacing_mm=row.hr_spacing_mm)
             simulated = None
             if row.lr_path is None:

@@ -10,11 +10,10 @@ a file at the final path. A rerun therefore skips existing outputs and redoes th
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from tqdm.auto import tqdm
 
 from microsr.data.manifest import read_csv_rows
 from microsr.device import resolve_device
@@ -23,6 +22,7 @@ from microsr.inference.checkpoint import load_checkpoint
 from microsr.inference.engine import predict_stream
 from microsr.inference.runner import PredictOptions
 from microsr.io import format_suffix, open_slices, output_suffix
+from microsr.runtime import progress as make_progress
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,76 @@ def plan_jobs(
     return [replace(j, spacing_mm=spacing_mm) for j in jobs] if spacing_mm is not None else jobs
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)``: part ``I`` (0-based) of ``N``.
+
+    Raises
+    ------
+    MicrosrError
+        Not two integers with ``0 <= I < N``.
+    """
+    try:
+        index, count = (int(p) for p in text.replace(" ", "").split("/"))
+    except ValueError:
+        raise MicrosrError(f"--shard {text!r}: give I/N, e.g. 0/4 (0-based I)") from None
+    if count < 1 or not 0 <= index < count:
+        raise MicrosrError(f"--shard {text!r}: need 0 <= I < N (I is 0-based)")
+    return index, count
+
+
+def slurm_shard(env: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """``(I, N)`` of a SLURM job array task, or ``None`` outside one.
+
+    ``I`` is the task's rank in the array (``(SLURM_ARRAY_TASK_ID - MIN) / STEP``, so an
+    array ``--array=1-8`` gives 0..7) and ``N`` its size (``SLURM_ARRAY_TASK_COUNT``, else
+    from ``SLURM_ARRAY_TASK_MIN/MAX/STEP``).
+    """
+    env = os.environ if env is None else env
+    if "SLURM_ARRAY_TASK_ID" not in env:
+        return None
+    try:
+        task = int(env["SLURM_ARRAY_TASK_ID"])
+        low, step = (
+            int(env.get("SLURM_ARRAY_TASK_MIN", 0)),
+            int(env.get("SLURM_ARRAY_TASK_STEP", 1)),
+        )
+        if "SLURM_ARRAY_TASK_COUNT" in env:
+            count = int(env["SLURM_ARRAY_TASK_COUNT"])
+        else:
+            count = (int(env["SLURM_ARRAY_TASK_MAX"]) - low) // step + 1
+    except (KeyError, ValueError):
+        raise MicrosrError(
+            "SLURM_ARRAY_TASK_ID is set but the array's size is not (SLURM_ARRAY_TASK_COUNT "
+            "or SLURM_ARRAY_TASK_MIN/MAX); give --shard I/N"
+        ) from None
+    index = (task - low) // max(step, 1)
+    if count < 1 or not 0 <= index < count:
+        raise MicrosrError(f"SLURM array task {task} is not in 0..{count - 1}; give --shard I/N")
+    return index, count
+
+
+def shard(jobs: Sequence[PredictJob], index: int, count: int) -> list[PredictJob]:
+    """Part ``index`` (0-based) of ``count`` consecutive, near-equal parts of ``jobs``.
+
+    The parts of ``0..count-1`` cover every job exactly once (no overlap, no gap); sizes
+    differ by at most one.
+    """
+    n = len(jobs)
+    return list(jobs[index * n // count : (index + 1) * n // count])
+
+
+def select_shard(jobs: Sequence[PredictJob], text: str | None = None) -> list[PredictJob]:
+    """The jobs of ``--shard I/N`` (``text``), else of the SLURM array task, else all."""
+    found = parse_shard(text) if text is not None else slurm_shard()
+    if found is None:
+        return list(jobs)
+    index, count = found
+    part = shard(jobs, index, count)
+    source = "--shard" if text is not None else "SLURM array"
+    log.info("shard %d/%d (%s): %d of %d jobs", index, count, source, len(part), len(jobs))
+    return part
+
+
 def predict_batch(
     checkpoint: str | Path,
     jobs: Sequence[PredictJob],
@@ -148,7 +218,7 @@ def predict_batch(
     loaded = load_checkpoint(checkpoint, device=resolve_device(device))
     done: dict[str, list[Path]] = {"written": [], "skipped": []}
     failed: list[str] = []
-    for job in tqdm(jobs, desc="scans", unit="scan", disable=not progress):
+    for job in make_progress(jobs, desc="scans", unit="scan", disable=not progress):
         if job.output.exists() and not overwrite:
             log.info("skip %s: %s exists (complete: written atomically)", job.input, job.output)
             done["skipped"].append(job.output)

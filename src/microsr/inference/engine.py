@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from microsr.data.normalize import (
     NormalizationConfig,
@@ -46,6 +45,7 @@ from microsr.inference.tiling import predict_tiled
 from microsr.io import SliceSource, template, write_slices
 from microsr.pairing.geometry import hr_grid, output_positions
 from microsr.pairing.upsample import sample_z, upsample_bilinear, z_span
+from microsr.runtime import progress as make_progress
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,9 @@ def predict_slices(
         )  # fmt: skip
     fn, device, batch = image_fn(loaded, opts), loaded.device, batch_size(opts, loaded.device)
     work = device if max(source.shape[1:]) * f <= opts.tile else torch.device("cpu")
-    bar = tqdm(total=len(grid.t), desc=source.path.name, unit="slice", disable=not progress)
+    bar = make_progress(
+        total=len(grid.t), desc=source.path.name, unit="slice", disable=not progress
+    )
     with bar, torch.inference_mode():
         for s, e, positions, first, block in prefetched(_blocks(source, grid, k), opts.prefetch):
             if s == 0:  # once per file: are these intensities what the model was trained on?
@@ -217,7 +219,7 @@ def predict_stream(
     dt = time.perf_counter() - t0
     n = grid.shape[0]
     log.info(
-        "predicted %d slices (%s grid) in %.1f s (%.1f slices/s) -> %s, shape %s",
-        n, grid.z_grid, dt, n / dt, out_path, grid.shape,
+        "wrote %s: shape %s (%s grid, from LR %s), %d slices in %.1f s (%.1f slices/s)",
+        out_path, grid.shape, grid.z_grid, source.shape, n, dt, n / dt,
     )  # fmt: skip
     return Path(out_path)

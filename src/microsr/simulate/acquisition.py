@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 from skimage.transform import iradon, radon
-from tqdm.auto import tqdm
 
 from microsr.errors import MicrosrError
+from microsr.runtime import progress as make_progress
 from microsr.simulate.attenuation import Attenuation, resolve_attenuation
 from microsr.simulate.config import DEFAULT_CONFIG, AcquisitionConfig
 from microsr.simulate.effects import blur_detector, ring_gains, shift_volume
@@ -160,7 +160,7 @@ def _full(
     geometry = _make_geometry(hr.shape[1:], hr.spacing_mm[1], config)
     n_slices = hr.shape[0] // f
     out = np.empty((n_slices,) + geometry.lr_shape, dtype=np.float32)
-    for z in tqdm(range(n_slices), disable=not progress, desc="simulate LR", unit="slice"):
+    for z in make_progress(range(n_slices), disable=not progress, desc="simulate LR", unit="slice"):
         # detector rows: the mean of f HR slices, read one group at a time (memmap friendly)
         binned = np.mean(hr.array[z * f : (z + 1) * f], axis=0, dtype=np.float64)
         mu = attenuation.to_mu(binned)

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import stats
 
 from microsr.stats.describe import ALPHA
-from microsr.stats.paired import _finite_pairs
+from microsr.stats.paired import finite_pairs
 
 Z_LOA = 1.96  # limits of agreement at +- 1.96 SD (95 % of differences if normal)
 
@@ -27,7 +27,7 @@ def bland_altman(a, b, *, alpha: float = ALPHA) -> dict:
         ``n, bias, sd, loa_low, loa_high`` and ``*_ci_low``/``*_ci_high`` for the bias
         and both limits; CIs are NaN (with a ``note``) for fewer than 2 pairs.
     """
-    a, b = _finite_pairs(a, b)
+    a, b = finite_pairs(a, b)
     diff = a - b
     n = len(diff)
     nan = float("nan")

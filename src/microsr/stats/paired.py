@@ -14,7 +14,24 @@ from scipy import stats
 from microsr.stats.describe import ALPHA, mean_ci
 
 
-def _finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+def finite_pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of ``a`` and ``b`` where both are finite.
+
+    Parameters
+    ----------
+    a, b
+        Paired samples of the same length.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``a`` and ``b`` as float arrays, without the pairs where either is NaN or infinite.
+
+    Raises
+    ------
+    ValueError
+        If the samples differ in length.
+    """
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.shape != b.shape:
         raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
@@ -34,7 +51,7 @@ def paired_comparison(a, b, *, alpha: float = ALPHA) -> dict:
         ``significant`` (``p_t < alpha``) and a ``note``. Tests need 2 or more pairs
         with non-constant differences; otherwise their fields are NaN with a note.
     """
-    a, b = _finite_pairs(a, b)
+    a, b = finite_pairs(a, b)
     diff = b - a
     ci = mean_ci(diff, alpha=alpha)
     nan = float("nan")

@@ -18,6 +18,7 @@ from microsr.data.manifest import read_manifest
 from microsr.data.prepare import load_dataset_info, prepare_dataset
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
+from microsr.runtime import progress as make_progress
 from microsr.study.analysis import write_stats
 from microsr.study.config import StudyConfig, StudyLayout
 from microsr.study.evaluate import evaluate_specimen
@@ -81,13 +82,13 @@ def _train_all(layout, models, splits, sites, config, problems, progress) -> dic
 
 
 def _evaluate_all(layout, checkpoints, rows, test, config, norm, problems) -> None:
-    for model, ckpt in checkpoints.items():
-        for row in (r for r in rows if r.specimen in test):
-            try:
-                evaluate_specimen(layout, model, row, ckpt, config, norm)
-            except Exception as exc:  # noqa: BLE001 - one specimen must not end the study
-                log.error("%s with model %s: evaluation failed: %s", row.specimen, model, exc)
-                problems.append(f"{row.specimen} with model {model!r}: not evaluated: {exc}")
+    jobs = [(m, c, r) for m, c in checkpoints.items() for r in rows if r.specimen in test]
+    for model, ckpt, row in make_progress(jobs, desc="evaluate", unit="specimen", every=1):
+        try:
+            evaluate_specimen(layout, model, row, ckpt, config, norm)
+        except Exception as exc:  # noqa: BLE001 - one specimen must not end the study
+            log.error("%s with model %s: evaluation failed: %s", row.specimen, model, exc)
+            problems.append(f"{row.specimen} with model {model!r}: not evaluated: {exc}")
 
 
 def run_study(

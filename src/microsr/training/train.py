@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
@@ -25,6 +26,7 @@ from microsr.data.prepare import load_dataset_info
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path, check_output, remove_stale_temporaries
+from microsr.runtime import progress_mode
 from microsr.training.config import TrainConfig
 from microsr.training.module import SRModule
 from microsr.training.threshold import structure_threshold
@@ -50,6 +52,25 @@ class _TrainBar(TQDMProgressBar):
         bar = super().init_validation_tqdm()
         bar.disable = True
         return bar
+
+
+class EpochLog(Callback):
+    """One log line per epoch (train and validation loss): the progress of a run whose
+    stderr is not a terminal (a SLURM log, ``2> file``), instead of Lightning's bar."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        losses = ", ".join(
+            f"{k} {float(metrics[k]):.4g}" for k in ("train_loss", "val_loss") if k in metrics
+        )
+        dt = time.perf_counter() - getattr(self, "_t0", time.perf_counter())
+        log.info("epoch %d/%d: %s (%.1f s)", trainer.current_epoch + 1,
+                 trainer.max_epochs, losses or "no loss logged", dt)  # fmt: skip
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -148,7 +169,9 @@ def _trainer(
     last = ModelCheckpoint(
         dirpath=run_dir, filename="last", save_top_k=1, enable_version_counter=False
     )
-    callbacks = [best, last, *extra] + ([_TrainBar()] if progress else [])
+    mode = progress_mode() if progress else "off"
+    callbacks = [best, last, *extra]
+    callbacks += [_TrainBar()] if mode == "bar" else [EpochLog()] if mode == "log" else []
     ddp = cfg.devices * cfg.num_nodes > 1
     return L.Trainer(
         default_root_dir=run_dir,
@@ -166,8 +189,11 @@ def _trainer(
         max_epochs=cfg.epochs,
         max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         callbacks=callbacks,
-        logger=CSVLogger(run_dir, name="logs", version=""),
-        enable_progress_bar=progress,
+        logger=[
+            CSVLogger(run_dir, name="logs", version=""),
+            TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
+        ],
+        enable_progress_bar=mode == "bar",
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
@@ -195,7 +221,7 @@ def train(
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
 ) -> TrainResult:
-    """Train a model on a prepared dataset; writes ``best.ckpt``, ``last.ckpt`` and a CSV log.
+    """Train a model on a prepared dataset; writes ``best.ckpt``, ``last.ckpt`` and the logs.
 
     Parameters
     ----------
@@ -203,10 +229,15 @@ def train(
         Output of :func:`microsr.data.prepare.prepare_dataset`.
     run_dir
         Where checkpoints (``best.ckpt``: lowest validation loss; ``last.ckpt``), the
-        metrics log (``logs/metrics.csv``) and ``train_config.json`` go.
+        metrics log (``logs/metrics.csv``; the same scalars as TensorBoard events in
+        ``tensorboard/``: ``tensorboard --logdir RUN_DIR/tensorboard``) and
+        ``train_config.json`` go.
     resume
         Continue from ``run_dir/last.ckpt`` (optimizer state and epoch included) up to
         ``config.epochs``.
+    progress
+        Lightning's progress bar on a terminal; one log line per epoch (:class:`EpochLog`)
+        when stderr is not one (:func:`microsr.runtime.progress_mode`); nothing if False.
     callbacks
         Extra Lightning callbacks (e.g. to inspect each rank in a DDP run).
 
