@@ -147,7 +147,7 @@ def test_acquisition_manifest_pairs_each_bone_with_every_protocol(tmp_path):
         bones, tmp_path / "data", FRAMES_PROTOCOLS, base=AcquisitionConfig(quick=True)
     )
     rows = read_manifest(manifest)
-    assert sorted(r.site for r in rows) == ["1frame"] * 4 + ["3frames"] * 4
+    assert sorted(r.site for r in rows) == ["1frame"] * 4 + ["3frames"] * 4 + ["random"] * 4
     assert {r.extra["subject"] for r in rows} == {"b0", "b1", "b2", "b3"}
     one = {r.extra["subject"]: r for r in rows if r.site == "1frame"}
     three = {r.extra["subject"]: r for r in rows if r.site == "3frames"}
@@ -161,4 +161,6 @@ def test_acquisition_manifest_pairs_each_bone_with_every_protocol(tmp_path):
     prepare_dataset(manifest, tmp_path / "ds", PrepareConfig(roi=24))
     splits = json.loads((tmp_path / "ds/splits.json").read_text())
     where = {sid: k for k in ("train", "val", "test") for sid in splits[k]}
-    assert all(where[f"b{i}_1frame"] == where[f"b{i}_3frames"] for i in range(4))
+    assert all(
+        where[f"b{i}_1frame"] == where[f"b{i}_3frames"] == where[f"b{i}_random"] for i in range(4)
+    )

@@ -144,8 +144,9 @@ def study_demo(
         bool,
         typer.Option(
             "--frames",
-            help="the paper's frames experiment: the same bones at 1 and 3 frame averages "
-            "(sites 1frame, 3frames: an acquisition x acquisition matrix)",
+            help="the paper's frames experiment: the same bones at 1 and 3 frame averages and "
+            "with randomised acquisitions (sites 1frame, 3frames, random: an acquisition x "
+            "acquisition matrix)",
         ),
     ] = False,
     device: Device = "auto",

@@ -193,4 +193,26 @@ def format_summary(summary: dict) -> str:
     if summary["slices_between_lr_centres"]["n_slices"]:
         lines.append(row("  between LR centres", summary["slices_between_lr_centres"]))
         lines.append(row("  at LR centres", summary["slices_at_lr_centres"]))
-    return "\n".join(lines)
+    return "\n".join(lines + _bias_lines(summary))
+
+
+def _bias_lines(summary: dict) -> list[str]:
+    """Mean image - HR inside bone and marrow, in % of the HR window, per specimen."""
+    images = sorted(
+        {i for d in summary["per_specimen"].values() for i in d.get("intensity_bias", {})} - {"hr"}
+    )
+    if not images:
+        return []
+    head = f"{'intensity bias, % of window':<29}" + "".join(
+        f"{region + ' ' + image.upper():>13}" for region in ("bone", "marrow") for image in images
+    )
+    lines = ["", head, "-" * len(head)]
+    for sid, d in summary["per_specimen"].items():
+        bias = d.get("intensity_bias", {})
+        cells = [
+            100 * bias.get(image, {}).get(region, math.nan)
+            for region in ("bone", "marrow")
+            for image in images
+        ]
+        lines.append(f"{sid:<29}" + "".join(f"{_fmt(c, 2):>13}" for c in cells))
+    return lines

@@ -14,19 +14,38 @@ from pathlib import Path
 
 from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.io import write_volume
-from microsr.simulate import AcquisitionConfig, simulate_acquisition
+from microsr.simulate import (
+    AcquisitionConfig,
+    AcquisitionRanges,
+    draw_acquisition,
+    simulate_acquisition,
+)
+from microsr.simulate.randomize import specimen_rng
 from microsr.volume import Volume
 
 log = logging.getLogger(__name__)
 
-#: The paper's frame-averaging experiment: LR with 1 and with 3 frames per projection.
-FRAMES_PROTOCOLS: dict[str, dict] = {"1frame": {"frames": 1}, "3frames": {"frames": 3}}
+#: The paper's frame-averaging experiment: LR with 1 and with 3 frames per projection, and
+#: randomised acquisitions (one draw per bone from the default ranges) beside them.
+FRAMES_PROTOCOLS: dict[str, dict | AcquisitionRanges] = {
+    "1frame": {"frames": 1},
+    "3frames": {"frames": 3},
+    "random": AcquisitionRanges(),
+}
+
+
+def _protocol(fields, base: AcquisitionConfig, seed: int, sid: str) -> AcquisitionConfig:
+    if isinstance(fields, AcquisitionRanges):
+        return draw_acquisition(
+            fields, base.model_copy(update={"seed": seed}), specimen_rng(seed, sid)
+        )
+    return base.model_copy(update={**fields, "seed": seed})
 
 
 def acquisition_manifest(
     specimens: list[tuple[str, str, Volume]],
     out_dir: str | Path,
-    protocols: dict[str, dict],
+    protocols: dict[str, dict | AcquisitionRanges],
     *,
     base: AcquisitionConfig | None = None,
 ) -> Path:
@@ -39,7 +58,8 @@ def acquisition_manifest(
     out_dir
         Folder of the volumes and ``manifest.csv``.
     protocols
-        Protocol name -> :class:`AcquisitionConfig` fields overriding ``base``.
+        Protocol name -> :class:`AcquisitionConfig` fields overriding ``base``, or
+        :class:`AcquisitionRanges` to draw one acquisition per bone (seeded by its id).
     base
         The acquisition the protocols start from (default: the simulator's defaults).
 
@@ -53,7 +73,7 @@ def acquisition_manifest(
     for index, (sid, _site, hr) in enumerate(specimens):
         hr_path = write_volume(hr, out_dir / f"{sid}_hr.mha")
         for name, fields in protocols.items():
-            acq = base.model_copy(update={**fields, "seed": base.seed + index})
+            acq = _protocol(fields, base, base.seed + index, sid)
             lr = simulate_acquisition(hr, acq)
             lr_path = write_volume(lr, out_dir / f"{sid}_{name}_lr.mha")
             rows.append(
