@@ -8,34 +8,20 @@ from typing import Annotated
 
 import typer
 
-from microsr.cli._app import Device, Spacing, Threads, command, parse_spacing, use_threads
-from microsr.errors import MicrosrError
+from microsr.cli._app import (
+    Device,
+    Frac,
+    Grey,
+    Mgha,
+    Otsu,
+    Spacing,
+    Threads,
+    command,
+    morph_config,
+    parse_spacing,
+    use_threads,
+)
 
-
-def _morph_config(threshold_mgha, threshold, threshold_fraction, otsu, sigma, ta):
-    from microsr.morphometry import MorphometryConfig
-
-    options = (("mgha", threshold_mgha), ("value", threshold), ("fraction", threshold_fraction))
-    given = [(k, v) for k, v in options if v is not None] + ([("otsu", None)] if otsu else [])
-    if len(given) > 1:
-        raise MicrosrError(
-            "give one of --threshold-mgha, --threshold, --threshold-fraction, --otsu"
-        )
-    kind, value = given[0] if given else ("mgha", 500.0)
-    try:
-        return MorphometryConfig(threshold=kind, threshold_value=value, sigma_vox=sigma, ta=ta)
-    except ValueError as exc:
-        raise MicrosrError(f"morphometry options: {exc}") from None
-
-
-Mgha = Annotated[
-    float | None, typer.Option(help="threshold in mg HA/cm3, calibrated data (default 500)")
-]
-Grey = Annotated[float | None, typer.Option("--threshold", help="threshold as a grey value")]
-Frac = Annotated[
-    float | None, typer.Option(help="threshold as a fraction of the per-slice min-max range")
-]
-Otsu = Annotated[bool, typer.Option("--otsu", help="Otsu threshold (of the HR scan in a study)")]
 Sigma = Annotated[float, typer.Option(help="Gaussian sigma in in-plane voxels")]
 Ta = Annotated[str, typer.Option(help="total area: envelope (filled periosteum) | roi")]
 
@@ -61,7 +47,9 @@ def morphometry(
     from microsr.io.atomic import check_output
     from microsr.morphometry import morphometry_volume, write_morphometry
 
-    config = _morph_config(threshold_mgha, threshold, threshold_fraction, otsu, sigma, ta)
+    config = morph_config(
+        threshold_mgha, threshold, threshold_fraction, otsu, sigma_vox=sigma, ta=ta
+    )
     check_output(out_dir, inputs=[p for p in (volume, mask) if p], folder=True)
     vol = read_volume(volume, spacing_mm=parse_spacing(spacing))
     roi = (
@@ -72,27 +60,6 @@ def morphometry(
     result = morphometry_volume(vol, config, mask=roi, features_3d=not no_3d, name=str(volume))
     typer.echo(write_morphometry(result, out_dir))
     typer.echo(json.dumps(result.features, indent=2))
-
-
-def _study_config(config_file, minutes, epochs, device, calibrated_default, morph):
-    from microsr.study import StudyConfig, demo_config
-
-    if config_file is not None:
-        try:
-            cfg = StudyConfig.model_validate_json(config_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise MicrosrError(f"{config_file}: not a study config ({exc})") from None
-    else:
-        cfg = demo_config(minutes=minutes or 1.0, calibrated=calibrated_default)
-        if epochs is not None:
-            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
-        if minutes is None and epochs is not None:
-            cfg = cfg.model_copy(
-                update={"train": cfg.train.model_copy(update={"max_minutes": None})}
-            )
-    if morph is not None:
-        cfg = cfg.model_copy(update={"morphometry": morph})
-    return cfg if device is None else cfg.model_copy(update={"device": device})
 
 
 ConfigFile = Annotated[
@@ -119,14 +86,14 @@ def study(
 ) -> None:
     """The whole study: prepare, train per site + pooled, predict, evaluate, morphometry,
     stats, report. Run it again (same options) to resume."""
-    from microsr.study import run_study
+    from microsr.study import run_study, study_config
 
     use_threads(threads)
     opts = (threshold_mgha, threshold, threshold_fraction)
     morph = None
     if any(v is not None for v in opts) or otsu or ta is not None:
-        morph = _morph_config(*opts, otsu, 1.2, ta or "envelope")
-    cfg = _study_config(config, minutes, epochs, device, True, morph)
+        morph = morph_config(*opts, otsu, **({"ta": ta} if ta else {}))
+    cfg = study_config(config, minutes=minutes, epochs=epochs, device=device, morphometry=morph)
     summary = run_study(manifest, out_dir, cfg)
     typer.echo(json.dumps(summary, indent=2))
 
@@ -153,7 +120,7 @@ def study_demo(
     threads: Threads = None,
 ) -> None:
     """Study demo: phantom femur + spine sites (or slabs of --data), then `study`."""
-    from microsr.study import phantom_manifest, run_study, slab_manifest
+    from microsr.study import phantom_manifest, run_study, slab_manifest, study_config
     from microsr.study.demo import frames_manifest
 
     use_threads(threads)
@@ -167,7 +134,7 @@ def study_demo(
             manifest = phantom_manifest(out_dir / "data", per_site=per_site)
         else:
             manifest = slab_manifest(data, out_dir / "data", spacing_mm=parse_spacing(spacing))
-    cfg = _study_config(None, minutes, None, device, data is None, None)
+    cfg = study_config(minutes=minutes, device=device, calibrated=data is None)
     typer.echo(f"manifest: {manifest}")
     typer.echo(json.dumps(run_study(manifest, out_dir / "study", cfg), indent=2))
 

@@ -2,7 +2,7 @@
 statistics, cross-site generalisation, figures and a report (:func:`run_study`)."""
 
 from microsr.study.config import POOLED, StudyConfig, StudyLayout
-from microsr.study.demo import demo_config, phantom_manifest, slab_manifest
+from microsr.study.demo import demo_config, phantom_manifest, slab_manifest, study_config
 from microsr.study.pipeline import run_study
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "phantom_manifest",
     "run_study",
     "slab_manifest",
+    "study_config",
 ]

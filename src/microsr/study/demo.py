@@ -16,8 +16,10 @@ from microsr.demo import (
     simulated_manifest,
     slab_specimens,
 )
+from microsr.errors import MicrosrError
 from microsr.evaluation.scores import default_morphometry
 from microsr.io import read_volume
+from microsr.morphometry.segment import MorphometryConfig
 from microsr.simulate import AcquisitionConfig, make_phantom
 from microsr.study.acquisitions import FRAMES_PROTOCOLS, acquisition_manifest
 from microsr.study.config import StudyConfig
@@ -92,3 +94,37 @@ def demo_config(
         morphometry=default_morphometry(calibrated),
         features_3d=features_3d,
     )
+
+
+def study_config(
+    config_file: str | Path | None = None,
+    *,
+    minutes: float | None = None,
+    epochs: int | None = None,
+    device: str | None = None,
+    calibrated: bool = True,
+    morphometry: MorphometryConfig | None = None,
+) -> StudyConfig:
+    """The config of ``microsr study`` / ``study-demo``: a saved StudyConfig JSON, or
+    :func:`demo_config` with ``minutes`` (default 1) or ``epochs`` per model; then the
+    given morphometry and device.
+
+    Raises
+    ------
+    MicrosrError
+        ``config_file`` unreadable or not a StudyConfig.
+    """
+    if config_file is not None:
+        try:
+            cfg = StudyConfig.model_validate_json(Path(config_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise MicrosrError(f"{config_file}: not a study config ({exc})") from None
+    else:
+        cfg = demo_config(minutes=minutes or 1.0, calibrated=calibrated)
+        train = {"epochs": epochs} if epochs is not None else {}
+        if minutes is None and epochs is not None:
+            train["max_minutes"] = None
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
+    if morphometry is not None:
+        cfg = cfg.model_copy(update={"morphometry": morphometry})
+    return cfg if device is None else cfg.model_copy(update={"device": device})
