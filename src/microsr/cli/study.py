@@ -37,7 +37,11 @@ Frac = Annotated[
 ]
 Otsu = Annotated[bool, typer.Option("--otsu", help="Otsu threshold (of the HR scan in a study)")]
 Sigma = Annotated[float, typer.Option(help="Gaussian sigma in in-plane voxels")]
-Ta = Annotated[str, typer.Option(help="total area: envelope (filled periosteum) | roi")]
+_TA_HELP = (
+    "total area: auto (fits the data) | envelope (filled periosteum) | roi (whole field or "
+    "--mask) | nonzero (voxels != 0: a VOI exported with zeros outside its contour)"
+)
+Ta = Annotated[str, typer.Option(help=_TA_HELP)]
 
 
 @command
@@ -49,7 +53,7 @@ def morphometry(
     threshold_fraction: Frac = None,
     otsu: Otsu = False,
     sigma: Sigma = 1.2,
-    ta: Ta = "envelope",
+    ta: Ta = "auto",
     mask: Annotated[Path | None, typer.Option(help="ROI mask volume (nonzero = inside)")] = None,
     spacing: Spacing = None,
     no_3d: Annotated[bool, typer.Option("--no-3d", help="skip the 3D features")] = False,
@@ -69,6 +73,7 @@ def morphometry(
     )
     result = morphometry_volume(vol, config, mask=roi, features_3d=not no_3d, name=str(volume))
     typer.echo(write_morphometry(result, out_dir))
+    typer.echo(f"TA: {result.info['ta_rule']} ({result.info['ta_reason']})")
     typer.echo(json.dumps(result.features, indent=2))
 
 
@@ -111,7 +116,7 @@ def study(
     threshold: Grey = None,
     threshold_fraction: Frac = None,
     otsu: Otsu = False,
-    ta: Annotated[str | None, typer.Option(help="total area: envelope | roi")] = None,
+    ta: Annotated[str | None, typer.Option(help=_TA_HELP + " (default auto)")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
 ) -> None:
     """The whole study: prepare, train per site + pooled, predict, evaluate, morphometry,
@@ -121,7 +126,7 @@ def study(
     opts = (threshold_mgha, threshold, threshold_fraction)
     morph = None
     if any(v is not None for v in opts) or otsu or ta is not None:
-        morph = _morph_config(*opts, otsu, 1.2, ta or "envelope")
+        morph = _morph_config(*opts, otsu, 1.2, ta or "auto")
     cfg = _study_config(config, minutes, epochs, device, True, morph)
     summary = run_study(manifest, out_dir, cfg)
     typer.echo(json.dumps(summary, indent=2))

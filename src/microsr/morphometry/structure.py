@@ -119,10 +119,10 @@ def euler_delta(bone: np.ndarray) -> float:
     b = np.asarray(bone, bool)
     chi = float(euler_number(b, connectivity=3))
     ends = (0, -1)
-    faces = sum(
-        euler_number(np.take(b, i, axis=a), connectivity=2) for a in range(3) for i in ends
+    faces = sum(euler_number(np.take(b, i, axis=a), connectivity=2) for a in range(3) for i in ends)
+    edges = sum(
+        _runs(b[:, i, j]) + _runs(b[i, :, j]) + _runs(b[i, j, :]) for i in ends for j in ends
     )
-    edges = sum(_runs(b[:, i, j]) + _runs(b[i, :, j]) + _runs(b[i, j, :]) for i in ends for j in ends)
     corners = sum(int(b[i, j, k]) for i in ends for j in ends for k in ends)
     return float(chi - faces / 2 + edges / 4 - corners / 8)
 

@@ -168,4 +168,6 @@ def choose_total_area(
         return TotalArea((np.asarray(image) != 0) & roi, rule, reason)
     if rule == "roi":
         return TotalArea(roi, rule, reason)
-    return TotalArea(periosteal_envelope(bone & roi, closing_vox=config.closing_vox) & roi, rule, reason)
+    return TotalArea(
+        periosteal_envelope(bone & roi, closing_vox=config.closing_vox) & roi, rule, reason
+    )
