@@ -79,12 +79,14 @@ def test_zeros_outside_a_contour_take_the_nonzero_voxels():
 
 
 def test_a_given_mask_wins_and_shapes_are_checked():
-    bone, disk = section()
+    bone, _ = section()
     roi = np.zeros_like(bone)
     roi[:, 10:50, 10:50] = True
     ta = choose_total_area(bone, MorphometryConfig(), roi)
     assert ta.rule == "mask" and (ta.mask == roi).all()
-    with pytest.raises(MicrosrError, match=r"\(4, 120, 120\).*\(4, 10, 10\)|\(4, 10, 10\).*\(4, 120, 120\)"):
+    with pytest.raises(
+        MicrosrError, match=r"\(4, 120, 120\).*\(4, 10, 10\)|\(4, 10, 10\).*\(4, 120, 120\)"
+    ):
         choose_total_area(bone, MorphometryConfig(), np.ones((4, 10, 10), bool))
     with pytest.raises(MicrosrError, match="needs the image"):
         choose_total_area(bone, MorphometryConfig(ta="nonzero"))
