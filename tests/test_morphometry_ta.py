@@ -108,3 +108,13 @@ def test_cli_morphometry_records_the_ta_rule(tmp_path):
     assert (pd.read_csv(out / "slices.csv")["ta_rule"] == "envelope").all()
     bad = CliRunner().invoke(app, ["morphometry", str(path), str(tmp_path / "n"), "--ta", "hull"])
     assert bad.exit_code != 0 and "hull" in bad.output
+
+
+def test_marrow_clipped_to_zero_is_not_a_voi_contour():
+    # a display window that clipped marrow to 0: zeros everywhere, but no single contour
+    bone = np.zeros((N, SIZE, SIZE), bool)
+    for y, x in np.random.default_rng(3).integers(5, SIZE - 8, (25, 2)):
+        bone[:, y : y + 3, x : x + 3] = True
+    image = np.where(bone, 255.0, 0.0).astype(np.float32)
+    ta = choose_total_area(bone, MorphometryConfig(), image=image)
+    assert ta.rule == "roi" and "no zero-padded contour" in ta.reason

@@ -10,7 +10,8 @@ Rules (``MorphometryConfig.ta``):
 
 ``auto`` (default)
     A given ROI mask is TA. Otherwise ``nonzero`` when the image has a large exactly-zero
-    region outside a contour (>= 5 % of the image outside, < 1 % zeros inside);
+    region outside one contour (>= 5 % of the image outside, < 1 % zeros inside, >= 99 %
+    of the contour in one piece: not marrow clipped to 0 by a display window);
     ``envelope`` when the segmentation looks like a whole-bone section with a cortical
     shell (>= 90 % of the bone inside the envelope, the envelope <= 70 % of the slice and
     off the image border, and >= 50 % bone in its 3-pixel rim); else ``roi``. Medians
@@ -38,6 +39,7 @@ from microsr.morphometry.segment import MorphometryConfig, periosteal_envelope
 #: thresholds of the ``auto`` rule (see the module notes)
 OUTSIDE_ZEROS_MIN = 0.05
 INSIDE_ZEROS_MAX = 0.01
+ONE_CONTOUR = 0.99
 BONE_IN_ENVELOPE_MIN = 0.9
 ENVELOPE_AREA_MAX = 0.7
 ENVELOPE_BORDER_MAX = 0.02
@@ -59,14 +61,17 @@ def _sample(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, SAMPLE_SLICES)).round().astype(int))
 
 
-def _zero_contour(nonzero: np.ndarray) -> tuple[float, float]:
-    """Median fraction of each slice outside the filled nonzero contour, and of zeros inside."""
-    outside, inside = [], []
+def _zero_contour(nonzero: np.ndarray) -> tuple[float, float, float]:
+    """Medians over sampled slices: fraction outside the filled nonzero contour, fraction of
+    zeros inside it, and the share of the contour in its largest piece."""
+    rows = []
     for sl in nonzero[_sample(len(nonzero))]:
         filled = ndimage.binary_fill_holes(sl)
-        outside.append(1.0 - filled.mean())
-        inside.append(float((filled & ~sl).sum() / max(filled.sum(), 1)))
-    return float(np.median(outside)), float(np.median(inside))
+        labels, n = ndimage.label(filled)
+        largest = np.bincount(labels.ravel())[1:].max() if n else 0
+        area = max(int(filled.sum()), 1)
+        rows.append((1.0 - filled.mean(), (filled & ~sl).sum() / area, largest / area))
+    return tuple(float(v) for v in np.median(np.asarray(rows, float), axis=0))
 
 
 def _envelope_stats(bone: np.ndarray, closing_vox: int) -> dict[str, float] | None:
@@ -92,19 +97,21 @@ def _envelope_stats(bone: np.ndarray, closing_vox: int) -> dict[str, float] | No
 
 
 def _auto_rule(bone: np.ndarray, config: MorphometryConfig, image) -> tuple[str, str]:
+    zeros = ""
     if image is not None:
-        outside, inside = _zero_contour(np.asarray(image) != 0)
-        if outside >= OUTSIDE_ZEROS_MIN and inside < INSIDE_ZEROS_MAX:
+        outside, inside, single = _zero_contour(np.asarray(image) != 0)
+        if outside >= OUTSIDE_ZEROS_MIN and inside < INSIDE_ZEROS_MAX and single >= ONE_CONTOUR:
             return "nonzero", (
                 f"{outside:.0%} of the image is exactly 0 outside a contour "
                 f"({inside:.1%} zeros inside): a VOI exported with zeros outside"
             )
+        zeros = f"; no zero-padded contour ({outside:.0%} zeros outside, {inside:.1%} inside)"
     s = _envelope_stats(bone, config.closing_vox)
     if s is None:
-        return "roi", "no bone segmented: whole field"
+        return "roi", f"no bone segmented: whole field{zeros}"
     text = (
         f"{s['bone_in']:.0%} of the bone inside the envelope, envelope {s['area']:.0%} of the "
-        f"slice, {s['border']:.0%} of the border, {s['rim']:.0%} bone in its rim"
+        f"slice, {s['border']:.0%} of the border, {s['rim']:.0%} bone in its rim{zeros}"
     )
     if (
         s["bone_in"] >= BONE_IN_ENVELOPE_MIN
