@@ -46,7 +46,8 @@ class MorphometryConfig(BaseModel):
     ``"nonzero"`` (voxels != 0) for a VOI exported with zeros outside its contour;
     ``"envelope"`` for a whole-bone section with a cortical shell: the area inside the
     periosteal envelope (the segmentation closed with a disk of radius ``closing_vox``,
-    holes filled, the largest component kept), the "total cross-sectional area" Tt.Ar of
+    grown up to 4x in a slice whose thin cortex the threshold broke open, holes filled,
+    the largest component kept), the "total cross-sectional area" Tt.Ar of
     Bouxsein et al. 2010 (doi:10.1002/jbmr.141); else ``"roi"``: the whole image (a
     trabecular VOI filling the field). Each rule can also be asked for by name.
     """
