@@ -23,7 +23,11 @@ from microsr.cli._app import (
 )
 
 Sigma = Annotated[float, typer.Option(help="Gaussian sigma in in-plane voxels")]
-Ta = Annotated[str, typer.Option(help="total area: envelope (filled periosteum) | roi")]
+_TA_HELP = (
+    "total area: auto (fits the data) | envelope (filled periosteum) | roi (whole field or "
+    "--mask) | nonzero (voxels != 0: a VOI exported with zeros outside its contour)"
+)
+Ta = Annotated[str, typer.Option(help=_TA_HELP)]
 
 
 @command
@@ -35,7 +39,7 @@ def morphometry(
     threshold_fraction: Frac = None,
     otsu: Otsu = False,
     sigma: Sigma = 1.2,
-    ta: Ta = "envelope",
+    ta: Ta = "auto",
     mask: Annotated[Path | None, typer.Option(help="ROI mask volume (nonzero = inside)")] = None,
     spacing: Spacing = None,
     no_3d: Annotated[bool, typer.Option("--no-3d", help="skip the 3D features")] = False,
@@ -59,6 +63,7 @@ def morphometry(
     )
     result = morphometry_volume(vol, config, mask=roi, features_3d=not no_3d, name=str(volume))
     typer.echo(write_morphometry(result, out_dir))
+    typer.echo(f"TA: {result.info['ta_rule']} ({result.info['ta_reason']})")
     typer.echo(json.dumps(result.features, indent=2))
 
 
@@ -80,7 +85,7 @@ def study(
     threshold: Grey = None,
     threshold_fraction: Frac = None,
     otsu: Otsu = False,
-    ta: Annotated[str | None, typer.Option(help="total area: envelope | roi")] = None,
+    ta: Annotated[str | None, typer.Option(help=_TA_HELP + " (default auto)")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     threads: Threads = None,
 ) -> None:

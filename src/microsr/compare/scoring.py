@@ -6,7 +6,8 @@ window, BA/TA with the study's definition, intensity bias, 3D morphometry. Slice
 metrics (``psnr``, ``ssim``, ``baf_err``: |BA/TA - BA/TA(HR)| in percentage points) and
 specimen-level ones (also ``bias_bone``, ``bias_marrow``: mean image - HR as % of the
 window; ``bv_tv_err`` and ``tb_th_err``: |3D BV/TV - HR's| in percentage points and
-|local-thickness Tb.Th - HR's| in um).
+|local-thickness Tb.Th - HR's| in um, Hildebrand & Rüegsegger 1997,
+doi:10.1046/j.1365-2818.1997.1340694.x; not itk's plate-model ``tb_th_mm``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = ["SLICE_METRICS", "SPECIMEN_METRICS", "score_candidate", "time_predict
 SLICE_METRICS = ("psnr", "ssim", "baf_err")
 SPECIMEN_METRICS = (*SLICE_METRICS, "bias_bone", "bias_marrow", "bv_tv_err", "tb_th_err")
 #: 3D features compared (key in bone_features_3d, metric name, scale to the reported unit)
-FEATURES = (("bv_tv", "bv_tv_err", 100.0), ("tb_th_mm", "tb_th_err", 1000.0))
+FEATURES = (("bv_tv", "bv_tv_err", 100.0), ("tb_th_lt_mm", "tb_th_err", 1000.0))
 
 
 def _rows(result, image: str, name: str) -> tuple[pd.DataFrame, dict]:

@@ -11,12 +11,17 @@ image stretched to [0, 1] per slice); and the bone area fraction BA/TA of LR, SR
 (Bouxsein et al. 2010, doi:10.1002/jbmr.141) with *one* definition: Gaussian sigma 1.2
 in-plane voxels, one threshold resolved on HR (mg HA/cm3 on calibrated data, a grey value,
 or Otsu's threshold of the smoothed HR slices) applied alike to all three images, and one
-total area (TA) mask taken from HR (:mod:`microsr.morphometry`).
+total area (TA) mask chosen on HR (its segmentation and grey values; ``ta="auto"`` picks
+envelope, ROI or the nonzero VOI contour, :func:`microsr.morphometry.choose_total_area`)
+and used for LR, SR and HR alike; the rule and the reason are in the summary.
 
 Per specimen: intensity fidelity (mean LR - HR and SR - HR inside HR bone and inside the
 marrow/background of TA, as a fraction of the window width), the mean absolute BA/TA error
 over a sweep of thresholds around the resolved one, and 3D morphometry of the three images
-on the HR grid (:func:`microsr.morphometry.bone_features_3d`).
+on the HR grid over the one TA (:func:`microsr.morphometry.bone_features_3d`: itk BV/TV,
+Tb.N, BS/BV, plate-model Tb.Th/Tb.Sp; direct local-thickness ``tb_th_lt_mm``,
+``tb_sp_lt_mm`` and ``conn_d_per_mm3``), each LR/SR feature also as ``<key>_err`` =
+image - HR.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ from microsr.metrics import psnr, ssim
 from microsr.morphometry import (
     MorphometryConfig,
     ResolvedThreshold,
+    TotalArea,
     bone_area_fraction,
     bone_features_3d,
+    choose_total_area,
     resolve_threshold,
     segment,
     smooth,
-    total_area_mask,
 )
 from microsr.morphometry.segment import to_space
 from microsr.volume import Volume
@@ -178,13 +184,13 @@ def score_stacks(
         if strict:
             raise
         return _quality_only(stacks, config, exc.window, str(exc))
-    bone_hr = np.concatenate(
-        [
-            _segment(c["hr"], threshold, stacks, morph)
-            for _, _, c in _chunks(stacks, config.chunk, ("hr",))
-        ]
-    )
-    ta, ta_rule = _total_area(bone_hr, morph, mask)
+    bone_hr, nonzero_hr = [], []
+    for _, _, c in _chunks(stacks, config.chunk, ("hr",)):
+        bone_hr.append(_segment(c["hr"], threshold, stacks, morph))
+        nonzero_hr.append(c["hr"] != 0)
+    bone_hr = np.concatenate(bone_hr)
+    total = _total_area(bone_hr, morph, mask, np.concatenate(nonzero_hr), stacks.name)
+    ta = total.mask
     bones = {"hr": bone_hr} | {
         k: np.zeros_like(bone_hr) for k in IMAGES if stacks.has_sr or k == "lr"
     }
@@ -201,7 +207,8 @@ def score_stacks(
         "n_slices": len(stacks),
         "threshold": threshold.describe(),
         "threshold_value": threshold.value,
-        "ta_rule": ta_rule,
+        "ta_rule": total.rule,
+        "ta_reason": total.reason,
         "scale": config.scale,
         "window": list(window),
         "spacing_mm": list(stacks.spacing_mm),
@@ -209,10 +216,16 @@ def score_stacks(
         "sweep": sweep.result(),
     }
     if config.features_3d:
-        summary["features_3d"] = {
-            key: bone_features_3d(bone, stacks.spacing_mm, mask=ta) for key, bone in bones.items()
-        }
+        summary["features_3d"] = _features_3d(bones, stacks.spacing_mm, ta)
     return SpecimenScores(table, summary)
+
+
+def _features_3d(bones: dict, spacing_mm, ta: np.ndarray) -> dict[str, dict[str, float]]:
+    """3D features of each image over the one TA; LR/SR also as ``<key>_err`` = image - HR."""
+    feats = {key: bone_features_3d(bone, spacing_mm, mask=ta) for key, bone in bones.items()}
+    for key in feats.keys() - {"hr"}:
+        feats[key] |= {f"{k}_err": v - feats["hr"][k] for k, v in list(feats[key].items())}
+    return feats
 
 
 def _quality_only(stacks: PairedStacks, config: ScoreConfig, window, problem: str):
@@ -226,9 +239,11 @@ def _quality_only(stacks: PairedStacks, config: ScoreConfig, window, problem: st
     return SpecimenScores(table, summary)
 
 
-def _total_area(bone_hr: np.ndarray, morph: MorphometryConfig, mask) -> tuple[np.ndarray, str]:
-    """The TA mask (from HR's segmentation) and the rule that made it."""
-    return total_area_mask(bone_hr, morph, mask), morph.ta
+def _total_area(
+    bone_hr: np.ndarray, morph: MorphometryConfig, mask, nonzero_hr: np.ndarray, name: str
+) -> TotalArea:
+    """The one TA (chosen on HR's segmentation and exact zeros), its rule and reason."""
+    return choose_total_area(bone_hr, morph, mask, image=nonzero_hr, name=f"{name} (HR)")
 
 
 def _slice_table(stacks: PairedStacks, quality: pd.DataFrame, bones: dict, ta) -> pd.DataFrame:

@@ -3,7 +3,9 @@
 Segmentation (Gaussian sigma 1.2 voxels, then a lower threshold, 500 mg HA/cm3 on
 calibrated data) is in :mod:`~microsr.morphometry.segment`; BA/TA in
 :mod:`~microsr.morphometry.area`; BV/TV, Tb.N, Tb.Th, Tb.Sp, BS/BV through
-itk-bonemorphometry in :mod:`~microsr.morphometry.features3d`.
+itk-bonemorphometry in :mod:`~microsr.morphometry.features3d`, beside direct Tb.Th/Tb.Sp
+(local thickness) and Conn.D in :mod:`~microsr.morphometry.structure`; the total area
+(auto | envelope | roi | nonzero) in :mod:`~microsr.morphometry.total_area`.
 """
 
 from microsr.morphometry.area import bone_area_fraction, total_area_mask
@@ -16,20 +18,33 @@ from microsr.morphometry.segment import (
     segment,
     smooth,
 )
+from microsr.morphometry.structure import (
+    STRUCTURE_NOTES,
+    euler_delta,
+    local_thickness,
+    structure_features,
+)
+from microsr.morphometry.total_area import TotalArea, choose_total_area
 from microsr.morphometry.volume import MorphometryResult, morphometry_volume, write_morphometry
 
 __all__ = [
     "FEATURE_NOTES",
+    "STRUCTURE_NOTES",
     "MorphometryConfig",
     "MorphometryResult",
     "ResolvedThreshold",
+    "TotalArea",
     "bone_area_fraction",
     "bone_features_3d",
+    "choose_total_area",
+    "euler_delta",
+    "local_thickness",
     "morphometry_volume",
     "periosteal_envelope",
     "resolve_threshold",
     "segment",
     "smooth",
+    "structure_features",
     "total_area_mask",
     "write_morphometry",
 ]

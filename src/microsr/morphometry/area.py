@@ -1,8 +1,8 @@
 """Slice-wise bone area fraction BA/TA.
 
 BA is the number of bone pixels of a slice inside the total area, TA the number of
-pixels of the total area (the filled periosteal envelope or the whole ROI, see
-:class:`~microsr.morphometry.segment.MorphometryConfig`). Nomenclature of Bouxsein et al.
+pixels of the total area (chosen by
+:func:`~microsr.morphometry.total_area.choose_total_area`). Nomenclature of Bouxsein et al.
 2010, doi:10.1002/jbmr.141.
 """
 
@@ -11,17 +11,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from microsr.morphometry.segment import MorphometryConfig, periosteal_envelope
+from microsr.morphometry.segment import MorphometryConfig
+from microsr.morphometry.total_area import choose_total_area
 
 
 def total_area_mask(
-    bone: np.ndarray, config: MorphometryConfig, mask: np.ndarray | None = None
+    bone: np.ndarray,
+    config: MorphometryConfig,
+    mask: np.ndarray | None = None,
+    *,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
-    """TA mask ``(N, Y, X)`` bool for bone mask ``bone``: envelope or ROI, within ``mask``."""
-    roi = np.ones(bone.shape, bool) if mask is None else np.asarray(mask, bool)
-    if config.ta == "roi":
-        return roi
-    return periosteal_envelope(bone & roi, closing_vox=config.closing_vox) & roi
+    """TA mask ``(N, Y, X)`` bool of :func:`~microsr.morphometry.total_area.choose_total_area`."""
+    return choose_total_area(bone, config, mask, image=image).mask
 
 
 def bone_area_fraction(

@@ -1,4 +1,4 @@
-"""3D trabecular morphometry through ``itk-bonemorphometry``.
+"""3D trabecular morphometry: ``itk-bonemorphometry`` and direct 3D measures.
 
 :func:`bone_features_3d` passes a binary segmentation (bone 1, else 0, threshold 0.5) and
 an optional mask to ``itk.BoneMorphometryFeaturesFilter`` (Vimort, McCormick & Paniagua,
@@ -8,18 +8,28 @@ and Tb.N come from bone/marrow transitions; **Tb.Th and Tb.Sp are parallel-plate
 estimates from Tb.N** (Tb.Th = BV/TV / Tb.N, Tb.Sp = (1 - BV/TV) / Tb.N, Parfitt et al.
 1983, doi:10.1172/JCI111096), not distance-transform thicknesses. The filter's Python
 wrapping is 3D-only. ``import itk`` takes seconds, so it happens inside the function.
+
+The standard direct 3D measures (Bouxsein et al. 2010, doi:10.1002/jbmr.141) are added
+beside them by :func:`~microsr.morphometry.structure.structure_features`: Tb.Th and Tb.Sp
+by local thickness (``tb_th_lt_mm``, ``tb_sp_lt_mm``) and Conn.D from the Euler
+characteristic (``conn``, ``conn_d_per_mm3``). Compare specimens on these; the itk
+``tb_th_mm`` / ``tb_sp_mm`` are kept, labelled, for continuity.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from microsr.morphometry.structure import STRUCTURE_NOTES, structure_features
+
 FEATURE_NOTES = {
-    "bv_tv": "bone volume / total (mask) volume, 1",
-    "tb_n_per_mm": "trabecular number, 1/mm",
+    "bv_tv": "bone volume / total (mask) volume, 1 (itk-bonemorphometry)",
+    "tb_n_per_mm": "trabecular number, 1/mm (itk-bonemorphometry)",
     "tb_th_mm": "trabecular thickness, mm: plate-model estimate BV/TV / Tb.N (itk-bonemorphometry)",
-    "tb_sp_mm": "trabecular separation, mm: plate-model estimate (1 - BV/TV) / Tb.N",
-    "bs_bv_per_mm": "bone surface / bone volume, 1/mm",
+    "tb_sp_mm": "trabecular separation, mm: plate-model estimate (1 - BV/TV) / Tb.N "
+    "(itk-bonemorphometry)",
+    "bs_bv_per_mm": "bone surface / bone volume, 1/mm (itk-bonemorphometry)",
+    **STRUCTURE_NOTES,
 }
 
 
@@ -28,8 +38,9 @@ def bone_features_3d(
     spacing_mm: tuple[float, float, float],
     *,
     mask: np.ndarray | None = None,
+    direct: bool = True,
 ) -> dict[str, float]:
-    """BV/TV, Tb.N, Tb.Th, Tb.Sp and BS/BV of a 3D bone mask.
+    """BV/TV, Tb.N, Tb.Th, Tb.Sp, BS/BV (itk) and direct Tb.Th, Tb.Sp, Conn.D of 3D bone.
 
     Parameters
     ----------
@@ -39,6 +50,8 @@ def bone_features_3d(
         Voxel size ``(z, y, x)`` in mm.
     mask
         Optional ``(Z, Y, X)`` bool total-volume mask (default: the whole box).
+    direct
+        Also the direct 3D measures (local thickness, Conn.D; the slower part).
 
     Returns
     -------
@@ -66,4 +79,6 @@ def bone_features_3d(
         "tb_sp_mm": filt.GetTbSp(),
         "bs_bv_per_mm": filt.GetBSBV(),
     }
+    if direct:
+        values |= structure_features(bone, spacing_mm, mask=mask)
     return {k: float(v) if np.isfinite(v) else float("nan") for k, v in values.items()}

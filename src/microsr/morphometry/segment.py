@@ -41,12 +41,15 @@ ThresholdKind = Literal["mgha", "value", "fraction", "otsu"]
 class MorphometryConfig(BaseModel):
     """How bone is segmented and what the total area is.
 
-    ``ta="envelope"`` (default) takes TA as the area inside the periosteal envelope
-    (the segmentation closed with a disk of radius ``closing_vox``, holes filled, the
-    largest component kept): the "total cross-sectional area" Tt.Ar of Bouxsein et al.
-    2010 (doi:10.1002/jbmr.141), which is how a bone area fraction of a whole bone
-    section is most plausibly defined in the paper. ``ta="roi"`` takes the whole image
-    (or a given mask) as TA.
+    ``ta="auto"`` (default) picks the total area that fits the data
+    (:func:`~microsr.morphometry.total_area.choose_total_area`): a given ROI mask;
+    ``"nonzero"`` (voxels != 0) for a VOI exported with zeros outside its contour;
+    ``"envelope"`` for a whole-bone section with a cortical shell: the area inside the
+    periosteal envelope (the segmentation closed with a disk of radius ``closing_vox``,
+    grown up to 4x in a slice whose thin cortex the threshold broke open, holes filled,
+    the largest component kept), the "total cross-sectional area" Tt.Ar of
+    Bouxsein et al. 2010 (doi:10.1002/jbmr.141); else ``"roi"``: the whole image (a
+    trabecular VOI filling the field). Each rule can also be asked for by name.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -56,7 +59,7 @@ class MorphometryConfig(BaseModel):
         500.0, description="mg HA/cm3 | grey value | fraction in (0, 1); unused for otsu"
     )
     sigma_vox: float = Field(1.2, ge=0, description="Gaussian sigma in in-plane voxels")
-    ta: Literal["envelope", "roi"] = "envelope"
+    ta: Literal["auto", "envelope", "roi", "nonzero"] = "auto"
     closing_vox: int = Field(5, ge=0, description="disk radius closing the envelope, voxels")
 
     @model_validator(mode="after")

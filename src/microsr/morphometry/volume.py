@@ -13,12 +13,21 @@ import pandas as pd
 from microsr import __version__
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
-from microsr.morphometry.area import bone_area_fraction, total_area_mask
+from microsr.morphometry.area import bone_area_fraction
 from microsr.morphometry.features3d import FEATURE_NOTES, bone_features_3d
 from microsr.morphometry.segment import MorphometryConfig, resolve_threshold, segment
+from microsr.morphometry.total_area import choose_total_area
 from microsr.volume import Volume
 
 log = logging.getLogger(__name__)
+
+
+_TA_TEXT = {
+    "envelope": "filled periosteal envelope",
+    "roi": "whole ROI",
+    "mask": "the given ROI mask",
+    "nonzero": "voxels != 0 (VOI contour)",
+}
 
 
 @dataclass(frozen=True)
@@ -45,9 +54,11 @@ def morphometry_volume(
     volume
         ``(Z, Y, X)`` volume; calibrated for an mg HA/cm3 threshold.
     mask
-        Optional ``(Z, Y, X)`` bool region of interest: TA never extends beyond it.
+        Optional ``(Z, Y, X)`` bool region of interest: TA never extends beyond it
+        (under ``ta="auto"`` it is TA).
     features_3d
-        Also compute the 3D features (itk-bonemorphometry) over the TA mask.
+        Also compute the 3D features (itk-bonemorphometry, local thickness, Conn.D) over
+        the TA mask.
 
     Raises
     ------
@@ -62,16 +73,18 @@ def morphometry_volume(
     bone = segment(
         arr, threshold, sigma_vox=config.sigma_vox, calibration=volume.calibration, name=name
     )
-    ta_mask = total_area_mask(bone, config, mask)
+    ta = choose_total_area(bone, config, mask, image=arr, name=name)
     _, sy, sx = volume.spacing_mm
-    slices = bone_area_fraction(bone, ta_mask, pixel_area_mm2=sy * sx)
-    features = bone_features_3d(bone, volume.spacing_mm, mask=ta_mask) if features_3d else {}
+    slices = bone_area_fraction(bone, ta.mask, pixel_area_mm2=sy * sx).assign(ta_rule=ta.rule)
+    features = bone_features_3d(bone, volume.spacing_mm, mask=ta.mask) if features_3d else {}
     info = {
         "threshold": threshold.describe(),
         "threshold_config": config.model_dump(),
         "smoothing": f"2D in-plane Gaussian, sigma {config.sigma_vox} voxels "
         f"= {config.sigma_vox * sy * 1000:.3g} um",
-        "ta": "filled periosteal envelope" if config.ta == "envelope" else "whole ROI",
+        "ta": _TA_TEXT[ta.rule],
+        "ta_rule": ta.rule,
+        "ta_reason": ta.reason,
         "spacing_mm": list(volume.spacing_mm),
         "shape": list(volume.shape),
         "feature_notes": FEATURE_NOTES,

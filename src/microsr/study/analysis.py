@@ -25,7 +25,7 @@ class Collected:
     """Everything the evaluations of a study wrote."""
 
     slices: pd.DataFrame  # slice-wise scores of every (model, specimen)
-    features: pd.DataFrame  # 3D features, long: model, site, specimen, image, feature...
+    features: pd.DataFrame  # 3D features (itk, local thickness, Conn.D, <key>_err vs HR), long
     fidelity: pd.DataFrame  # per (model, specimen): TA rule, threshold, intensity bias
     sweep: pd.DataFrame  # per (model, specimen, threshold factor): |BA/TA error| of LR and SR
     problems: list[str]
@@ -46,7 +46,8 @@ def collect(layout: StudyLayout) -> Collected:
                 features.append(base | {"image": image} | values)
             bias = meta.get("intensity_bias", {})
             fidelity.append(
-                base | {"ta_rule": meta.get("ta_rule"), "threshold": meta.get("threshold")}
+                base | {"ta_rule": meta.get("ta_rule"), "ta_reason": meta.get("ta_reason"),
+                        "threshold": meta.get("threshold")}
                 | {f"bias_{r}_{i}": v for i, d in bias.items() for r, v in d.items()}
             )  # fmt: skip
             sweep += [base | row for row in meta.get("sweep", [])]

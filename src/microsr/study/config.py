@@ -40,7 +40,9 @@ class StudyConfig(BaseModel):
     train: TrainConfig = TrainConfig(seed=0)
     morphometry: MorphometryConfig = MorphometryConfig()
     pooled: bool = Field(True, description="also train one model on all sites")
-    features_3d: bool = Field(True, description="3D morphometry (itk-bonemorphometry)")
+    features_3d: bool = Field(
+        True, description="3D morphometry (itk-bonemorphometry, local thickness, Conn.D)"
+    )
     predict_batch_size: int = Field(8, ge=1)
     device: str = "auto"
 
