@@ -3,7 +3,7 @@
 Each case runs in its own process (peak RSS = ``ru_maxrss``). The streaming path
 (:func:`microsr.inference.predict.predict_file`) is compared with the whole-volume path
 (``read_volume`` -> ``predict_volume`` into RAM -> ``write_volume``), for TIFF and MetaImage
-outputs. The model is small (width 8, depth 2): memory does not depend on it, time does.
+and NIfTI (``.nii.gz``) outputs; the output is on the HR grid (2 n slices). The model is small (width 8, depth 2): memory does not depend on it, time does.
 
 Usage: python bench/bench_memory.py [--side 128] [--counts 100,1000]
 """
@@ -52,11 +52,17 @@ def main() -> None:
         counts = [int(c) for c in a.counts.split(",")]
         for n in counts:
             lr = write_lr(tmp / f"lr{n}.tif", n, a.side)
-            out_mb = n * (2 * a.side) ** 2 * 4 / 2**20
-            for mode, ext in (("stream", ".tif"), ("stream", ".mha"), ("whole", ".tif")):
+            out_mb = 2 * n * (2 * a.side) ** 2 * 4 / 2**20  # the HR grid: 2 n slices
+            cases = (
+                ("stream", ".tif"),
+                ("stream", ".mha"),
+                ("stream", ".nii.gz"),
+                ("whole", ".tif"),
+            )
+            for mode, ext in cases:
                 out = tmp / f"sr{n}{ext}"
                 r = run_child(__file__, "--child", mode, str(ckpt), str(lr), str(out))
-                print(f"{n:5d} slices  {mode:6s} -> {ext:4s}  peak RSS {r['peak_rss_mb']:7.0f} MiB"
+                print(f"{n:5d} LR slices  {mode:6s} -> {ext:7s}  peak RSS {r['peak_rss_mb']:7.0f} MiB"
                       f"  (output {out_mb:.0f} MiB)")  # fmt: skip
                 out.unlink()
             lr.unlink()

@@ -33,7 +33,7 @@ def _run(args, tmp_path, **env):
     with err.open("w") as f:
         done = subprocess.run([sys.executable, "-m", "microsr", *args], stderr=f,
                               stdout=subprocess.PIPE, env=environ, text=True, timeout=600)  # fmt: skip
-    text = err.read_text()
+    text = err.read_text(encoding="utf-8", errors="replace")
     assert done.returncode == 0, text
     return text
 

@@ -76,7 +76,7 @@ def morph_config(mgha=None, grey=None, fraction=None, otsu=False, **fields):
     if not given and not fields:
         return None
     kind, value = given[0] if given else ("mgha", 500.0)
-    with option_errors("morphometry options"):
+    with option_errors():
         return MorphometryConfig(threshold=kind, threshold_value=value, **fields)
 
 
@@ -123,6 +123,7 @@ OPTION_NAMES = {
     "num_workers": "--workers",
     "max_minutes": "--max-minutes",
     "lr": "--learning-rate",
+    "sigma_vox": "--sigma",
 }
 
 
@@ -140,6 +141,9 @@ def option_errors(name: str | None = None):
         field = fields[-1] if fields else ""
         label = name or OPTION_NAMES.get(field) or ("--" + field.replace("_", "-") if field else "")
         message = str(err["msg"]).removeprefix("Value error, ")
+        given = err.get("input")
+        if field and isinstance(given, str | int | float) and not isinstance(given, bool):
+            label = f"{label} {given!r}"
         raise MicrosrError(f"{label}: {message}" if label else message) from None
 
 

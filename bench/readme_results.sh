@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Re-measure the README's results, one run after another (2-core CPU: about an hour).
+# Run on an idle machine: two PyTorch jobs at once are each several times slower.
+#
+#   bench/readme_results.sh OUT_DIR            (DATA=path/to/lhdl_3155_D_4_bc to override)
+#
+# 1. make demo's phantom demo; 2. the LHDL demo; 3. acquisitions the model never saw
+# (issue 12): a randomised-acquisition model and a model of the test protocol itself,
+# scored on LHDL test slabs simulated with a filter (hann) and a noise level (800 photons,
+# 1 frame) outside the randomised training ranges; 4. the frames experiment (study-demo
+# --frames, phantoms); 5. the LHDL study (morphometry, threshold sweep, intensity bias);
+# 6. compare: the default model against the same with the structure-aware loss.
+set -euo pipefail
+OUT=${1:?usage: bench/readme_results.sh OUT_DIR}
+DATA=${DATA:-$(dirname "$0")/../../shared/data/lhdl_3155_D_4_bc}
+M=${MICROSR:-.venv/bin/microsr}
+mkdir -p "$OUT"
+step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+todo() { [ ! -e "$1" ]; }  # a step whose output exists is skipped: rerun to resume
+
+step "1. phantom demo"
+todo "$OUT/demo/summary.json" && $M demo "$OUT/demo"
+step "2. LHDL demo"
+todo "$OUT/lhdl/summary.json" && $M demo "$OUT/lhdl" --data "$DATA" --spacing 0.0195 --minutes 4
+
+step "3. unseen acquisition protocol"
+P="$OUT/protocol"
+mkdir -p "$P"
+# Training ranges: the defaults without the hann filter and with at least 2500 photons.
+cat > "$P/train_ranges.json" <<'EOF'
+{"photons": [2500, 20000], "filters": ["ramp", "shepp-logan", "cosine", "hamming"]}
+EOF
+# The test protocol, fixed (min = max): hann filter, 800 photons, 1 frame.
+cat > "$P/test_protocol.json" <<'EOF'
+{"photons": [800, 800], "frames": [1, 1], "projections_ratio": [0.5, 0.5],
+ "filters": ["hann"], "psf_sigma_bins": [0, 0], "shift_hr_voxels": [0, 0],
+ "ring_strength": [0, 0]}
+EOF
+{
+  echo "specimen,site,lr_path,hr_path"
+  for hr in "$OUT"/lhdl/data/slab*_hr.mha; do
+    s=$(basename "$hr" _hr.mha); echo "$s,lhdl,,$(realpath "$hr")"
+  done
+} > "$P/manifest.csv"
+todo "$P/ds_random" && $M prepare "$P/manifest.csv" "$P/ds_random" --randomize --ranges "$P/train_ranges.json"
+todo "$P/ds_test_protocol" && $M prepare "$P/manifest.csv" "$P/ds_test_protocol" --randomize --ranges "$P/test_protocol.json" \
+  --simulate-seed 1
+TRAIN=(--max-minutes 4 --epochs 10000 --patch 64 --batch-size 8 --seed 0)
+todo "$P/run_random/best.ckpt" && $M train "$P/ds_random" "$P/run_random" "${TRAIN[@]}"
+todo "$P/run_test_protocol/best.ckpt" && $M train "$P/ds_test_protocol" "$P/run_test_protocol" "${TRAIN[@]}"
+for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['test']))" \
+    "$P/ds_random/splits.json"); do
+  hr="$OUT/lhdl/data/${s}_hr.mha"
+  todo "$P/${s}_lr_unseen.mha" && $M simulate "$hr" "$P/${s}_lr_unseen.mha" --filter hann --photons 800 --frames 1 --seed 7
+  for model in random:"$P/run_random/best.ckpt" test_protocol:"$P/run_test_protocol/best.ckpt" \
+      default:"$OUT/lhdl/best.ckpt"; do
+    name=${model%%:*}; ckpt=${model#*:}
+    todo "$P/${s}_sr_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen.mha" "$P/${s}_sr_${name}.mha"
+    todo "$P/eval_${name}_${s}/summary.json" && $M evaluate "$P/eval_${name}_${s}" --hr "$hr" --lr "$P/${s}_lr_unseen.mha" \
+      --sr "$P/${s}_sr_${name}.mha" --no-3d
+  done
+done
+
+step "4. frames experiment (phantoms)"
+todo "$OUT/frames/study/report" && $M study-demo "$OUT/frames" --frames --minutes 1
+step "5. LHDL study"
+todo "$OUT/lhdl_study/study/report" && $M study-demo "$OUT/lhdl_study" --data "$DATA" --spacing 0.0195 --minutes 4
+step "6. compare: structure-aware loss"
+todo "$OUT/compare/table.md" && $M compare "$OUT/compare" --data "$DATA" --spacing 0.0195 --minutes 2 \
+  --candidates resunet25d_l1ssim,resunet25d_l1ssim_structure
+step "done"
