@@ -156,3 +156,16 @@ def test_one_slice_lr_and_non_integer_z_ratio_are_refused(tmp_path):
     with pytest.raises(MicrosrError, match="a0: the LR volume has 1 slice"):
         prepare_dataset(write_manifest(rows, tmp_path / "m.csv"), tmp_path / "ds", progress=False)
     assert not (tmp_path / "ds").exists()
+
+
+def test_prepare_paper_flag_is_the_minmax_preset(pair_manifest, tmp_path):
+    from typer.testing import CliRunner
+
+    from microsr.cli import app
+
+    res = CliRunner().invoke(
+        app, ["prepare", str(pair_manifest), str(tmp_path / "ds"), "--roi", "24", "--paper"]
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "ds/dataset.json").read_text())
+    assert info["normalization"]["mode"] == "minmax" and info["normalization"]["inverse"]

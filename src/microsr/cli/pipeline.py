@@ -67,6 +67,9 @@ def prepare(
         int, typer.Option(help="seed of the simulated LR scans (per specimen)")
     ] = 0,
     simulate_factor: Annotated[int, typer.Option(help="LR / HR voxel of simulated scans")] = 2,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="the paper's per-slice min-max (= --normalize minmax)")
+    ] = False,
     threads: Threads = None,
 ) -> None:
     """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split.
@@ -76,6 +79,7 @@ def prepare(
     from microsr.data.prepare import PrepareConfig, prepare_dataset
 
     sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed)
+    normalize = "minmax" if paper else normalize
 
     use_threads(threads)
     lr_win = lr_window if lr_window in ("same", "fit") else parse_pair(lr_window, "--lr-window")
