@@ -148,3 +148,41 @@ def test_cross_test_refuses_bones_that_were_trained_on(pair_manifest, tmp_path):
     with pytest.raises(MicrosrError, match="were trained on"):
         check_disjoint(ds, leak)
     check_disjoint(ds, ds)  # its own test specimens are fine
+
+
+def test_compare_and_study_give_the_same_ba_ta(pair_manifest, tmp_path):
+    """compare (dataset stacks) and study (predicted files) score through one path."""
+    from conftest import save_model
+
+    from microsr.compare.scoring import score_candidate
+    from microsr.data.manifest import read_manifest
+    from microsr.data.normalize import NormalizationConfig
+    from microsr.data.prepare import load_dataset_info
+    from microsr.evaluation import score_stacks
+    from microsr.evaluation.dataset import SCORING
+    from microsr.evaluation.stacks import volume_stacks
+    from microsr.inference.checkpoint import load_checkpoint
+    from microsr.inference.predict import predict_file
+    from microsr.io import read_volume
+    from microsr.morphometry import MorphometryConfig
+    from microsr.study import StudyConfig
+    from microsr.study.evaluate import score_config
+
+    ds = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=400))  # whole slices
+    info, splits = load_dataset_info(ds)
+    norm = NormalizationConfig.model_validate(info["normalization"])
+    ckpt = save_model(tmp_path / "m.ckpt", ModelConfig(width=4, depth=1), normalization=norm)
+    study = StudyConfig(morphometry=MorphometryConfig(threshold="otsu"), features_3d=False)
+    config = score_config(study, info["normalization"])
+    sid = splits["test"][0]
+    by_compare, _ = score_candidate(
+        ds, info, [sid], load_checkpoint(ckpt, device="cpu"), name="m", config=config
+    )
+    row = next(r for r in read_manifest(pair_manifest) if r.specimen == sid)
+    sr = predict_file(ckpt, row.lr_path, tmp_path / "sr.mha", device="cpu", options=SCORING,
+                      progress=False)  # fmt: skip
+    vols = [read_volume(p) for p in (row.hr_path, row.lr_path, sr)]
+    by_study = score_stacks(volume_stacks(*vols, name=sid), config).slices
+    expected = 100 * (by_study["ba_ta_sr"] - by_study["ba_ta_hr"]).abs()
+    np.testing.assert_allclose(by_compare["baf_err"], expected, atol=1e-6)
+    np.testing.assert_allclose(by_compare["psnr"], by_study["psnr_sr"], rtol=1e-4)

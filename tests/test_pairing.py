@@ -55,3 +55,17 @@ def test_nearest_slices_and_hr_grid_origin():
     np.testing.assert_allclose(
         hr_grid(lr.shape, lr.spacing_mm, lr.origin_mm, 2)[2], (0.0, 0.0, 0.0)
     )
+
+
+def test_hr_extent_not_divisible_by_the_factor():
+    """HR 9 slices, LR 4 at 2x: HR slices 0..7 are paired, the 9th has no LR partner."""
+    from microsr.pairing.geometry import hr_grid
+
+    hr = Volume(np.zeros((9, 16, 16), np.float32), (0.01,) * 3)
+    lr = Volume(np.zeros((4, 8, 8), np.float32), (0.02,) * 3, (0.005, 0.005, 0.005))
+    geo = check_pair(lr, hr, name="odd")
+    np.testing.assert_array_equal(geo.hr_slices, np.arange(8))
+    np.testing.assert_allclose(geo.lr_t, (np.arange(8) + 0.5) / 2 - 0.5)
+    shape, spacing, origin = hr_grid(lr.shape, lr.spacing_mm, lr.origin_mm, 2, z_factor=2)
+    assert shape == (8, 16, 16) and spacing == pytest.approx((0.01,) * 3)
+    assert origin == pytest.approx(hr.origin_mm)  # the SR grid starts where HR does

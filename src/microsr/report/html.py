@@ -147,7 +147,16 @@ def _page(study: Path, record: dict, tables: dict, figs, problems: list[str]) ->
             f"<p>Data: <code>tables/{source}.csv</code>; also "
             f"<code>figures/{png.stem}.pdf</code>.</p>"
         )
-    for name in ("comparisons", "bland_altman", "specimens", "generalisation", "features_3d"):
+    tabled = (
+        "comparisons",
+        "bland_altman",
+        "specimens",
+        "fidelity",
+        "sweep",
+        "generalisation",
+        "features_3d",
+    )  # fidelity: intensity bias + BA/TA error per specimen
+    for name in tabled:
         if tables.get(name) is not None:
             parts.append(f"<h2>Table: {name}</h2>{_table(tables[name])}")
     parts.append(
