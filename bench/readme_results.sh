@@ -13,7 +13,7 @@
 set -euo pipefail
 OUT=${1:?usage: bench/readme_results.sh OUT_DIR}
 DATA=${DATA:-$(dirname "$0")/../../shared/data/lhdl_3155_D_4_bc}
-M=${MICROSR:-.venv/bin/microsr}
+M=${MICROSR:-.venv/bin/microsr}  # e.g. MICROSR="python -m microsr" with PYTHONPATH=snapshot/src
 mkdir -p "$OUT"
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 todo() { [ ! -e "$1" ]; }  # a step whose output exists is skipped: rerun to resume
@@ -58,6 +58,14 @@ for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1
     todo "$P/${s}_sr_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen.mha" "$P/${s}_sr_${name}.mha"
     todo "$P/eval_${name}_${s}/summary.json" && $M evaluate "$P/eval_${name}_${s}" --hr "$hr" --lr "$P/${s}_lr_unseen.mha" \
       --sr "$P/${s}_sr_${name}.mha" --no-3d
+  done
+  # the default protocol (the LHDL demo's LR scans): does randomised training lose there?
+  lr="$OUT/lhdl/data/${s}_lr.mha"
+  for model in random:"$P/run_random/best.ckpt" default:"$OUT/lhdl/best.ckpt"; do
+    name=${model%%:*}; ckpt=${model#*:}
+    todo "$P/${s}_srseen_${name}.mha" && $M predict "$ckpt" "$lr" "$P/${s}_srseen_${name}.mha"
+    todo "$P/seen_${name}_${s}/summary.json" && $M evaluate "$P/seen_${name}_${s}" --hr "$hr" \
+      --lr "$lr" --sr "$P/${s}_srseen_${name}.mha" --no-3d
   done
 done
 
