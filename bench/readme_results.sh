@@ -9,7 +9,8 @@
 # scored on LHDL test slabs simulated with a filter (hann) and a noise level (800 photons,
 # 1 frame) outside the randomised training ranges; 4. the frames experiment (study-demo
 # --frames, phantoms); 5. the LHDL study (morphometry, threshold sweep, intensity bias);
-# 6. compare: the default model against the same with the structure-aware loss.
+# 6. compare: the default model against the same with the structure-aware loss; 7. the
+# in-plane-only path (SR on the LR slice grid, linear along z) beside the HR-grid output.
 set -euo pipefail
 OUT=${1:?usage: bench/readme_results.sh OUT_DIR}
 DATA=${DATA:-$(dirname "$0")/../../shared/data/lhdl_3155_D_4_bc}
@@ -76,4 +77,15 @@ todo "$OUT/lhdl_study/study/report" && $M study-demo "$OUT/lhdl_study" --data "$
 step "6. compare: structure-aware loss"
 todo "$OUT/compare/table.md" && $M compare "$OUT/compare" --data "$DATA" --spacing 0.0195 --minutes 2 \
   --candidates resunet25d_l1ssim,resunet25d_l1ssim_structure
+step "7. the in-plane-only path: SR on the LR slice grid, interpolated along z"
+for demo in demo lhdl; do
+  D="$OUT/$demo"
+  for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['test']))" \
+      "$D/dataset/splits.json"); do
+    todo "$D/lrgrid/${s}_sr.mha" && $M predict "$D/best.ckpt" "$D/data/${s}_lr.mha" \
+      "$D/lrgrid/${s}_sr.mha" --z-grid lr
+    todo "$D/lrgrid/eval_${s}/summary.json" && $M evaluate "$D/lrgrid/eval_${s}" \
+      --hr "$D/data/${s}_hr.mha" --lr "$D/data/${s}_lr.mha" --sr "$D/lrgrid/${s}_sr.mha" --no-3d
+  done
+done
 step "done"

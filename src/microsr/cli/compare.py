@@ -49,6 +49,7 @@ def compare(
 ) -> None:
     """Train each candidate model with the same budget; table of scores on test specimens."""
     from microsr.compare import DEFAULT_CANDIDATES, CompareConfig, make_compare_dataset, run_compare
+    from microsr.compare.candidates import REFERENCE
 
     use_threads(threads)
     known = {c.name: c for c in DEFAULT_CANDIDATES}
@@ -59,6 +60,8 @@ def compare(
     with option_errors("compare options"):
         cfg = CompareConfig(
             candidates=tuple(known[c] for c in chosen),
+            # the paper's model is the reference when chosen, else the first candidate
+            reference=REFERENCE if REFERENCE in chosen else chosen[0],
             minutes=minutes,
             epochs=epochs,
             seed=seed,

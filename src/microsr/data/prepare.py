@@ -171,49 +171,16 @@ def prepare_dataset(
     rows = read_manifest(manifest, allow_missing_lr=True)
     inputs = [manifest, *(p for r in rows for p in (r.lr_path, r.hr_path) if p is not None)]
     check_output(out_dir, inputs=inputs, overwrite=overwrite, folder=True, owned=OWNED)
-    specimens = {r.specimen: r.site for r in rows}
-    if config.split_file is not None:
-        splits = load_splits(config.split_file, set(specimens))
-    else:
-        subjects = {r.specimen: r.extra["subject"] for r in rows if r.extra.get("subject")}
-        splits = make_splits(
-            specimens, seed=config.split_seed, fractions=config.fractions, subjects=subjects
-        )
+    splits = _splits(rows, config)
     meta, samples = {}, []
     owned = lambda entry: entry.name in OWNED
     with atomic_folder(out_dir, overwrite=overwrite, replaceable=owned) as tmp:
         for row in make_progress(rows, desc="prepare", unit="specimen", disable=not progress):
-            hr = read_volume(row.hr_path, spacing_mm=row.hr_spacing_mm)
-            simulated = None
-            if row.lr_path is None:
-                lr, simulated = simulate_specimen_lr(hr, row.specimen, config.simulation)
-            else:
-                lr = read_volume(row.lr_path, spacing_mm=row.lr_spacing_mm)
             train = row.specimen in splits["train"]
-            meta[row.specimen], sample = write_specimen(
-                lr, hr, row, tmp / "specimens" / row.specimen, config, sample=train
-            )
-            if simulated is not None:
-                meta[row.specimen].update(lr_path=None, simulated=simulated)
+            meta[row.specimen], sample = _specimen(row, tmp / "specimens", config, train)
             samples += [sample] if sample is not None else []
-        factors = {(m["factor"], m["z_factor"]) for m in meta.values()}
-        if len(factors) != 1:
-            raise MicrosrError(
-                f"{manifest}: specimens have different scale factors (in-plane, z) {sorted(factors)}"
-            )
-        factor, z_factor = factors.pop()
         norm = fit_normalization(config, samples)
-        info = {
-            "format": "microsr-dataset",
-            "format_version": DATASET_FORMAT,
-            "microsr_version": __version__,
-            "factor": factor,
-            "z_factor": z_factor,
-            "z_grid": "hr",
-            "config": json.loads(config.model_dump_json()),
-            "normalization": norm.model_dump(mode="json"),
-            "specimens": meta,
-        }
+        info = _dataset_info(manifest, meta, config, norm)
         (tmp / "dataset.json").write_text(json.dumps(info, indent=2))
         (tmp / "splits.json").write_text(json.dumps(splits, indent=2))
     log.info(
@@ -221,6 +188,52 @@ def prepare_dataset(
         len(meta), sum(m["n_slices"] for m in meta.values()), norm.source, out_dir,
     )  # fmt: skip
     return out_dir
+
+
+def _splits(rows, config: PrepareConfig) -> dict:
+    """The user's split file, or a seeded split by specimen (by subject where given)."""
+    specimens = {r.specimen: r.site for r in rows}
+    if config.split_file is not None:
+        return load_splits(config.split_file, set(specimens))
+    subjects = {r.specimen: r.extra["subject"] for r in rows if r.extra.get("subject")}
+    return make_splits(
+        specimens, seed=config.split_seed, fractions=config.fractions, subjects=subjects
+    )
+
+
+def _specimen(row, folder: Path, config: PrepareConfig, train: bool):
+    """Read (or simulate) one specimen's LR and HR and write its pairs into ``folder/<id>``."""
+    hr = read_volume(row.hr_path, spacing_mm=row.hr_spacing_mm)
+    simulated = None
+    if row.lr_path is None:
+        lr, simulated = simulate_specimen_lr(hr, row.specimen, config.simulation)
+    else:
+        lr = read_volume(row.lr_path, spacing_mm=row.lr_spacing_mm)
+    record, sample = write_specimen(lr, hr, row, folder / row.specimen, config, sample=train)
+    if simulated is not None:
+        record.update(lr_path=None, simulated=simulated)
+    return record, sample
+
+
+def _dataset_info(manifest, meta: dict, config: PrepareConfig, norm) -> dict:
+    """``dataset.json``: one scale factor for all specimens, the window, every record."""
+    factors = {(m["factor"], m["z_factor"]) for m in meta.values()}
+    if len(factors) != 1:
+        raise MicrosrError(
+            f"{manifest}: specimens have different scale factors (in-plane, z) {sorted(factors)}"
+        )
+    factor, z_factor = factors.pop()
+    return {
+        "format": "microsr-dataset",
+        "format_version": DATASET_FORMAT,
+        "microsr_version": __version__,
+        "factor": factor,
+        "z_factor": z_factor,
+        "z_grid": "hr",
+        "config": json.loads(config.model_dump_json()),
+        "normalization": norm.model_dump(mode="json"),
+        "specimens": meta,
+    }
 
 
 def load_dataset_info(dataset_dir: str | Path) -> tuple[dict, dict]:

@@ -184,12 +184,7 @@ def score_stacks(
         if strict:
             raise
         return _quality_only(stacks, config, exc.window, str(exc))
-    bone_hr, nonzero_hr = [], []
-    for _, _, c in _chunks(stacks, config.chunk, ("hr",)):
-        bone_hr.append(_segment(c["hr"], threshold, stacks, morph))
-        nonzero_hr.append(c["hr"] != 0)
-    bone_hr = np.concatenate(bone_hr)
-    total = _total_area(bone_hr, morph, mask, np.concatenate(nonzero_hr), stacks.name)
+    bone_hr, total = _hr_bone_and_ta(stacks, config, threshold, mask)
     ta = total.mask
     bones = {"hr": bone_hr} | {
         k: np.zeros_like(bone_hr) for k in IMAGES if stacks.has_sr or k == "lr"
@@ -239,11 +234,20 @@ def _quality_only(stacks: PairedStacks, config: ScoreConfig, window, problem: st
     return SpecimenScores(table, summary)
 
 
-def _total_area(
-    bone_hr: np.ndarray, morph: MorphometryConfig, mask, nonzero_hr: np.ndarray, name: str
-) -> TotalArea:
-    """The one TA (chosen on HR's segmentation and exact zeros), its rule and reason."""
-    return choose_total_area(bone_hr, morph, mask, image=nonzero_hr, name=f"{name} (HR)")
+def _hr_bone_and_ta(
+    stacks: PairedStacks, config: ScoreConfig, threshold: ResolvedThreshold, mask
+) -> tuple[np.ndarray, TotalArea]:
+    """HR's segmentation and the one TA (chosen on it and HR's exact zeros) with its rule."""
+    bone_hr, nonzero_hr = [], []
+    for _, _, c in _chunks(stacks, config.chunk, ("hr",)):
+        bone_hr.append(_segment(c["hr"], threshold, stacks, config.morphometry))
+        nonzero_hr.append(c["hr"] != 0)
+    bone_hr = np.concatenate(bone_hr)
+    total = choose_total_area(
+        bone_hr, config.morphometry, mask, image=np.concatenate(nonzero_hr),
+        name=f"{stacks.name} (HR)",
+    )  # fmt: skip
+    return bone_hr, total
 
 
 def _slice_table(stacks: PairedStacks, quality: pd.DataFrame, bones: dict, ta) -> pd.DataFrame:

@@ -212,6 +212,22 @@ def _module_data(data: SRDataModule, config: TrainConfig) -> dict:
     return out
 
 
+def _with_seed(config: TrainConfig) -> TrainConfig:
+    """Seeds are always recorded: generated if not given (a DDP child inherits rank 0's)."""
+    if config.seed is not None:
+        return config
+    child = int(os.environ.get("LOCAL_RANK", "0")) > 0 and SEED_ENV in os.environ
+    seed = int(os.environ[SEED_ENV]) if child else secrets.randbelow(2**31)
+    return config.model_copy(update={"seed": seed})
+
+
+def _append_history(metrics: Path, history: pd.DataFrame) -> None:
+    """Put a resumed run's earlier rows back in front of ``metrics.csv`` (atomically)."""
+    new = pd.read_csv(metrics) if metrics.is_file() else None
+    with atomic_path(metrics) as tmp:
+        pd.concat([history, new], ignore_index=True).to_csv(tmp, index=False)
+
+
 def train(
     dataset_dir: str | Path,
     run_dir: str | Path,
@@ -251,16 +267,12 @@ def train(
     give ``--seed`` so that every rank records the same one.
     """
     run_dir = Path(run_dir)
-    config = config or TrainConfig()
     last = run_dir / "last.ckpt"
     if resume and not last.is_file():
         raise MicrosrError(f"{run_dir}: nothing to resume (no last.ckpt)")
     if not resume and last.is_file():
         raise MicrosrError(f"{run_dir}: already holds a run (use --resume or another folder)")
-    if config.seed is None:  # seeds are always recorded, generated if not given
-        child = int(os.environ.get("LOCAL_RANK", "0")) > 0 and SEED_ENV in os.environ
-        seed = int(os.environ[SEED_ENV]) if child else secrets.randbelow(2**31)
-        config = config.model_copy(update={"seed": seed})
+    config = _with_seed(config or TrainConfig())
     data = SRDataModule(dataset_dir, config)  # checks the dataset before anything is written
     module_data = _module_data(data, config)
     if not resume and _launching_rank():
@@ -282,9 +294,7 @@ def train(
     if not last.is_file():  # stopped by max_time before the first checkpoint
         trainer.save_checkpoint(last)
     if history is not None and trainer.global_rank == 0:
-        new = pd.read_csv(metrics) if metrics.is_file() else None
-        with atomic_path(metrics) as tmp:
-            pd.concat([history, new], ignore_index=True).to_csv(tmp, index=False)
+        _append_history(metrics, history)
     best = run_dir / "best.ckpt"
     if not best.is_file():
         best = last
