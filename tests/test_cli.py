@@ -141,7 +141,8 @@ def test_invalid_option_values_name_the_option(tmp_path):
         app, ["train", str(tmp_path / "ds"), str(tmp_path / "run"), "--epochs", "0"]
     )
     assert (
-        res.exit_code == 2 and "--epochs 0: Input should be greater than or equal to 1" in res.output
+        res.exit_code == 2
+        and "--epochs 0: Input should be greater than or equal to 1" in res.output
     )
     res = runner.invoke(app, ["prepare", "m.csv", str(tmp_path / "ds"), "--window", "5", "5"])
     assert res.exit_code == 2 and "--window" in res.output and "LOW < HIGH" in res.output

@@ -58,6 +58,7 @@ def test_cli_train_defaults_are_train_configs():
     assert TrainConfig.model_fields["loss"].default == pipeline.DEFAULT_LOSS
     assert DEFAULT_MODEL.name == pipeline.DEFAULT_MODEL_NAME
     assert DEFAULT_MODEL.context_slices == pipeline.DEFAULT_CONTEXT
+    assert TrainConfig.model_fields["structure_weight"].default == pipeline.DEFAULT_STRUCTURE_WEIGHT
 
 
 def test_log_progress_writes_about_ten_lines_and_no_carriage_returns(monkeypatch, caplog):

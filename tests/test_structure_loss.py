@@ -124,9 +124,9 @@ def test_compute_loss_adds_the_weighted_structure_term():
     torch.testing.assert_close(low, both)
 
 
-def test_structure_config_defaults_are_off():
-    cfg = TrainConfig()
-    assert cfg.structure_weight == 0 and cfg.structure_threshold is None and not cfg.cldice
+def test_structure_config_defaults():
+    cfg = TrainConfig()  # on (the compare winner), threshold from the data, no clDice
+    assert cfg.structure_weight == 0.5 and cfg.structure_threshold is None and not cfg.cldice
     with pytest.raises(ValueError):
         TrainConfig(structure_threshold=1.5)
 

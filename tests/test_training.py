@@ -138,6 +138,7 @@ def test_default_is_the_compare_winner_and_paper_preset_is_available(dataset, tm
 
     default = TrainConfig()
     assert default.model == DEFAULT_MODEL and default.loss == "l1_ssim"
+    assert default.structure_weight == 0.5  # the compare winner on morphometry (README)
     assert (DEFAULT_MODEL.name, DEFAULT_MODEL.context_slices) == ("unet_residual", 1)
     assert (PAPER_MODEL.name, PAPER_MODEL.in_channels) == ("unet", 1)
     assert (default.lr, default.epochs) == (1e-3, 100)  # the paper's Adam schedule
@@ -163,7 +164,7 @@ def test_default_is_the_compare_winner_and_paper_preset_is_available(dataset, tm
     assert res.exit_code == 0, res.output
     meta = read_checkpoint(tmp_path / "p/last.ckpt")["microsr"]
     assert meta["model_config"]["name"] == "unet" and meta["model_config"]["in_channels"] == 1
-    assert meta["train_config"]["loss"] == "bce"
+    assert meta["train_config"]["loss"] == "bce" and meta["train_config"]["structure_weight"] == 0
 
 
 def test_channels_last_training_changes_the_layout_not_the_model():
@@ -172,7 +173,10 @@ def test_channels_last_training_changes_the_layout_not_the_model():
     model = ModelConfig(name="unet_residual", width=4, depth=2, in_channels=3)
     data = {"factor": 2, "z_factor": 2, "normalization": {"mode": "minmax"}}
     fast, plain = (
-        SRModule(TrainConfig(model=model, channels_last=cl).model_dump(mode="json"), data)
+        SRModule(
+            TrainConfig(model=model, channels_last=cl, structure_weight=0).model_dump(mode="json"),
+            data,
+        )
         for cl in (True, False)
     )
     plain.model.load_state_dict(fast.model.state_dict())

@@ -28,6 +28,7 @@ from microsr.errors import MicrosrError
 # TrainConfig's defaults, written out so that `microsr --help` needs no torch (a test checks
 # that they agree with microsr.training.config).
 DEFAULT_LOSS, DEFAULT_MODEL_NAME, DEFAULT_CONTEXT = "l1_ssim", "unet_residual", 1
+DEFAULT_STRUCTURE_WEIGHT = 0.5
 
 
 @command
@@ -105,8 +106,11 @@ def train(
     grad_weight: Annotated[float, typer.Option(help="weight of an edge (gradient L1) term")] = 0.0,
     structure_weight: Annotated[
         float,
-        typer.Option(help="weight of a structure term (soft BA/TA + Dice at the bone threshold)"),
-    ] = 0.0,
+        typer.Option(
+            help="weight of the structure term (soft BA/TA + Dice at the bone threshold; "
+            "0: off, as the paper)"
+        ),
+    ] = DEFAULT_STRUCTURE_WEIGHT,
     structure_threshold: Annotated[
         float | None,
         typer.Option(
@@ -157,7 +161,7 @@ def train(
     cpu_ranks = devices if on_cpu else 1  # CPU DDP: the ranks share this machine's CPUs
     use_threads(threads, io_threads=workers, ranks=cpu_ranks)
     if paper:
-        model, loss, context = PAPER_MODEL.name, "bce", 0
+        model, loss, context, structure_weight = PAPER_MODEL.name, "bce", 0, 0.0
 
     names = typing.get_args(ModelConfig.model_fields["name"].annotation)
     if model not in names:

@@ -8,13 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from microsr.models.factory import ModelConfig
 from microsr.morphometry.segment import MorphometryConfig
+from microsr.training.config import DEFAULT_STRUCTURE_WEIGHT
 
 __all__ = ["DEFAULT_CANDIDATES", "REFERENCE", "Candidate", "CompareConfig"]
 
 REFERENCE = "unet_bce"  # the paper's model (David et al.): U-Net + binary cross-entropy
 #: Weight of the structure candidate's structure term (untuned: pixel and structure terms of
-#: the same order on converged patches).
-STRUCTURE_WEIGHT = 0.5
+#: the same order on converged patches); the training default since it won `compare`.
+STRUCTURE_WEIGHT = DEFAULT_STRUCTURE_WEIGHT
 
 
 class Candidate(BaseModel):
