@@ -62,12 +62,12 @@ def _naive(ckpt, lr_path, out, device):
                 torch.from_numpy(lr.array[_neighbours(i, z, k)].astype(np.float32)), factor=2
             )
             x = to_unit(up, *input_range(up, norm))[None].to(loaded.device)
-            p = torch.sigmoid(loaded.model(x)).cpu()[0, 0]
+            p = torch.sigmoid(loaded.model(x)).cpu()[:, 0]  # (1, H, W)
             res[i] = from_unit(p, *output_range(up[k : k + 1], norm))[0].numpy()
     sr = lr.with_array(
         res, spacing_mm=(lr.spacing_mm[0], lr.spacing_mm[1] / 2, lr.spacing_mm[2] / 2)
     )
-    write_volume(sr, out)
+    write_volume(sr, out, overwrite=True)  # the previous round's output
 
 
 def _monai(ckpt, lr_path, out, device, batch):
@@ -88,7 +88,7 @@ def _monai(ckpt, lr_path, out, device, batch):
         )  # fmt: skip
     res = from_unit(p[:, 0], *output_range(up, norm)).numpy()
     sr = lr.with_array(res.astype(np.float32), spacing_mm=(lr.spacing_mm[0], 0.01, 0.01))
-    write_volume(sr, out)
+    write_volume(sr, out, overwrite=True)
 
 
 def child(method, ckpt, lr_path, out, device, batch):
@@ -98,7 +98,9 @@ def child(method, ckpt, lr_path, out, device, batch):
         compiled = method == "microsr_compile"
         grid = "lr" if method == "microsr_lrgrid" else "auto"
         opts = PredictOptions(batch_size=batch, precision=precision, compile=compiled, z_grid=grid)
-        predict_file(ckpt, lr_path, out, device=device, options=opts, progress=False)
+        predict_file(
+            ckpt, lr_path, out, device=device, options=opts, progress=False, overwrite=True
+        )
     elif method == "naive":
         _naive(ckpt, lr_path, out, device)
     else:
