@@ -138,18 +138,20 @@ def lr_slice_stats(x: torch.Tensor) -> torch.Tensor:
 
 def input_range(x, config: NormalizationConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-slice ``(low, high)`` that map LR slices ``x`` ``(n, H, W)`` to the model's input."""
-    x, _ = _tensor(x)
-    if config.mode == "window":
-        lo, hi = config.lr_window
-        return _per_slice(lo, len(x), x), _per_slice(hi, len(x), x)
-    return slice_minmax(x)
+    return _window_or_minmax(x, config, "lr_window")
 
 
 def target_range(x, config: NormalizationConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-slice ``(low, high)`` that map HR slices ``x`` ``(n, H, W)`` to training targets."""
+    return _window_or_minmax(x, config, "hr_window")
+
+
+def _window_or_minmax(x, config: NormalizationConfig, window: str):
+    """The config's ``window`` (``lr_window`` | ``hr_window``) per slice, or each slice's
+    min and max in minmax mode."""
     x, _ = _tensor(x)
     if config.mode == "window":
-        lo, hi = config.hr_window
+        lo, hi = getattr(config, window)
         return _per_slice(lo, len(x), x), _per_slice(hi, len(x), x)
     return slice_minmax(x)
 
