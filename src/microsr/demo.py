@@ -16,7 +16,8 @@ import numpy as np
 from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
 from microsr.errors import MicrosrError
-from microsr.evaluation import ScoreConfig, default_morphometry, evaluate_volumes, write_evaluation
+from microsr.evaluation import evaluate_volumes, write_evaluation
+from microsr.evaluation.scores import dataset_scoring
 from microsr.inference.predict import predict_file
 from microsr.io import read_volume, write_volume
 from microsr.simulate import (
@@ -164,11 +165,7 @@ def run_demo(
     result = train(dataset, out_dir / "run", cfg, progress=progress)
     shutil.copyfile(result.best, out_dir / "best.ckpt")
     info, splits = load_dataset_info(dataset)
-    norm = info["normalization"]
-    scoring = ScoreConfig(
-        window=(norm["low"], norm["high"]),
-        morphometry=default_morphometry(all(m["calibrated"] for m in info["specimens"].values())),
-    )
+    scoring = dataset_scoring(info)
     results = []
     for sid in splits["test"]:
         lr_path, hr_path = out_dir / "data" / f"{sid}_lr.mha", out_dir / "data" / f"{sid}_hr.mha"

@@ -16,7 +16,7 @@ from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_datas
 from microsr.demo import simulated_manifest
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
-from microsr.evaluation import ScoreConfig, default_morphometry
+from microsr.evaluation.scores import dataset_scoring
 from microsr.inference.checkpoint import load_checkpoint
 from microsr.io.atomic import atomic_path
 from microsr.models.factory import count_parameters
@@ -145,16 +145,6 @@ def train_candidates(
         train(dataset_dir, run_dir, wanted, progress=progress)
 
 
-def _score_config(info: dict, config: CompareConfig) -> ScoreConfig:
-    """One scoring for every candidate: the dataset's window, its units' threshold."""
-    calibrated = all(m.get("calibrated") for m in info["specimens"].values())
-    norm = info["normalization"]
-    window = (norm["low"], norm["high"]) if norm["mode"] == "window" else None
-    return ScoreConfig(
-        window=window, morphometry=config.morphometry or default_morphometry(calibrated)
-    )
-
-
 def score_runs(
     dataset_dir: str | Path,
     out_dir: str | Path,
@@ -172,7 +162,7 @@ def score_runs(
     if not splits["test"]:
         raise MicrosrError(f"{dataset_dir}: the test split is empty")
     shape = tuple(info["specimens"][splits["test"][0]]["crop_yxhw"][2:])
-    scoring = _score_config(info, config)
+    scoring = dataset_scoring(info, morphometry=config.morphometry)
     slices, specimens, models = [], [], {}
     for i, candidate in enumerate(config.candidates):
         run_dir = runs_dir / candidate.name

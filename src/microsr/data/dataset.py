@@ -87,6 +87,10 @@ class SlicePairs:
             for s, (lr_shape, hr_shape) in zip(self.specimens, self._expected)
         ]
 
+    def hr_slices(self, spec: int) -> np.ndarray:
+        """Specimen ``spec``'s paired HR slices ``(N, H, W)``, memory-mapped, in its units."""
+        return self._arrays[spec][1]
+
     def raw_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``i``-th pair in the scan's units: LR ``(2k + 1, H, W)``, HR ``(H, W)``.
 

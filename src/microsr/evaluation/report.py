@@ -17,7 +17,13 @@ import pandas as pd
 from microsr.data.prepare import load_dataset_info
 from microsr.errors import MicrosrError
 from microsr.evaluation.dataset import dataset_stacks
-from microsr.evaluation.scores import ScoreConfig, SpecimenScores, default_morphometry, score_stacks
+from microsr.evaluation.scores import (
+    ScoreConfig,
+    SpecimenScores,
+    dataset_scoring,
+    default_morphometry,
+    score_stacks,
+)
 from microsr.evaluation.stacks import stacks_source, volume_stacks
 from microsr.inference.checkpoint import LoadedModel
 from microsr.io import read_volume
@@ -93,13 +99,11 @@ def evaluate_dataset(
         )
     if not splits[split]:
         raise MicrosrError(f"{dataset_dir}: the {split} split has no specimens")
-    config = config or ScoreConfig()
-    norm = info["normalization"]
-    if config.window is None and norm["mode"] == "window":
-        config = config.model_copy(update={"window": (norm["low"], norm["high"])})
+    config, dataset = config or ScoreConfig(), dataset_scoring(info)
+    if config.window is None:
+        config = config.model_copy(update={"window": dataset.window})
     if default_threshold:
-        calibrated = all(m.get("calibrated") for m in info["specimens"].values())
-        config = config.model_copy(update={"morphometry": default_morphometry(calibrated)})
+        config = config.model_copy(update={"morphometry": dataset.morphometry})
     return [
         score_stacks(dataset_stacks(dataset_dir, info, sid, loaded), config)
         for sid in splits[split]

@@ -82,6 +82,24 @@ def default_morphometry(calibrated: bool) -> MorphometryConfig:
     return MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu")
 
 
+def dataset_window(normalization: dict) -> tuple[float, float] | None:
+    """A prepared dataset's HR window (its ``normalization`` record), ``None`` in minmax mode."""
+    if normalization["mode"] != "window":
+        return None
+    return normalization["low"], normalization["high"]
+
+
+def dataset_scoring(info: dict, *, morphometry: MorphometryConfig | None = None) -> ScoreConfig:
+    """How a prepared dataset (``dataset.json``) is scored: on its HR window, with
+    ``morphometry`` or, by default, the threshold its units call for
+    (:func:`default_morphometry`: every specimen calibrated or not)."""
+    calibrated = all(m.get("calibrated") for m in info["specimens"].values())
+    return ScoreConfig(
+        window=dataset_window(info["normalization"]),
+        morphometry=morphometry or default_morphometry(calibrated),
+    )
+
+
 def _chunks(stacks: PairedStacks, size: int, keys: tuple[str, ...] = ("lr", "sr", "hr")):
     for s in range(0, len(stacks), size):
         e = min(s + size, len(stacks))

@@ -17,6 +17,7 @@ import pandas as pd
 
 from microsr.data.manifest import SpecimenRow
 from microsr.evaluation import ScoreConfig, score_stacks, volume_stacks
+from microsr.evaluation.scores import dataset_window
 from microsr.inference.predict import predict_file
 from microsr.inference.runner import PredictOptions
 from microsr.io import read_volume
@@ -48,11 +49,10 @@ def save_example(stacks, scores: pd.DataFrame, window: tuple[float, float], path
 
 def score_config(config: StudyConfig, normalization: dict) -> ScoreConfig:
     """The study's scoring: its morphometry, on the dataset's HR window (window mode)."""
-    window = (
-        (normalization["low"], normalization["high"]) if normalization["mode"] == "window" else None
-    )
     return ScoreConfig(
-        window=window, morphometry=config.morphometry, features_3d=config.features_3d
+        window=dataset_window(normalization),
+        morphometry=config.morphometry,
+        features_3d=config.features_3d,
     )
 
 

@@ -27,6 +27,7 @@ from microsr.data.dataset import SlicePairs
 from microsr.data.normalize import NormalizationConfig, normalize
 from microsr.errors import MicrosrError
 from microsr.morphometry.segment import MorphometryConfig, smooth
+from microsr.volume import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def calibrated_threshold(
         cal = info["specimens"][s].get("calibration")
         if not cal or not cal.get("slope") or "mg" not in str(cal.get("units", "")).lower():
             return None
-        stored = (density - cal["intercept"]) / cal["slope"]
+        stored = float(Calibration(**cal).invert(density))
         values.append((stored - low) / (high - low))
     if max(values) - min(values) > 0.01:
         log.warning(
@@ -69,7 +70,8 @@ def calibrated_threshold(
 def otsu_threshold(pairs: SlicePairs, *, sigma_vox: float, n_slices: int = OTSU_SLICES) -> float:
     """Otsu's threshold of smoothed unit-range HR targets of ``pairs`` (evenly spaced slices)."""
     samples = []
-    for _, hr in pairs._arrays:  # memory-mapped, only the chosen slices are read
+    for spec in range(len(pairs.specimens)):  # memory-mapped: only the chosen slices are read
+        hr = pairs.hr_slices(spec)
         index = np.unique(np.linspace(0, len(hr) - 1, min(n_slices, len(hr))).round().astype(int))
         unit = normalize(np.asarray(hr[index], np.float32), pairs.normalization, role="hr")
         samples.append(smooth(unit, sigma_vox).ravel())
