@@ -35,13 +35,11 @@ def maybe_randomize(config, randomize: bool, ranges: Path | None, seed: int) -> 
     """``(config, record)``: with ``randomize``, the draw from ``ranges`` seeded by ``seed``."""
     import numpy as np
 
-    from microsr.simulate import AcquisitionRanges, draw_acquisition, draw_record, load_ranges
+    from microsr.simulate import draw_acquisition, draw_record
 
+    spans = _ranges(randomize, ranges)
     if not randomize:
-        if ranges is not None:
-            raise MicrosrError("--ranges is used with --randomize")
         return config, {"randomized": False}
-    spans = load_ranges(ranges) if ranges is not None else AcquisitionRanges()
     config = draw_acquisition(spans, config, np.random.default_rng(seed))
     return config, {"randomized": True, "draw": draw_record(config)}
 
@@ -49,13 +47,21 @@ def maybe_randomize(config, randomize: bool, ranges: Path | None, seed: int) -> 
 def simulation_config(factor: int, randomize: bool, ranges: Path | None, seed: int):
     """``prepare``'s :class:`~microsr.data.simulated.SimulationConfig` from its options."""
     from microsr.data.simulated import SimulationConfig
-    from microsr.simulate import AcquisitionConfig, AcquisitionRanges, load_ranges
+    from microsr.simulate import AcquisitionConfig
 
-    if ranges is not None and not randomize:
-        raise MicrosrError("--ranges is used with --randomize")
-    spans = load_ranges(ranges) if ranges is not None else AcquisitionRanges()
+    spans = _ranges(randomize, ranges)
     with option_errors():
         acquisition = AcquisitionConfig(factor=factor)
         return SimulationConfig(
             acquisition=acquisition, randomize=randomize, ranges=spans, seed=seed
         )
+
+
+def _ranges(randomize: bool, ranges: Path | None):
+    """The ``--ranges`` file's :class:`~microsr.simulate.AcquisitionRanges` (default ranges
+    without one); ``--ranges`` without ``--randomize`` is an error."""
+    from microsr.simulate import AcquisitionRanges, load_ranges
+
+    if ranges is not None and not randomize:
+        raise MicrosrError("--ranges is used with --randomize")
+    return load_ranges(ranges) if ranges is not None else AcquisitionRanges()
