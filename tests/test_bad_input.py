@@ -217,7 +217,8 @@ def test_non_finite_prediction_stops_without_output(tmp_path):
     from conftest import loaded_model
 
     from microsr.errors import MicrosrError
-    from microsr.inference.predict import predict_volume
+    from microsr.inference.engine import predict_stream
+    from microsr.io import volume_source
 
     class NaNModel(torch.nn.Module):
         def forward(self, x):
@@ -225,6 +226,6 @@ def test_non_finite_prediction_stops_without_output(tmp_path):
 
     lr, _ = make_pair(0)
     out = tmp_path / "sr.mha"
-    with pytest.raises(MicrosrError, match="NaN or Inf"):
-        predict_volume(loaded_model(NaNModel()), lr, out=out, progress=False)
+    with pytest.raises(MicrosrError, match="NaN or Inf"):  # the streaming writer, as predict
+        predict_stream(loaded_model(NaNModel()), volume_source(lr), out, progress=False)
     assert list(tmp_path.iterdir()) == []
