@@ -107,6 +107,12 @@ class NormalizationConfig(BaseModel):
         """The HR window ``(low, high)`` (window mode)."""
         return float(self.low), float(self.high)
 
+    @property
+    def output_in_hr_units(self) -> bool:
+        """Whether outputs map back to HR units: not for minmax without a fitted inverse
+        (microsr 0.1 checkpoints: back through each LR slice's own range, offset from HR)."""
+        return self.mode == "window" or self.inverse is not None
+
 
 def _tensor(x) -> tuple[torch.Tensor, bool]:
     if isinstance(x, torch.Tensor):
@@ -165,7 +171,7 @@ def output_range(lr_centre, config: NormalizationConfig) -> tuple[torch.Tensor, 
     x, _ = _tensor(lr_centre)
     if config.mode == "window":
         return target_range(x, config)
-    if config.inverse is None:
+    if not config.output_in_hr_units:
         return slice_minmax(x)
     stats = lr_slice_stats(x)
     design = torch.cat([torch.ones_like(stats[:, :1]), stats], dim=1)

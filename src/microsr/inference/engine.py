@@ -136,7 +136,7 @@ def predict_slices(
     opts = options or PredictOptions()
     grid = output_grid(source, loaded, opts.z_grid)
     norm, k, f = loaded.meta.normalization, loaded.context_slices, loaded.factor
-    if norm.mode == "minmax" and norm.inverse is None:
+    if not norm.output_in_hr_units:
         log.warning(
             "%s: a microsr %s checkpoint without a fitted output range: SR is mapped back "
             "through each LR slice's own min and max, so its grey values are offset from the "
@@ -203,7 +203,9 @@ def predict_stream(
         "microsr_checkpoint": str(loaded.path),
         "microsr_precision": str(dtype).removeprefix("torch."),  # provenance: bf16 or fp32
         "microsr_z_grid": grid.z_grid,
-        "microsr_units": "HR scan units" if loaded.meta.z_grid == "hr" else "legacy",
+        "microsr_units": "HR scan units"
+        if loaded.meta.normalization.output_in_hr_units
+        else "legacy",
     }
     target = template(grid.shape, grid.spacing_mm, grid.origin_mm, source.calibration, meta)
     writer = BackgroundWriter(
