@@ -5,9 +5,10 @@
 #   bench/readme_results.sh OUT_DIR            (DATA=path/to/lhdl_3155_D_4_bc to override)
 #
 # 1. make demo's phantom demo; 2. the LHDL demo; 3. acquisitions the model never saw
-# (issue 12): a randomised-acquisition model and a model of the test protocol itself,
-# scored on LHDL test slabs simulated with a filter (hann) and a noise level (800 photons,
-# 1 frame) outside the randomised training ranges; 4. the frames experiment (study-demo
+# (issue 12): models of the default protocol (with and without noise-level augmentation),
+# randomised-acquisition models (one draw per slab; 8 draws per training slab; plus noise
+# augmentation) and a model of the test protocol itself, scored on LHDL test slabs simulated with a filter (hann) and a noise level (800
+# photons, 1 frame) outside the randomised training ranges; 4. the frames experiment (study-demo
 # --frames, phantoms); 5. the LHDL study (morphometry, threshold sweep, intensity bias);
 # 6. compare: the default model against the same with the structure-aware loss; 7. the
 # in-plane-only path (SR on the LR slice grid, linear along z) beside the HR-grid output.
@@ -43,27 +44,39 @@ EOF
     s=$(basename "$hr" _hr.mha); echo "$s,lhdl,,$(realpath "$hr")"
   done
 } > "$P/manifest.csv"
+todo "$P/ds_fixed" && $M prepare "$P/manifest.csv" "$P/ds_fixed"  # the default protocol, as the demo
 todo "$P/ds_random" && $M prepare "$P/manifest.csv" "$P/ds_random" --randomize --ranges "$P/train_ranges.json"
+todo "$P/ds_random8" && $M prepare "$P/manifest.csv" "$P/ds_random8" --randomize --ranges "$P/train_ranges.json" \
+  --draws 8
 todo "$P/ds_test_protocol" && $M prepare "$P/manifest.csv" "$P/ds_test_protocol" --randomize --ranges "$P/test_protocol.json" \
   --simulate-seed 1
-TRAIN=(--max-minutes 4 --epochs 10000 --patch 64 --batch-size 8 --seed 0)
-todo "$P/run_random/best.ckpt" && $M train "$P/ds_random" "$P/run_random" "${TRAIN[@]}"
-todo "$P/run_test_protocol/best.ckpt" && $M train "$P/ds_test_protocol" "$P/run_test_protocol" "${TRAIN[@]}"
+# the LR noise of the protocols (scale of --noise-augment)
+todo "$P/noise_levels.md" && ${PYTHON:-.venv/bin/python} bench/noise_levels.py "$OUT/lhdl/data/slab01_hr.mha" "$P/ds_random" \
+  > "$P/noise_levels.md"
+# Every model: the same 4 minutes, L1 + SSIM (structure term off: the acquisitions alone differ).
+TRAIN=(--max-minutes 4 --epochs 10000 --patch 64 --batch-size 8 --seed 0 --structure-weight 0)
+NOISE=${NOISE:-0.06}
+for run in fixed random random8 test_protocol; do
+  todo "$P/run_$run/best.ckpt" && $M train "$P/ds_$run" "$P/run_$run" "${TRAIN[@]}"
+done
+todo "$P/run_random8_noise/best.ckpt" && $M train "$P/ds_random8" "$P/run_random8_noise" "${TRAIN[@]}" \
+  --noise-augment "$NOISE"
+todo "$P/run_fixed_noise/best.ckpt" && $M train "$P/ds_fixed" "$P/run_fixed_noise" "${TRAIN[@]}" \
+  --noise-augment "$NOISE"
 for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['test']))" \
     "$P/ds_random/splits.json"); do
   hr="$OUT/lhdl/data/${s}_hr.mha"
   todo "$P/${s}_lr_unseen.mha" && $M simulate "$hr" "$P/${s}_lr_unseen.mha" --filter hann --photons 800 --frames 1 --seed 7
-  for model in random:"$P/run_random/best.ckpt" test_protocol:"$P/run_test_protocol/best.ckpt" \
-      default:"$OUT/lhdl/best.ckpt"; do
-    name=${model%%:*}; ckpt=${model#*:}
+  for name in fixed fixed_noise random random8 random8_noise test_protocol; do
+    ckpt=$P/run_$name/best.ckpt
     todo "$P/${s}_sr_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen.mha" "$P/${s}_sr_${name}.mha"
     todo "$P/eval_${name}_${s}/summary.json" && $M evaluate "$P/eval_${name}_${s}" --hr "$hr" --lr "$P/${s}_lr_unseen.mha" \
       --sr "$P/${s}_sr_${name}.mha" --no-3d
   done
   # the default protocol (the LHDL demo's LR scans): does randomised training lose there?
   lr="$OUT/lhdl/data/${s}_lr.mha"
-  for model in random:"$P/run_random/best.ckpt" default:"$OUT/lhdl/best.ckpt"; do
-    name=${model%%:*}; ckpt=${model#*:}
+  for name in fixed fixed_noise random random8 random8_noise; do
+    ckpt=$P/run_$name/best.ckpt
     todo "$P/${s}_srseen_${name}.mha" && $M predict "$ckpt" "$lr" "$P/${s}_srseen_${name}.mha"
     todo "$P/seen_${name}_${s}/summary.json" && $M evaluate "$P/seen_${name}_${s}" --hr "$hr" \
       --lr "$lr" --sr "$P/${s}_srseen_${name}.mha" --no-3d

@@ -84,11 +84,15 @@ def test_cli_prepare_randomize(tmp_path):
     manifest = _manifest(tmp_path)
     (tmp_path / "r.json").write_text(json.dumps({"frames": [2, 2]}))
     args = ["prepare", str(manifest), str(tmp_path / "ds"), "--roi", "32", "--randomize",
-            "--ranges", str(tmp_path / "r.json"), "--simulate-seed", "3"]  # fmt: skip
+            "--ranges", str(tmp_path / "r.json"), "--simulate-seed", "3", "--draws", "2"]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    specimens = load_dataset_info(tmp_path / "ds")[0]["specimens"]
+    info, splits = load_dataset_info(tmp_path / "ds")
+    specimens = info["specimens"]
     assert specimens["s1"]["simulated"]["acquisition"]["frames"] == 2
+    assert {specimens[s]["n_lr_draws"] for s in splits["train"] if s != "s0"} == {2}
+    res = CliRunner().invoke(app, [*args[:-1], "0", "--overwrite"])
+    assert res.exit_code == 2 and "--draws" in res.output, res.output
     (tmp_path / "bad.json").write_text(json.dumps({"photons": [-1, 5]}))
     args[7] = str(tmp_path / "bad.json")
     res = CliRunner().invoke(app, [*args[:3], "--overwrite", *args[3:]])
@@ -111,3 +115,46 @@ def test_demo_manifest_with_randomised_acquisitions(tmp_path):
         "percentile"
     )
     assert records["slab00"]["acquisition"] != records["slab01"]["acquisition"]
+
+
+def test_several_draws_per_training_specimen_are_paired_and_read(tmp_path):
+    from microsr.data.dataset import SlicePairs
+
+    ranges = AcquisitionRanges(photons=(1000.0, 4000.0))
+    one = _prepare(tmp_path, "one", SimulationConfig(randomize=True, ranges=ranges, seed=1))
+    sim = SimulationConfig(randomize=True, ranges=ranges, seed=1, draws=3)
+    info, splits = load_dataset_info(prepare_dataset(
+        tmp_path / "manifest.csv", tmp_path / "three", PrepareConfig(roi=32, simulation=sim),
+        progress=False,
+    ))  # fmt: skip
+    specimens = info["specimens"]
+    train = [s for s in splits["train"] if s != "s0"]  # s0 has a real LR scan
+    held_out = [s for s in splits["val"] + splits["test"] if s != "s0"]
+    assert train and held_out
+    for sid in train:
+        rec = specimens[sid]["simulated"]
+        assert specimens[sid]["n_lr_draws"] == 3 and len(rec["draws"]) == 2
+        # draw 0 is the single-draw dataset's acquisition; the others are new draws
+        assert rec["acquisition"] == one[sid]["simulated"]["acquisition"]
+        photons = [d["photons"] for d in (rec["acquisition"], *rec["draws"])]
+        assert len(set(photons)) == 3 and all(1000.0 <= p <= 4000.0 for p in photons)
+        folder = tmp_path / "three/specimens" / sid
+        np.testing.assert_array_equal(
+            np.load(folder / "lr.npy"), np.load(tmp_path / "one/specimens" / sid / "lr.npy")
+        )
+        assert not np.array_equal(np.load(folder / "lr.npy"), np.load(folder / "lr_2.npy"))
+    for sid in held_out:  # scored on one acquisition
+        assert specimens[sid]["n_lr_draws"] == 1 and specimens[sid]["simulated"]["draws"] == []
+        assert not (tmp_path / "three/specimens" / sid / "lr_1.npy").exists()
+    assert "n_lr_draws" not in specimens["s0"]
+    # Training indexes every draw; evaluation only the first.
+    sid, n = train[0], specimens[train[0]]["n_slices"]
+    pairs = SlicePairs(tmp_path / "three", info, [sid, "s0"], draws=True)
+    assert len(pairs) == 3 * n + specimens["s0"]["n_slices"]
+    firsts = [pairs.raw_pair(d * n + 2)[0] for d in range(3)]
+    np.testing.assert_array_equal(
+        firsts[0], SlicePairs(tmp_path / "three", info, [sid]).raw_pair(2)[0]
+    )
+    assert not np.array_equal(firsts[0], firsts[1]) and not np.array_equal(firsts[1], firsts[2])
+    assert all(np.array_equal(pairs.raw_pair(d * n + 2)[1], pairs.raw_pair(2)[1]) for d in range(3))
+    assert len(SlicePairs(tmp_path / "three", info, [sid])) == n

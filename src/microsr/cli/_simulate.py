@@ -44,7 +44,7 @@ def maybe_randomize(config, randomize: bool, ranges: Path | None, seed: int) -> 
     return config, {"randomized": True, "draw": draw_record(config)}
 
 
-def simulation_config(factor: int, randomize: bool, ranges: Path | None, seed: int):
+def simulation_config(factor: int, randomize: bool, ranges: Path | None, seed: int, draws: int = 1):
     """``prepare``'s :class:`~microsr.data.simulated.SimulationConfig` from its options."""
     from microsr.data.simulated import SimulationConfig
     from microsr.simulate import AcquisitionConfig
@@ -53,7 +53,7 @@ def simulation_config(factor: int, randomize: bool, ranges: Path | None, seed: i
     with option_errors():
         acquisition = AcquisitionConfig(factor=factor)
         return SimulationConfig(
-            acquisition=acquisition, randomize=randomize, ranges=spans, seed=seed
+            acquisition=acquisition, randomize=randomize, ranges=spans, seed=seed, draws=draws
         )
 
 

@@ -68,6 +68,12 @@ def prepare(
         int, typer.Option(help="seed of the simulated LR scans (per specimen)")
     ] = 0,
     simulate_factor: Annotated[int, typer.Option(help="LR / HR voxel of simulated scans")] = 2,
+    draws: Annotated[
+        int,
+        typer.Option(
+            help="simulated LR scans per training specimen (with --randomize: acquisitions)"
+        ),
+    ] = 1,
     paper: Annotated[
         bool, typer.Option("--paper", help="the paper's per-slice min-max (= --normalize minmax)")
     ] = False,
@@ -79,7 +85,7 @@ def prepare(
     from microsr.cli._simulate import simulation_config
     from microsr.data.prepare import PrepareConfig, prepare_dataset
 
-    sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed)
+    sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed, draws)
     normalize = "minmax" if paper else normalize
 
     use_threads(threads)
@@ -133,6 +139,12 @@ def train(
             help="the paper's U-Net + BCE, single slices (--model unet --loss bce --context 0)"
         ),
     ] = False,
+    noise_augment: Annotated[
+        float,
+        typer.Option(
+            help="extra LR noise at training time, std up to this (the window = 1; CT texture)"
+        ),
+    ] = 0.0,
     batch_size: int = 8,
     patch: int = 96,
     device: Device = "auto",
@@ -177,6 +189,7 @@ def train(
             structure_weight=structure_weight,
             structure_threshold=structure_threshold,
             cldice=cldice,
+            noise_augment=noise_augment,
             batch_size=batch_size,
             patch=patch,
             device=device,

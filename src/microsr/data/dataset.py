@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from microsr.data.normalize import NormalizationConfig, normalize
+from microsr.data.specimen import lr_draw_name
 from microsr.errors import MicrosrError
 from microsr.pairing.upsample import sample_z, z_span
 
@@ -48,13 +49,22 @@ class SlicePairs:
         Specimen ids to index (e.g. one split).
     context
         ``k``: LR slices of context each side of the interpolated centre slice.
+    draws
+        Index every LR scan of a specimen (``lr.npy``, ``lr_1.npy``...: simulated draws,
+        ``prepare --draws``) as its own pairs, for training; otherwise only the first.
 
     The ``.npy`` files are checked when the index is built and opened lazily with
     ``mmap_mode="r"`` (once per worker process), so only the requested slices are read.
     """
 
     def __init__(
-        self, dataset_dir: str | Path, info: dict, specimens: list[str], *, context: int = 0
+        self,
+        dataset_dir: str | Path,
+        info: dict,
+        specimens: list[str],
+        *,
+        context: int = 0,
+        draws: bool = False,
     ) -> None:
         if context < 0:
             raise ValueError(f"context must be >= 0, got {context}")
@@ -63,10 +73,14 @@ class SlicePairs:
         self.specimens = list(specimens)
         self.normalization = NormalizationConfig.model_validate(info["normalization"])
         meta = [info["specimens"][s] for s in self.specimens]
+        self.n_draws = [m.get("n_lr_draws", 1) if draws else 1 for m in meta]
         counts = [m["n_slices"] for m in meta]
-        self.spec_index = np.repeat(np.arange(len(self.specimens)), counts)
+        # One entry per (specimen, LR draw, HR slice).
+        per = [(i, d, c) for i, (c, nd) in enumerate(zip(counts, self.n_draws)) for d in range(nd)]
+        self.spec_index = np.repeat([i for i, _, _ in per], [c for *_, c in per]).astype(int)
+        self.draw_index = np.repeat([d for _, d, _ in per], [c for *_, c in per]).astype(int)
         self.slice_index = (
-            np.concatenate([np.arange(c) for c in counts]) if counts else np.zeros(0, int)
+            np.concatenate([np.arange(c) for *_, c in per]) if per else np.zeros(0, int)
         )
         self.shapes = [tuple(m["crop_yxhw"][2:]) for m in meta]
         self.lr_t = [np.asarray(m["lr_t"], np.float64) for m in meta]
@@ -80,11 +94,14 @@ class SlicePairs:
         return len(self.spec_index)
 
     @cached_property
-    def _arrays(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _arrays(self) -> list[tuple[list[np.ndarray], np.ndarray]]:
         root = self.dataset_dir / "specimens"
         return [
-            (_open(root / s / "lr.npy", lr_shape), _open(root / s / "hr.npy", hr_shape))
-            for s, (lr_shape, hr_shape) in zip(self.specimens, self._expected)
+            (
+                [_open(root / s / lr_draw_name(d), lr_shape) for d in range(n)],
+                _open(root / s / "hr.npy", hr_shape),
+            )
+            for s, n, (lr_shape, hr_shape) in zip(self.specimens, self.n_draws, self._expected)
         ]
 
     def hr_slices(self, spec: int) -> np.ndarray:
@@ -97,7 +114,8 @@ class SlicePairs:
         Channel ``k`` is the LR volume at the HR slice's z (the trilinear baseline).
         """
         spec, k = int(self.spec_index[i]), int(self.slice_index[i])
-        lr, hr = self._arrays[spec]
+        lrs, hr = self._arrays[spec]
+        lr = lrs[int(self.draw_index[i])]
         t = self.lr_t[spec][k] + np.arange(-self.context, self.context + 1)
         first, stop = z_span(t, len(lr))
         return sample_z(np.asarray(lr[first:stop]), t, n=len(lr), first=first), np.asarray(hr[k])

@@ -7,10 +7,12 @@ Layout of a prepared dataset folder::
     splits.json               specimen-level train/val/test split (seeded or user-given)
     specimens/<id>/lr.npy     (Z_lr, H, W) float32: every LR slice, bilinear-upsampled, raw units
     specimens/<id>/hr.npy     (N, H, W) float32: the HR slices inside the LR box, raw units
+    specimens/<id>/lr_<d>.npy further simulated LR scans of a training specimen (``--draws``)
 
 Manifest rows with an empty ``lr_path`` get an LR scan simulated from their HR scan
-(:mod:`microsr.data.simulated`; optionally a randomised acquisition per specimen), recorded
-under the specimen's ``"simulated"`` key in ``dataset.json``.
+(:mod:`microsr.data.simulated`; optionally a randomised acquisition per specimen, and
+several per training specimen), recorded under the specimen's ``"simulated"`` key in
+``dataset.json`` (``acquisition``: draw 0; ``draws``: the further ones).
 
 Every HR slice is a training pair (:mod:`microsr.data.specimen`). The ``.npy`` files are
 memory-mapped when read, so training streams patches from disk. The intensity window is
@@ -36,7 +38,13 @@ from microsr.data.normalize import (
     fit_window,
 )
 from microsr.data.simulated import SimulationConfig, simulate_specimen_lr
-from microsr.data.specimen import SpecimenSamples, bone_centre, roi_box, write_specimen
+from microsr.data.specimen import (
+    SpecimenSamples,
+    bone_centre,
+    roi_box,
+    write_lr_draw,
+    write_specimen,
+)
 from microsr.data.splits import DEFAULT_FRACTIONS, load_splits, make_splits
 from microsr.errors import MicrosrError
 from microsr.io import read_volume
@@ -204,14 +212,21 @@ def _splits(rows, config: PrepareConfig) -> dict:
 def _specimen(row, folder: Path, config: PrepareConfig, train: bool):
     """Read (or simulate) one specimen's LR and HR and write its pairs into ``folder/<id>``."""
     hr = read_volume(row.hr_path, spacing_mm=row.hr_spacing_mm)
-    simulated = None
-    if row.lr_path is None:
-        lr, simulated = simulate_specimen_lr(hr, row.specimen, config.simulation)
-    else:
+    if row.lr_path is not None:
         lr = read_volume(row.lr_path, spacing_mm=row.lr_spacing_mm)
+        return write_specimen(lr, hr, row, folder / row.specimen, config, sample=train)
+    sim = config.simulation
+    lr, simulated = simulate_specimen_lr(hr, row.specimen, sim)
     record, sample = write_specimen(lr, hr, row, folder / row.specimen, config, sample=train)
-    if simulated is not None:
-        record.update(lr_path=None, simulated=simulated)
+    del lr  # one simulated scan in memory at a time
+    draws = [simulated.pop("acquisition")]
+    for d in range(1, sim.draws if train else 1):
+        lr, more = simulate_specimen_lr(hr, row.specimen, sim, draw=d)
+        write_lr_draw(lr, hr, row, folder / row.specimen, config, record)
+        draws.append(more["acquisition"])
+        del lr
+    simulated.update(acquisition=draws[0], draws=draws[1:])
+    record.update(lr_path=None, simulated=simulated, n_lr_draws=len(draws))
     return record, sample
 
 

@@ -6,6 +6,13 @@ with ``randomize``, a draw from its ranges (:func:`microsr.simulate.draw_acquisi
 Each specimen is seeded by the simulation seed and its id, so its draw and noise do not
 depend on the manifest's order. The record of what was simulated goes to the specimen's
 entry of ``dataset.json`` (``"simulated"``).
+
+``draws`` > 1 simulates that many LR scans of each *training* specimen (draw 0 is the one a
+single draw gives; draw ``d`` is seeded by the seed, the id and ``d``): with ``randomize``,
+``draws`` acquisitions per bone instead of one, so a handful of training bones still spread
+over the ranges; without it, independent noise realisations of the one protocol. Training
+reads every draw as its own pairs (:class:`microsr.data.dataset.SlicePairs`); validation and
+test specimens get one.
 """
 
 from __future__ import annotations
@@ -38,10 +45,15 @@ class SimulationConfig(BaseModel):
     randomize: bool = Field(False, description="draw each specimen's acquisition from ranges")
     ranges: AcquisitionRanges = AcquisitionRanges()
     seed: int = Field(0, description="seed of the per-specimen draws and noise")
+    draws: int = Field(
+        1, ge=1, le=64, description="LR scans simulated per training specimen (module docstring)"
+    )
 
 
-def simulate_specimen_lr(hr: Volume, specimen: str, config: SimulationConfig) -> tuple:
-    """The simulated LR volume of ``hr`` and its JSON-ready record.
+def simulate_specimen_lr(
+    hr: Volume, specimen: str, config: SimulationConfig, *, draw: int = 0
+) -> tuple:
+    """The simulated LR volume of ``hr`` (its ``draw``-th acquisition) and its record.
 
     Returns
     -------
@@ -49,7 +61,7 @@ def simulate_specimen_lr(hr: Volume, specimen: str, config: SimulationConfig) ->
         The LR scan (grey units of ``hr``) and ``{"randomized", "acquisition" (the drawn
         settings or the noise seed), "attenuation" (rule and resolved reference)}``.
     """
-    rng = specimen_rng(config.seed, specimen)
+    rng = specimen_rng(config.seed, specimen if draw == 0 else f"{specimen}#{draw}")
     if config.randomize:
         acq = draw_acquisition(config.ranges, config.acquisition, rng)
         settings = draw_record(acq)
@@ -57,7 +69,10 @@ def simulate_specimen_lr(hr: Volume, specimen: str, config: SimulationConfig) ->
         acq = config.acquisition.model_copy(update={"seed": int(rng.integers(2**31 - 1))})
         settings = acq.model_dump(mode="json")
     lr = simulate_acquisition(hr, acq)
-    log.info("%s: simulated LR %s from HR %s (%s)", specimen, lr.shape, hr.shape, settings)
+    log.info(
+        "%s: simulated LR %s (draw %d) from HR %s (%s)", specimen, lr.shape, draw, hr.shape,
+        settings,
+    )  # fmt: skip
     record = {
         "randomized": config.randomize,
         "acquisition": settings,

@@ -11,6 +11,7 @@ Files per specimen::
 
     specimens/<id>/lr.npy   (Z_lr, H, W) float32: every LR slice, bilinear-upsampled, cropped
     specimens/<id>/hr.npy   (N, H, W) float32: the N HR slices inside the LR box, cropped
+    specimens/<id>/lr_<d>.npy  further LR scans of the specimen (simulated draws d = 1, 2...)
 """
 
 from __future__ import annotations
@@ -121,15 +122,11 @@ def write_specimen(
     y0, x0, h, w = roi_box(bone_centre(hr.array[:, : common[0], : common[1]]), common, config.roi)
     out.mkdir(parents=True)
     n_lr, n = lr.shape[0], len(geo.hr_slices)
-    lr_mm = open_memmap(out / "lr.npy", mode="w+", dtype=np.float32, shape=(n_lr, h, w))
+    lr_mm = _write_lr(lr, f, (y0, x0, h, w), out / "lr.npy")
     hr_mm = open_memmap(out / "hr.npy", mode="w+", dtype=np.float32, shape=(n, h, w))
-    for s in range(0, n_lr, CHUNK):
-        up = upsample_bilinear(np.asarray(lr.array[s : s + CHUNK], np.float32), factor=f)
-        lr_mm[s : s + len(up)] = up[:, y0 : y0 + h, x0 : x0 + w]
     for s in range(0, n, CHUNK):
         index = geo.hr_slices[s : s + CHUNK]
         hr_mm[s : s + len(index)] = np.asarray(hr.array[index, y0 : y0 + h, x0 : x0 + w])
-    lr_mm.flush()
     hr_mm.flush()
     record = {
         "site": row.site,
@@ -152,6 +149,42 @@ def write_specimen(
         **{k: v for k, v in row.extra.items() if v},
     }
     return record, (_samples(lr_mm, hr_mm, geo.lr_t) if sample else None)
+
+
+def lr_draw_name(draw: int) -> str:
+    """File of a specimen's ``draw``-th LR scan: ``lr.npy``, then ``lr_1.npy``, ``lr_2.npy``..."""
+    return "lr.npy" if draw == 0 else f"lr_{draw}.npy"
+
+
+def write_lr_draw(
+    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config, record: dict
+) -> None:
+    """Add another LR scan of the same specimen (a simulated draw) beside ``out/lr.npy``.
+
+    It is paired like the first (same checks, crop and HR slices) and written as
+    ``lr_<n>.npy``; ``record["n_lr_draws"]`` counts the specimen's LR scans.
+    """
+    lr, _, geo, _ = align(lr, hr, row, config)
+    if lr.shape[0] != record["n_lr_slices"] or geo.hr_slices.tolist() != record["hr_slices"]:
+        raise MicrosrError(
+            f"{row.specimen}: LR draw {record.get('n_lr_draws', 1)} has {lr.shape[0]} slices "
+            f"and pairs {len(geo.hr_slices)} HR slices; the first draw has "
+            f"{record['n_lr_slices']} and {record['n_slices']}"
+        )
+    draw = record.get("n_lr_draws", 1)
+    _write_lr(lr, geo.factor, tuple(record["crop_yxhw"]), out / lr_draw_name(draw))
+    record["n_lr_draws"] = draw + 1
+
+
+def _write_lr(lr: Volume, factor: int, crop: tuple[int, int, int, int], path: Path) -> np.ndarray:
+    """Every LR slice, bilinear-upsampled by ``factor`` and cropped, into ``path``."""
+    y0, x0, h, w = crop
+    lr_mm = open_memmap(path, mode="w+", dtype=np.float32, shape=(lr.shape[0], h, w))
+    for s in range(0, lr.shape[0], CHUNK):
+        up = upsample_bilinear(np.asarray(lr.array[s : s + CHUNK], np.float32), factor=factor)
+        lr_mm[s : s + len(up)] = up[:, y0 : y0 + h, x0 : x0 + w]
+    lr_mm.flush()
+    return lr_mm
 
 
 def _samples(lr_up: np.ndarray, hr: np.ndarray, lr_t: np.ndarray) -> SpecimenSamples:

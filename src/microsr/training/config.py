@@ -67,6 +67,12 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(8, ge=1)
     patch: int = Field(96, ge=16)
     augment: bool = True
+    noise_augment: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="extra LR noise at training time: std up to this (unit range), CT texture",
+    )
     device: str = "auto"
     devices: int = Field(1, ge=1)
     num_nodes: int = Field(1, ge=1)

@@ -11,6 +11,7 @@ from microsr.metrics import psnr_batch, ssim_batch
 from microsr.models.factory import build_model
 from microsr.training.config import TrainConfig
 from microsr.training.losses import compute_loss
+from microsr.training.noise import add_noise
 from microsr.training.structure import StructureTerm
 
 
@@ -45,6 +46,8 @@ class SRModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         lr, hr = batch
+        if self.cfg.noise_augment:
+            lr = add_noise(lr, self.cfg.noise_augment, factor=int(self.hparams["data"]["factor"]))
         loss = self._loss(self(lr), hr)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss

@@ -126,7 +126,9 @@ class SRDataModule(L.LightningDataModule):
 
     def _pairs(self, split: str) -> SlicePairs:
         context = self.cfg.model.context_slices  # 2.5D: neighbouring LR slices as channels
-        return SlicePairs(self.dataset_dir, self.info, self.splits[split], context=context)
+        return SlicePairs(
+            self.dataset_dir, self.info, self.splits[split], context=context, draws=split == "train"
+        )
 
     def train_dataloader(self) -> DataLoader:
         pairs = self.train_pairs
