@@ -7,8 +7,9 @@
 # 1. make demo's phantom demo; 2. the LHDL demo; 3. acquisitions the model never saw
 # (issue 12): models of the default protocol (with and without noise-level augmentation),
 # randomised-acquisition models (one draw per slab; 8 draws per training slab; plus noise
-# augmentation) and a model of the test protocol itself, scored on LHDL test slabs simulated with a filter (hann) and a noise level (800
-# photons, 1 frame) outside the randomised training ranges; 4. the frames experiment (study-demo
+# augmentation) and a model of each test protocol itself, scored on LHDL test slabs simulated
+# with a filter (hann) and a noise level (800, and 200, photons x 1 frame) outside the
+# randomised training ranges; 4. the frames experiment (study-demo
 # --frames, phantoms); 5. the LHDL study (morphometry, threshold sweep, intensity bias);
 # 6. compare: the default model against the same with the structure-aware loss; 7. the
 # in-plane-only path (SR on the LR slice grid, linear along z) beside the HR-grid output.
@@ -50,8 +51,13 @@ todo "$P/ds_random8" && $M prepare "$P/manifest.csv" "$P/ds_random8" --randomize
   --draws 8
 todo "$P/ds_test_protocol" && $M prepare "$P/manifest.csv" "$P/ds_test_protocol" --randomize --ranges "$P/test_protocol.json" \
   --simulate-seed 1
+# A second, noisier unseen protocol (a fast low-dose scan): Hann, 200 photons x 1 frame.
+sed 's/800, 800/200, 200/' "$P/test_protocol.json" > "$P/test_protocol200.json"
+todo "$P/ds_test_protocol200" && $M prepare "$P/manifest.csv" "$P/ds_test_protocol200" --randomize \
+  --ranges "$P/test_protocol200.json" --simulate-seed 1
 # the LR noise of the protocols (scale of --noise-augment)
 todo "$P/noise_levels.md" && ${PYTHON:-.venv/bin/python} bench/noise_levels.py "$OUT/lhdl/data/slab01_hr.mha" "$P/ds_random" \
+  --photons 200,800,2500,5000,20000 \
   > "$P/noise_levels.md"
 # Every model: the same 4 minutes, L1 + SSIM (structure term off: the acquisitions alone differ).
 TRAIN=(--max-minutes 4 --epochs 10000 --patch 64 --batch-size 8 --seed 0 --structure-weight 0)
@@ -63,6 +69,8 @@ todo "$P/run_random8_noise/best.ckpt" && $M train "$P/ds_random8" "$P/run_random
   --noise-augment "$NOISE"
 todo "$P/run_fixed_noise/best.ckpt" && $M train "$P/ds_fixed" "$P/run_fixed_noise" "${TRAIN[@]}" \
   --noise-augment "$NOISE"
+todo "$P/run_test_protocol200/best.ckpt" && $M train "$P/ds_test_protocol200" "$P/run_test_protocol200" \
+  "${TRAIN[@]}"
 for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['test']))" \
     "$P/ds_random/splits.json"); do
   hr="$OUT/lhdl/data/${s}_hr.mha"
@@ -72,6 +80,14 @@ for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1
     todo "$P/${s}_sr_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen.mha" "$P/${s}_sr_${name}.mha"
     todo "$P/eval_${name}_${s}/summary.json" && $M evaluate "$P/eval_${name}_${s}" --hr "$hr" --lr "$P/${s}_lr_unseen.mha" \
       --sr "$P/${s}_sr_${name}.mha" --no-3d
+  done
+  todo "$P/${s}_lr_unseen200.mha" && $M simulate "$hr" "$P/${s}_lr_unseen200.mha" --filter hann --photons 200 \
+    --frames 1 --seed 7
+  for name in fixed fixed_noise random random8 random8_noise test_protocol200; do
+    ckpt=$P/run_$name/best.ckpt
+    todo "$P/${s}_sr200_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen200.mha" "$P/${s}_sr200_${name}.mha"
+    todo "$P/eval200_${name}_${s}/summary.json" && $M evaluate "$P/eval200_${name}_${s}" --hr "$hr" \
+      --lr "$P/${s}_lr_unseen200.mha" --sr "$P/${s}_sr200_${name}.mha" --no-3d
   done
   # the default protocol (the LHDL demo's LR scans): does randomised training lose there?
   lr="$OUT/lhdl/data/${s}_lr.mha"
