@@ -219,14 +219,13 @@ def _specimen(row, folder: Path, config: PrepareConfig, train: bool):
     lr, simulated = simulate_specimen_lr(hr, row.specimen, sim)
     record, sample = write_specimen(lr, hr, row, folder / row.specimen, config, sample=train)
     del lr  # one simulated scan in memory at a time
-    draws = [simulated.pop("acquisition")]
+    simulated["draws"] = []  # the acquisitions of draws 1, 2... (draw 0: "acquisition")
     for d in range(1, sim.draws if train else 1):
         lr, more = simulate_specimen_lr(hr, row.specimen, sim, draw=d)
-        write_lr_draw(lr, hr, row, folder / row.specimen, config, record)
-        draws.append(more["acquisition"])
+        write_lr_draw(lr, hr, row, folder / row.specimen, config, record, draw=d)
+        simulated["draws"].append(more["acquisition"])
         del lr
-    simulated.update(acquisition=draws[0], draws=draws[1:])
-    record.update(lr_path=None, simulated=simulated, n_lr_draws=len(draws))
+    record.update(lr_path=None, simulated=simulated, n_lr_draws=1 + len(simulated["draws"]))
     return record, sample
 
 

@@ -157,23 +157,21 @@ def lr_draw_name(draw: int) -> str:
 
 
 def write_lr_draw(
-    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config, record: dict
+    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config, record: dict, *, draw: int
 ) -> None:
-    """Add another LR scan of the same specimen (a simulated draw) beside ``out/lr.npy``.
+    """Write the ``draw``-th LR scan of a specimen (a simulated draw) beside ``out/lr.npy``.
 
-    It is paired like the first (same checks, crop and HR slices) and written as
-    ``lr_<n>.npy``; ``record["n_lr_draws"]`` counts the specimen's LR scans.
+    It is paired like the first (same checks; the crop and HR slices of ``record``, the
+    first scan's record from :func:`write_specimen`) and written as ``lr_<draw>.npy``.
     """
     lr, _, geo, _ = align(lr, hr, row, config)
     if lr.shape[0] != record["n_lr_slices"] or geo.hr_slices.tolist() != record["hr_slices"]:
         raise MicrosrError(
-            f"{row.specimen}: LR draw {record.get('n_lr_draws', 1)} has {lr.shape[0]} slices "
-            f"and pairs {len(geo.hr_slices)} HR slices; the first draw has "
-            f"{record['n_lr_slices']} and {record['n_slices']}"
+            f"{row.specimen}: LR draw {draw} has {lr.shape[0]} slices and pairs "
+            f"{len(geo.hr_slices)} HR slices; the first draw has {record['n_lr_slices']} "
+            f"and {record['n_slices']}"
         )
-    draw = record.get("n_lr_draws", 1)
     _write_lr(lr, geo.factor, tuple(record["crop_yxhw"]), out / lr_draw_name(draw))
-    record["n_lr_draws"] = draw + 1
 
 
 def _write_lr(lr: Volume, factor: int, crop: tuple[int, int, int, int], path: Path) -> np.ndarray:
