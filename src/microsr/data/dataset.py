@@ -135,7 +135,8 @@ def _channels(array: np.ndarray) -> torch.Tensor:
 
 
 class PatchDataset(Dataset):
-    """Random square patches, one per slice per epoch, with optional flips/rot90.
+    """Random square patches, one per pair per epoch (per HR slice and LR draw), with
+    optional flips/rot90.
 
     Returns ``(lr, hr)`` tensors of shape ``(C, patch, patch)`` and ``(1, patch, patch)``
     (``C = 2k + 1``). Randomness comes from this dataset's own generator, seeded with

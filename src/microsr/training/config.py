@@ -27,7 +27,7 @@ class TrainConfig(BaseModel):
     Optimiser and schedule follow the paper (Adam, learning rate 0.001, 100 epochs), with
     patch-based training (96 x 96 patches; the networks are fully convolutional, so
     prediction runs on whole slices; one epoch draws one random patch from every training
-    slice). The default model and loss are the winners of ``microsr compare`` on held-out
+    slice, once per LR draw of ``prepare --draws``). The default model and loss are the winners of ``microsr compare`` on held-out
     slabs of real bone (BENCHMARKS.md): a 2.5D residual U-Net (3 neighbouring LR slices,
     width 16) with the L1 + (1 - SSIM) loss. :data:`PAPER_MODEL` with ``loss="bce"`` is
     the paper's U-Net with binary cross-entropy (``microsr train --paper``).
