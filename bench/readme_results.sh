@@ -8,7 +8,7 @@
 # (issue 12): models of the default protocol (with and without noise-level augmentation),
 # randomised-acquisition models (one draw per slab; 8 draws per training slab; plus noise
 # augmentation) and a model of each test protocol itself, scored on LHDL test slabs simulated
-# with a filter (hann) and a noise level (800, and 200, photons x 1 frame) outside the
+# with a filter (hann) and a noise level (800, 200, and 1e7 photons x 1 frame) outside the
 # randomised training ranges; 4. the frames experiment (study-demo
 # --frames, phantoms); 5. the LHDL study (morphometry, threshold sweep, intensity bias);
 # 6. compare: the default model against the same with the structure-aware loss; 7. the
@@ -55,6 +55,11 @@ todo "$P/ds_test_protocol" && $M prepare "$P/manifest.csv" "$P/ds_test_protocol"
 sed 's/800, 800/200, 200/' "$P/test_protocol.json" > "$P/test_protocol200.json"
 todo "$P/ds_test_protocol200" && $M prepare "$P/manifest.csv" "$P/ds_test_protocol200" --randomize \
   --ranges "$P/test_protocol200.json" --simulate-seed 1
+# A third unseen protocol, beyond the other end of the noise range (a long, many-frame scan):
+# Hann, 1e7 photons (no noise to speak of).
+sed 's/800, 800/1e7, 1e7/' "$P/test_protocol.json" > "$P/test_protocol_clean.json"
+todo "$P/ds_test_protocol_clean" && $M prepare "$P/manifest.csv" "$P/ds_test_protocol_clean" --randomize \
+  --ranges "$P/test_protocol_clean.json" --simulate-seed 1
 # the LR noise of the protocols (scale of --noise-augment)
 todo "$P/noise_levels.md" && ${PYTHON:-.venv/bin/python} bench/noise_levels.py "$OUT/lhdl/data/slab01_hr.mha" "$P/ds_random" \
   --photons 200,800,2500,5000,20000 \
@@ -71,6 +76,8 @@ todo "$P/run_fixed_noise/best.ckpt" && $M train "$P/ds_fixed" "$P/run_fixed_nois
   --noise-augment "$NOISE"
 todo "$P/run_test_protocol200/best.ckpt" && $M train "$P/ds_test_protocol200" "$P/run_test_protocol200" \
   "${TRAIN[@]}"
+todo "$P/run_test_protocol_clean/best.ckpt" && $M train "$P/ds_test_protocol_clean" \
+  "$P/run_test_protocol_clean" "${TRAIN[@]}"
 for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['test']))" \
     "$P/ds_random/splits.json"); do
   hr="$OUT/lhdl/data/${s}_hr.mha"
@@ -88,6 +95,15 @@ for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1
     todo "$P/${s}_sr200_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen200.mha" "$P/${s}_sr200_${name}.mha"
     todo "$P/eval200_${name}_${s}/summary.json" && $M evaluate "$P/eval200_${name}_${s}" --hr "$hr" \
       --lr "$P/${s}_lr_unseen200.mha" --sr "$P/${s}_sr200_${name}.mha" --no-3d
+  done
+  todo "$P/${s}_lr_unseen_clean.mha" && $M simulate "$hr" "$P/${s}_lr_unseen_clean.mha" --filter hann \
+    --photons 1e7 --frames 1 --seed 7
+  for name in fixed fixed_noise random random8 random8_noise test_protocol_clean; do
+    ckpt=$P/run_$name/best.ckpt
+    todo "$P/${s}_srclean_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen_clean.mha" \
+      "$P/${s}_srclean_${name}.mha"
+    todo "$P/evalclean_${name}_${s}/summary.json" && $M evaluate "$P/evalclean_${name}_${s}" --hr "$hr" \
+      --lr "$P/${s}_lr_unseen_clean.mha" --sr "$P/${s}_srclean_${name}.mha" --no-3d
   done
   # the default protocol (the LHDL demo's LR scans): does randomised training lose there?
   lr="$OUT/lhdl/data/${s}_lr.mha"
