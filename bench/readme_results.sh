@@ -78,41 +78,32 @@ todo "$P/run_test_protocol200/best.ckpt" && $M train "$P/ds_test_protocol200" "$
   "${TRAIN[@]}"
 todo "$P/run_test_protocol_clean/best.ckpt" && $M train "$P/ds_test_protocol_clean" \
   "$P/run_test_protocol_clean" "${TRAIN[@]}"
+# score_models SLAB HR LR TAG PREFIX MODEL...: each MODEL's SR of LR ($P/SLAB_srTAG_MODEL.mha),
+# scored against HR into $P/PREFIX_MODEL_SLAB
+score_models() {
+  local s=$1 hr=$2 lr=$3 tag=$4 prefix=$5 name; shift 5
+  for name in "$@"; do
+    todo "$P/${s}_sr${tag}_${name}.mha" && $M predict "$P/run_$name/best.ckpt" "$lr" "$P/${s}_sr${tag}_${name}.mha"
+    todo "$P/${prefix}_${name}_${s}/summary.json" && $M evaluate "$P/${prefix}_${name}_${s}" --hr "$hr" \
+      --lr "$lr" --sr "$P/${s}_sr${tag}_${name}.mha" --no-3d
+  done
+  return 0  # a skipped last step is not a failure
+}
+MODELS=(fixed fixed_noise random random8 random8_noise)
 for s in $(python3 -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['test']))" \
     "$P/ds_random/splits.json"); do
   hr="$OUT/lhdl/data/${s}_hr.mha"
+  # the unseen protocols: Hann at 800, 200 and 1e7 photons x 1 frame
   todo "$P/${s}_lr_unseen.mha" && $M simulate "$hr" "$P/${s}_lr_unseen.mha" --filter hann --photons 800 --frames 1 --seed 7
-  for name in fixed fixed_noise random random8 random8_noise test_protocol; do
-    ckpt=$P/run_$name/best.ckpt
-    todo "$P/${s}_sr_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen.mha" "$P/${s}_sr_${name}.mha"
-    todo "$P/eval_${name}_${s}/summary.json" && $M evaluate "$P/eval_${name}_${s}" --hr "$hr" --lr "$P/${s}_lr_unseen.mha" \
-      --sr "$P/${s}_sr_${name}.mha" --no-3d
-  done
+  score_models "$s" "$hr" "$P/${s}_lr_unseen.mha" "" eval "${MODELS[@]}" test_protocol
   todo "$P/${s}_lr_unseen200.mha" && $M simulate "$hr" "$P/${s}_lr_unseen200.mha" --filter hann --photons 200 \
     --frames 1 --seed 7
-  for name in fixed fixed_noise random random8 random8_noise test_protocol200; do
-    ckpt=$P/run_$name/best.ckpt
-    todo "$P/${s}_sr200_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen200.mha" "$P/${s}_sr200_${name}.mha"
-    todo "$P/eval200_${name}_${s}/summary.json" && $M evaluate "$P/eval200_${name}_${s}" --hr "$hr" \
-      --lr "$P/${s}_lr_unseen200.mha" --sr "$P/${s}_sr200_${name}.mha" --no-3d
-  done
+  score_models "$s" "$hr" "$P/${s}_lr_unseen200.mha" 200 eval200 "${MODELS[@]}" test_protocol200
   todo "$P/${s}_lr_unseen_clean.mha" && $M simulate "$hr" "$P/${s}_lr_unseen_clean.mha" --filter hann \
     --photons 1e7 --frames 1 --seed 7
-  for name in fixed fixed_noise random random8 random8_noise test_protocol_clean; do
-    ckpt=$P/run_$name/best.ckpt
-    todo "$P/${s}_srclean_${name}.mha" && $M predict "$ckpt" "$P/${s}_lr_unseen_clean.mha" \
-      "$P/${s}_srclean_${name}.mha"
-    todo "$P/evalclean_${name}_${s}/summary.json" && $M evaluate "$P/evalclean_${name}_${s}" --hr "$hr" \
-      --lr "$P/${s}_lr_unseen_clean.mha" --sr "$P/${s}_srclean_${name}.mha" --no-3d
-  done
+  score_models "$s" "$hr" "$P/${s}_lr_unseen_clean.mha" clean evalclean "${MODELS[@]}" test_protocol_clean
   # the default protocol (the LHDL demo's LR scans): does randomised training lose there?
-  lr="$OUT/lhdl/data/${s}_lr.mha"
-  for name in fixed fixed_noise random random8 random8_noise; do
-    ckpt=$P/run_$name/best.ckpt
-    todo "$P/${s}_srseen_${name}.mha" && $M predict "$ckpt" "$lr" "$P/${s}_srseen_${name}.mha"
-    todo "$P/seen_${name}_${s}/summary.json" && $M evaluate "$P/seen_${name}_${s}" --hr "$hr" \
-      --lr "$lr" --sr "$P/${s}_srseen_${name}.mha" --no-3d
-  done
+  score_models "$s" "$hr" "$OUT/lhdl/data/${s}_lr.mha" seen seen "${MODELS[@]}"
 done
 
 step "4. frames experiment (phantoms)"
