@@ -72,6 +72,10 @@ ConfigFile = Annotated[
 ]
 Minutes = Annotated[float | None, typer.Option(help="training minutes per model (default 1)")]
 Epochs = Annotated[int | None, typer.Option(help="training epochs per model")]
+Title = Annotated[
+    str | None,
+    typer.Option(help="the report's title (saved in study.json; default: from the manifest)"),
+]
 
 
 @command
@@ -88,6 +92,7 @@ def study(
     ta: Annotated[str | None, typer.Option(help=_TA_HELP + " (default auto)")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     threads: Threads = None,
+    title: Title = None,
 ) -> None:
     """The whole study: prepare, train per site + pooled, predict, evaluate, morphometry,
     stats, report. Run it again (same options) to resume."""
@@ -99,7 +104,7 @@ def study(
     if any(v is not None for v in opts) or otsu or ta is not None:
         morph = morph_config(*opts, otsu, **({"ta": ta} if ta else {}))
     cfg = study_config(config, minutes=minutes, epochs=epochs, device=device, morphometry=morph)
-    summary = run_study(manifest, out_dir, cfg)
+    summary = run_study(manifest, out_dir, cfg, title=title)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -123,6 +128,7 @@ def study_demo(
     ] = False,
     device: Device = "auto",
     threads: Threads = None,
+    title: Title = None,
 ) -> None:
     """Study demo: phantom femur + spine sites (or slabs of --data), then `study`."""
     from microsr.study import phantom_manifest, run_study, slab_manifest, study_config
@@ -141,12 +147,21 @@ def study_demo(
             manifest = slab_manifest(data, out_dir / "data", spacing_mm=parse_spacing(spacing))
     cfg = study_config(minutes=minutes, device=device, calibrated=data is None)
     typer.echo(f"manifest: {manifest}")
-    typer.echo(json.dumps(run_study(manifest, out_dir / "study", cfg), indent=2))
+    if title is None:
+        source = "phantoms" if data is None else f"slabs of {data.name}"
+        title = f"microsr study demo: {'frames experiment, ' if frames else ''}{source}"
+    summary = run_study(manifest, out_dir / "study", cfg, title=title)
+    typer.echo(json.dumps(summary, indent=2))
 
 
 @command
-def report(study_dir: Path) -> None:
+def report(
+    study_dir: Path,
+    title: Annotated[
+        str | None, typer.Option(help="the page's title (default: the study's, study.json)")
+    ] = None,
+) -> None:
     """Write STUDY_DIR/report/index.html (figures, tables, config, versions) and CSVs."""
     from microsr.report import build_report
 
-    typer.echo(build_report(study_dir))
+    typer.echo(build_report(study_dir, title=title))

@@ -1,20 +1,28 @@
 """Publication figures of a study (matplotlib, object API: no pyplot state, Agg canvas).
 
-Every figure is saved as PNG (200 dpi) and PDF (vector) by :func:`save`.
+Every figure is saved as PNG (200 dpi) and PDF (vector) by :func:`save`. Each shows all of
+its data: every point, bar, error bar and line lies inside its axes (tested), and LR is
+labelled as what the evaluation computes, the LR scan interpolated trilinearly onto the HR
+grid (:mod:`microsr.evaluation.stacks`). The Bland-Altman figure is in
+:mod:`microsr.report.bland_altman`.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from statsmodels.graphics.agreement import mean_diff_plot
+
+from microsr.report.bland_altman import COLORS, LABELS, fig_bland_altman
+from microsr.report.checks import ZOOM
 
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8}
-COLORS = {"lr": "#8c8c8c", "sr": "#1f77b4"}
+
+__all__ = ["fig_bland_altman", "fig_examples", "fig_generalisation", "fig_specimen_bars"]
+__all__ += ["fig_training", "save"]
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
@@ -26,15 +34,25 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
-def fig_examples(examples: list[tuple[str, dict]]) -> Figure:
-    """(A) LR (bilinear) / SR / HR slices, a zoomed inset of the centre, PSNR/SSIM in titles."""
+def fig_examples(examples: list[tuple[str, dict]], sr_label: str = "SR") -> Figure:
+    """(A) LR (trilinear) / SR / HR slices, a zoomed inset of the centre, PSNR/SSIM in titles.
+
+    Parameters
+    ----------
+    examples
+        ``(name, npz)`` pairs: ``lr, sr, hr`` ``(H, W)`` images on ``[0, 1]``, ``hr_slice``
+        and ``scores`` (PSNR LR, PSNR SR in dB, SSIM LR, SSIM SR), as
+        :func:`microsr.study.evaluate.save_example` writes them.
+    sr_label
+        How SR is titled, e.g. ``"SR (unet_residual)"``.
+    """
     fig = Figure(figsize=(6.5, 2.3 * len(examples)), layout="constrained")
     axes = fig.subplots(len(examples), 3, squeeze=False)
     for row, (sid, ex) in zip(axes, examples):
         psnr_lr, psnr_sr, ssim_lr, ssim_sr = (float(v) for v in ex["scores"])
         titles = {
-            "lr": f"{sid} LR (bilinear)\nPSNR {psnr_lr:.2f} dB, SSIM {ssim_lr:.3f}",
-            "sr": f"SR (U-Net)\nPSNR {psnr_sr:.2f} dB, SSIM {ssim_sr:.3f}",
+            "lr": f"{sid} {LABELS['lr']}\nPSNR {psnr_lr:.2f} dB, SSIM {ssim_lr:.3f}",
+            "sr": f"{sid} {sr_label}\nPSNR {psnr_sr:.2f} dB, SSIM {ssim_sr:.3f}",
             "hr": f"HR (reference)\nslice {int(ex['hr_slice'])}",
         }
         for ax, key in zip(row, ("lr", "sr", "hr")):
@@ -44,7 +62,7 @@ def fig_examples(examples: list[tuple[str, dict]]) -> Figure:
             ax.set_axis_off()
             h, w = img.shape
             y0, x0, s = h // 2 - h // 8, w // 2 - w // 8, max(min(h, w) // 4, 2)
-            ins = ax.inset_axes([0.6, 0.0, 0.4, 0.4])
+            ins = ax.inset_axes([0.6, 0.0, 0.4, 0.4], label=ZOOM)
             ins.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ins.set_xlim(x0, x0 + s)
             ins.set_ylim(y0 + s, y0)
@@ -57,8 +75,15 @@ def fig_examples(examples: list[tuple[str, dict]]) -> Figure:
 
 
 def fig_specimen_bars(per_specimen: pd.DataFrame) -> Figure:
-    """(B) Per-specimen SSIM and PSNR of LR vs HR and SR vs HR, with 95 % CIs over slices."""
-    fig = Figure(figsize=(6.5, 2.6), layout="constrained")
+    """(B) Per-specimen SSIM and PSNR (dB) of LR vs HR and SR vs HR, with 95 % CIs over slices.
+
+    Parameters
+    ----------
+    per_specimen
+        One row per specimen: ``specimen``, ``{ssim,psnr}_{lr,sr}`` and their ``_ci_low`` /
+        ``_ci_high`` (a missing CI draws no error bar).
+    """
+    fig = Figure(figsize=(6.5, 2.8), layout="constrained")
     x = np.arange(len(per_specimen))
     for ax, metric, unit in zip(fig.subplots(1, 2), ("ssim", "psnr"), ("", " (dB)")):
         for i, key in enumerate(("lr", "sr")):
@@ -67,59 +92,32 @@ def fig_specimen_bars(per_specimen: pd.DataFrame) -> Figure:
             err = np.vstack(
                 [mean - per_specimen[f"{col}_ci_low"], per_specimen[f"{col}_ci_high"] - mean]
             )
-            ax.bar(
-                x + (i - 0.5) * 0.4,
-                mean,
-                0.4,
-                yerr=np.nan_to_num(err),
-                capsize=2,
-                color=COLORS[key],
-                label=f"{'LR (bilinear)' if key == 'lr' else 'SR'} vs HR",
-            )
+            ax.bar(x + (i - 0.5) * 0.4, mean, 0.4, yerr=np.nan_to_num(err), capsize=2,
+                   color=COLORS[key], label=f"{LABELS[key]} vs HR", error_kw={"lw": 0.8})  # fmt: skip
         ax.set_xticks(x, per_specimen["specimen"], rotation=45, ha="right")
         ax.set_ylabel(metric.upper() + unit)
-        ax.legend(frameon=False)
-    return fig
-
-
-def fig_bland_altman(slices: pd.DataFrame) -> Figure:
-    """(C) Bland-Altman of slice-wise BA/TA: LR - HR and SR - HR (bias, +-1.96 SD limits)."""
-    fig = Figure(figsize=(6.5, 2.8), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, key in zip(axes, ("lr", "sr")):
-        d = slices[[f"ba_ta_{key}", "ba_ta_hr"]].dropna()
-        if len(d) < 2:
-            ax.text(0.5, 0.5, "too few slices", ha="center", transform=ax.transAxes)
-            continue
-        with warnings.catch_warnings():  # mean_diff_plot calls tight_layout itself
-            warnings.simplefilter("ignore", UserWarning)
-            mean_diff_plot(
-                d[f"ba_ta_{key}"].to_numpy(),
-                d["ba_ta_hr"].to_numpy(),
-                ax=ax,
-                scatter_kwds={"s": 6, "color": COLORS[key], "alpha": 0.6},
-            )
-        for text in ax.texts:  # statsmodels annotates at 14 pt: too large for a 2-panel figure
-            text.set_fontsize(7)
-        ax.tick_params(labelsize=7)
-        ax.set_title(f"{key.upper()} - HR (n = {len(d)} slices)", fontsize=8)
-        ax.set_xlabel("mean BA/TA", fontsize=8)
-        ax.set_ylabel("difference in BA/TA", fontsize=8)
+        ax.set_title(f"{metric.upper()}, mean and 95 % CI over slices")
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=2, frameon=False)
     return fig
 
 
 def fig_training(curves: pd.DataFrame) -> Figure:
-    """Training and validation loss, and validation PSNR, per epoch and model."""
+    """(D) Training and validation loss, and validation PSNR (dB), per epoch and model.
+
+    Every epoch is a marker, so a one-epoch run still shows its point.
+    """
     fig = Figure(figsize=(6.5, 2.4), layout="constrained")
     ax_loss, ax_psnr = fig.subplots(1, 2)
     for model, g in curves.groupby("model", sort=True):
-        for col, style in (("train_loss", "-"), ("val_loss", "--")):
+        for col, style in (("train_loss", "o-"), ("val_loss", "s--")):
             if col in g:
                 d = g[["epoch", col]].dropna()
-                ax_loss.plot(d["epoch"], d[col], style, label=f"{model} {col.split('_')[0]}")
+                ax_loss.plot(d["epoch"], d[col], style, ms=3,
+                             label=f"{model} {col.split('_')[0]}")  # fmt: skip
         if "val_psnr" in g:
             d = g[["epoch", "val_psnr"]].dropna()
-            ax_psnr.plot(d["epoch"], d["val_psnr"], label=str(model))
+            ax_psnr.plot(d["epoch"], d["val_psnr"], "o-", ms=3, label=str(model))
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(frameon=False, fontsize=6)
@@ -129,23 +127,52 @@ def fig_training(curves: pd.DataFrame) -> Figure:
     return fig
 
 
+def _cell_text(ax, grid: pd.DataFrame, lr: pd.DataFrame | None, im) -> None:
+    """SR value (and LR's in brackets) in each cell, black on light colours, white on dark."""
+    for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
+        text = "n/a" if np.isnan(v) else f"{v:.3g}"
+        if lr is not None and np.isfinite(lr.iat[i, j]):
+            text += f"\n(LR {lr.iat[i, j]:.3g})"
+        rgb = im.cmap(im.norm(v))[:3] if np.isfinite(v) else (1.0, 1.0, 1.0)
+        light = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2] > 0.5
+        ax.text(j, i, text, ha="center", va="center", color="black" if light else "white",
+                fontsize=6)  # fmt: skip
+
+
 def fig_generalisation(matrix: pd.DataFrame) -> Figure:
-    """Heatmaps model (trained on) x site (tested on) of SR PSNR, SSIM and |BA/TA error|."""
+    """(E) Model (trained on) x site (tested on): SR PSNR (dB), SSIM and |BA/TA error|.
+
+    Colours are SR's; each cell also prints LR's value (same specimens) in brackets; a cell
+    without a value says ``n/a``.
+    """
     cols = [
-        ("psnr_sr", "PSNR (dB)", "viridis"),
-        ("ssim_sr", "SSIM", "viridis"),
-        ("ba_ta_abserr_sr", "|BA/TA error|", "viridis_r"),
+        ("psnr", "SR PSNR (dB)", "viridis"),
+        ("ssim", "SR SSIM", "viridis"),
+        ("ba_ta_abserr", "SR |BA/TA error|", "viridis_r"),
     ]
-    fig = Figure(figsize=(7.5, 2.6), layout="constrained")
+    n_models, n_sites = matrix["model"].nunique(), matrix["site"].nunique()
+    fig = Figure(figsize=(7.5, 1.2 + 0.45 * n_models + 0.2 * n_sites), layout="constrained")
     for ax, (col, label, cmap) in zip(fig.subplots(1, 3), cols):
-        grid = matrix.pivot(index="model", columns="site", values=col)
-        im = ax.imshow(grid.to_numpy(float), cmap=cmap)
+        if f"{col}_sr" not in matrix:
+            ax.set_axis_off()
+            continue
+        grid = matrix.pivot(index="model", columns="site", values=f"{col}_sr")
+        lr = (
+            matrix.pivot(index="model", columns="site", values=f"{col}_lr").reindex(
+                index=grid.index, columns=grid.columns
+            )
+            if f"{col}_lr" in matrix
+            else None
+        )
+        values = grid.to_numpy(float)
+        finite = values[np.isfinite(values)]
+        norm = Normalize(*(finite.min(), finite.max()) if finite.size else (0.0, 1.0))
+        im = ax.imshow(values, cmap=cmap, norm=norm)
         ax.set_xticks(range(grid.shape[1]), grid.columns)
         ax.set_yticks(range(grid.shape[0]), grid.index)
         ax.set_xlabel("tested on")
         ax.set_ylabel("trained on")
         ax.set_title(label)
-        for (i, j), v in np.ndenumerate(grid.to_numpy(float)):
-            ax.text(j, i, f"{v:.3g}", ha="center", va="center", color="white", fontsize=7)
+        _cell_text(ax, grid, lr, im)
         fig.colorbar(im, ax=ax, shrink=0.8)
     return fig

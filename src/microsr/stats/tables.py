@@ -1,8 +1,9 @@
 """The study's statistics as tables, from one slice-wise table.
 
 Input columns: ``specimen, site, psnr_lr, psnr_sr, ssim_lr, ssim_sr, ba_ta_lr, ba_ta_sr,
-ba_ta_hr`` (and ``model`` for the generalisation matrix). LR is always the bilinear
-upsampled LR scan; every score is against HR on the paired slices.
+ba_ta_hr`` (and ``model`` for the generalisation matrix). LR is always the LR scan
+interpolated trilinearly onto the HR grid (bilinear in-plane, linear along z:
+:mod:`microsr.evaluation.stacks`); every score is against HR on the paired slices.
 
 Two units of analysis are reported side by side: **specimen** (per-specimen means; the
 independent unit, n = specimens) and **slice** (all slices pooled; more power, but
@@ -126,6 +127,7 @@ def primary_slices_note() -> str:
     """How the primary analysis is defined (shown in the report)."""
     return (
         "Primary analysis: each test specimen scored with the model of its own site "
-        "(the pooled model where its site has none); LR = bilinear-upsampled LR scan; all "
+        "(the pooled model where its site has none); LR = the LR scan interpolated "
+        "trilinearly onto the HR grid; all "
         "scores against HR on the paired slices; significance at p < 0.05."
     )

@@ -45,13 +45,16 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def _start(layout: StudyLayout, manifest: Path, config: StudyConfig) -> None:
-    """Write ``study.json``, or check that a resumed study has the same config."""
+def _start(layout: StudyLayout, manifest: Path, config: StudyConfig, title: str | None) -> None:
+    """Write ``study.json``, or check that a resumed study has the same config.
+
+    ``title`` (the report's) is not part of the config: a resumed study may change it.
+    """
     record = {
         "manifest": str(manifest.resolve()),
         "config": json.loads(config.model_dump_json()),
         "software": software_versions(),
-    }
+    } | ({"title": title} if title else {})
     if layout.study_json.is_file():
         old = json.loads(layout.study_json.read_text())
         same = {k: v for k, v in old.get("config", {}).items() if k != "device"}
@@ -60,6 +63,9 @@ def _start(layout: StudyLayout, manifest: Path, config: StudyConfig) -> None:
                 f"{layout.study_json}: this folder holds a study with another config; "
                 "use a new folder (or the same options) to resume"
             )
+        if title and old.get("title") != title:
+            with atomic_path(layout.study_json) as tmp:
+                tmp.write_text(json.dumps(old | {"title": title}, indent=2))
         return
     if layout.dataset.exists() or (layout.root / "models").exists():
         raise MicrosrError(
@@ -98,8 +104,11 @@ def run_study(
     *,
     report: bool = True,
     progress: bool = True,
+    title: str | None = None,
 ) -> dict:
     """Run (or resume) a whole study; see :mod:`microsr.study.config` for the layout.
+
+    ``title`` is the report's (saved in ``study.json``); default: from the manifest's name.
 
     Returns
     -------
@@ -114,7 +123,7 @@ def run_study(
     """
     manifest, config, layout = Path(manifest), config or StudyConfig(), StudyLayout(Path(out_dir))
     rows = read_manifest(manifest)
-    _start(layout, manifest, config)
+    _start(layout, manifest, config, title)
     if not (layout.dataset / "dataset.json").is_file():
         prepare_dataset(manifest, layout.dataset, config.prepare, progress=progress)
     info, splits = load_dataset_info(layout.dataset)
