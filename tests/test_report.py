@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
 from microsr.cli import app
@@ -85,16 +86,18 @@ def study_dir(tmp_path: Path) -> Path:
     epochs = np.arange(3)
     pd.DataFrame(
         {"epoch": np.tile(epochs, 2), "model": np.repeat(["femur", "spine"], 3)}
-        | {"train_loss": 0.7 - 0.1 * np.tile(epochs, 2), "val_loss": 0.71, "val_psnr": 20.0}
+        | {"train_loss": 0.7 - np.outer([0.1, 0.15], epochs).ravel(), "val_loss": 0.71}
+        | {"val_psnr": 20.0 + np.outer([1.0, 1.5], epochs).ravel()}
     ).to_csv(study / "stats" / "training.csv", index=False)
     ev = study / "models" / "femur" / "evaluation"
     ev.mkdir(parents=True)
-    img = np.random.default_rng(1).random((33, 29)).astype(np.float16)
+    yy, xx = np.mgrid[:66, :58]
+    hr = ((np.sin(yy / 3.0) * np.cos(xx / 4.0)) > 0.3).astype(np.float32)  # "trabeculae"
     np.savez(
         ev / "femur0_example.npz",
-        lr=img,
-        sr=img,
-        hr=img,
+        lr=gaussian_filter(hr, 2.0).astype(np.float16),
+        sr=gaussian_filter(hr, 0.7).astype(np.float16),
+        hr=hr.astype(np.float16),
         lr_slice=1,
         hr_slice=2,
         scores=np.array([20.0, 25.0, 0.5, 0.8]),
@@ -148,6 +151,11 @@ def test_the_check_sees_hidden_data():
     assert len(outside_axes(fig)) == 1  # the scatter; the axhline is still inside
     ax.axhspan(3, 4)
     assert len(outside_axes(fig)) == 2
+    ax_img = fig.add_axes((0.6, 0.6, 0.3, 0.3))
+    ax_img.imshow(np.zeros((10, 10)))
+    assert len(outside_axes(fig)) == 2
+    ax_img.set_xlim(2, 6)  # a zoom by limits: part of the image is not shown
+    assert len(outside_axes(fig)) == 3
 
 
 def _lines_at(ax) -> list[float]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from typer.testing import CliRunner
 
 from microsr.cli import app
@@ -16,6 +17,8 @@ from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.data.prepare import PrepareConfig
 from microsr.io import write_volume
 from microsr.models.factory import ModelConfig
+from microsr.report.checks import outside_axes
+from microsr.report.html import figure_jobs, load_study
 from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
 from microsr.study import StudyConfig, StudyLayout, run_study
 from microsr.study.analysis import write_stats
@@ -71,6 +74,15 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     assert slices.loc[slices["specimen"] == "femur2", "ba_ta_hr"].between(0, 1).all()
     assert slices["psnr_sr"].notna().all()
     assert (out / "report" / "index.html").is_file()
+    assert "<title>microsr study: " in (out / "report" / "index.html").read_text()
+    # every figure of this real (tiny) study's report shows all of its data (issue 24)
+    record, _, tables = load_study(out)
+    jobs = figure_jobs(out, tables, record)
+    assert [j.name[4] for j in jobs] == ["a", "b", "c", "d", "e"]
+    for job in jobs:
+        fig = job.draw()
+        FigureCanvasAgg(fig).draw()
+        assert outside_axes(fig) == [], job.name
     # resume: nothing is trained or predicted again
     ckpt = out / "models" / "femur" / "run" / "best.ckpt"
     stamp = (
@@ -78,9 +90,13 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
         (out / "models/femur/predictions/femur2_sr.mha").stat().st_mtime_ns,
     )
     res = CliRunner().invoke(
-        app, ["study", str(manifest), str(out), "--config", str(_config_file(out))]
+        app,
+        ["study", str(manifest), str(out), "--config", str(_config_file(out))]
+        + ["--title", "Tiny femur & spine study"],
     )
     assert res.exit_code == 0, res.output
+    assert json.loads((out / "study.json").read_text())["title"] == "Tiny femur & spine study"
+    assert "<h1>Tiny femur &amp; spine study</h1>" in (out / "report" / "index.html").read_text()
     assert stamp == (
         ckpt.stat().st_mtime_ns,
         (out / "models/femur/predictions/femur2_sr.mha").stat().st_mtime_ns,

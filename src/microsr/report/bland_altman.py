@@ -27,7 +27,7 @@ COLORS = {"lr": "#8c8c8c", "sr": "#1f77b4"}
 LABELS = {"lr": "LR (trilinear)", "sr": "SR"}
 CAPTION = (
     "Slice-wise BA/TA of LR (trilinear) and SR against HR. Lines: bias (solid) and 95 % "
-    "limits of agreement, bias +- 1.96 SD (dashed); shaded: their 95 % CIs (Bland & "
+    "limits of agreement, bias ± 1.96 SD (dashed); shaded: their 95 % CIs (Bland & "
     "Altman 1999; they treat slices as independent, which slices of one specimen are not: "
     "see the specimen rows of the Bland-Altman table); dotted: zero difference. "
     "Each panel has its own y-axis range, covering every difference; a difference more "

@@ -3,9 +3,7 @@
 Each line's vertices, each scatter point, each patch's (bar, shaded band) and each
 collection's (error bars, filled areas, colour meshes) vertices, and each image's extent
 are mapped through their own transform to the axes' data coordinates and compared with
-``ax.get_xlim()`` / ``ax.get_ylim()``. An inset labelled :data:`ZOOM` shows part of its
-image on purpose: its image is not checked, but its limits must lie inside the image.
-Connector lines of a zoom indicator join two axes and are not checked; text is not checked.
+``ax.get_xlim()`` / ``ax.get_ylim()``. Text is not checked.
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ from matplotlib.image import AxesImage
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-#: the label of an inset axes that zooms into part of its parent's image
-ZOOM = "zoom"
 REL_TOL = 1e-6  # of the axis span
 
 
@@ -52,11 +48,7 @@ def _inside(ax: Axes, data: np.ndarray) -> bool:
 
 def _image(ax: Axes, image: AxesImage) -> bool:
     x0, x1, y0, y1 = image.get_extent()
-    corners = np.array([[x0, y0], [x1, y1]], float)
-    if ax.get_label() != ZOOM:
-        return _inside(ax, corners)
-    (xl, xh), (yl, yh) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
-    return min(x0, x1) <= xl and xh <= max(x0, x1) and min(y0, y1) <= yl and yh <= max(y0, y1)
+    return _inside(ax, np.array([[x0, y0], [x1, y1]], float))
 
 
 def outside_axes(fig: Figure) -> list[str]:
@@ -70,13 +62,12 @@ def outside_axes(fig: Figure) -> list[str]:
     found = []
     for i, ax in enumerate(fig.axes):
         artists = [*ax.lines, *ax.collections, *ax.patches]
-        artists += [getattr(a, "rectangle", None) for a in ax.artists]  # zoom indicators
         where = f"axes {i} ({ax.get_title() or ax.get_label() or 'untitled'})"
         for image in ax.images:
             if not _image(ax, image):
                 found.append(f"{where}: image extent {image.get_extent()}")
         for artist in artists:
-            got = _vertices(artist) if artist is not None else None
+            got = _vertices(artist)
             if got is None:
                 continue
             points, transform = got

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from microsr.report.bland_altman import COLORS, LABELS, fig_bland_altman
-from microsr.report.checks import ZOOM
 
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8}
 
@@ -34,8 +34,35 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+def zoom_box(shape: tuple[int, int]) -> tuple[int, int, int]:
+    """``(y0, x0, size)`` of the zoomed centre square of an ``(H, W)`` image (a quarter wide)."""
+    h, w = shape
+    size = min(max(min(h, w) // 4, 2), h, w)
+    return (h - size) // 2, (w - size) // 2, size
+
+
+def _slice_and_zoom(ax_full, ax_zoom, img: np.ndarray, title: str) -> None:
+    """The whole slice with the zoom box in yellow, and below it the box alone."""
+    gray = {"cmap": "gray", "vmin": 0, "vmax": 1, "interpolation": "nearest"}
+    ax_full.imshow(img, **gray)
+    ax_full.set_title(title)
+    y0, x0, size = zoom_box(img.shape)
+    box = Rectangle((x0 - 0.5, y0 - 0.5), size, size, fill=False, edgecolor="yellow", lw=0.8)
+    ax_full.add_patch(box)
+    extent = (x0 - 0.5, x0 + size - 0.5, y0 + size - 0.5, y0 - 0.5)  # pixel coordinates
+    ax_zoom.imshow(img[y0 : y0 + size, x0 : x0 + size], extent=extent, **gray)
+    ax_zoom.set_title("centre (yellow box)", fontsize=6)
+    for ax in (ax_full, ax_zoom):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for spine in ax_zoom.spines.values():
+        spine.set_edgecolor("yellow")
+
+
 def fig_examples(examples: list[tuple[str, dict]], sr_label: str = "SR") -> Figure:
-    """(A) LR (trilinear) / SR / HR slices, a zoomed inset of the centre, PSNR/SSIM in titles.
+    """(A) LR (trilinear) / SR / HR slices, whole and their zoomed centre; PSNR/SSIM in titles.
+
+    The zoom is a row of its own (not an inset), so no part of a slice is covered.
 
     Parameters
     ----------
@@ -46,31 +73,19 @@ def fig_examples(examples: list[tuple[str, dict]], sr_label: str = "SR") -> Figu
     sr_label
         How SR is titled, e.g. ``"SR (unet_residual)"``.
     """
-    fig = Figure(figsize=(6.5, 2.3 * len(examples)), layout="constrained")
-    axes = fig.subplots(len(examples), 3, squeeze=False)
-    for row, (sid, ex) in zip(axes, examples):
+    n = len(examples)
+    fig = Figure(figsize=(6.5, 4.2 * n), layout="constrained")
+    axes = fig.subplots(2 * n, 3, squeeze=False, height_ratios=[1.25, 1] * n)
+    for k, (sid, ex) in enumerate(examples):
         psnr_lr, psnr_sr, ssim_lr, ssim_sr = (float(v) for v in ex["scores"])
         titles = {
             "lr": f"{sid} {LABELS['lr']}\nPSNR {psnr_lr:.2f} dB, SSIM {ssim_lr:.3f}",
             "sr": f"{sid} {sr_label}\nPSNR {psnr_sr:.2f} dB, SSIM {ssim_sr:.3f}",
             "hr": f"HR (reference)\nslice {int(ex['hr_slice'])}",
         }
-        for ax, key in zip(row, ("lr", "sr", "hr")):
+        for col, key in enumerate(("lr", "sr", "hr")):
             img = np.asarray(ex[key], np.float32)
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(titles[key])
-            ax.set_axis_off()
-            h, w = img.shape
-            y0, x0, s = h // 2 - h // 8, w // 2 - w // 8, max(min(h, w) // 4, 2)
-            ins = ax.inset_axes([0.6, 0.0, 0.4, 0.4], label=ZOOM)
-            ins.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            ins.set_xlim(x0, x0 + s)
-            ins.set_ylim(y0 + s, y0)
-            ins.set_xticks([])
-            ins.set_yticks([])
-            for spine in ins.spines.values():
-                spine.set_edgecolor("yellow")
-            ax.indicate_inset_zoom(ins, edgecolor="yellow")
+            _slice_and_zoom(axes[2 * k, col], axes[2 * k + 1, col], img, titles[key])
     return fig
 
 
@@ -105,19 +120,21 @@ def fig_specimen_bars(per_specimen: pd.DataFrame) -> Figure:
 def fig_training(curves: pd.DataFrame) -> Figure:
     """(D) Training and validation loss, and validation PSNR (dB), per epoch and model.
 
-    Every epoch is a marker, so a one-epoch run still shows its point.
+    Every epoch is a marker, so a one-epoch run still shows its point; a model has one
+    colour in both panels (solid: training, dashed: validation).
     """
     fig = Figure(figsize=(6.5, 2.4), layout="constrained")
     ax_loss, ax_psnr = fig.subplots(1, 2)
-    for model, g in curves.groupby("model", sort=True):
+    for i, (model, g) in enumerate(curves.groupby("model", sort=True)):
+        color = f"C{i % 10}"  # one colour per model in both panels
         for col, style in (("train_loss", "o-"), ("val_loss", "s--")):
             if col in g:
                 d = g[["epoch", col]].dropna()
-                ax_loss.plot(d["epoch"], d[col], style, ms=3,
+                ax_loss.plot(d["epoch"], d[col], style, ms=3, color=color,
                              label=f"{model} {col.split('_')[0]}")  # fmt: skip
         if "val_psnr" in g:
             d = g[["epoch", "val_psnr"]].dropna()
-            ax_psnr.plot(d["epoch"], d["val_psnr"], "o-", ms=3, label=str(model))
+            ax_psnr.plot(d["epoch"], d["val_psnr"], "o-", ms=3, color=color, label=str(model))
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(frameon=False, fontsize=6)
