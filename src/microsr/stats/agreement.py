@@ -4,7 +4,7 @@ Bias is the mean of ``a - b``; the 95 % limits of agreement are ``bias +- 1.96 S
 (Bland & Altman 1986, doi:10.1016/S0140-6736(86)90837-8). Their confidence intervals use
 the approximate standard errors ``SD / sqrt(n)`` (bias) and ``SD * sqrt(3 / n)`` (limits)
 with Student-t quantiles (Bland & Altman 1999, doi:10.1177/096228029900800204). The
-plot itself is statsmodels' ``mean_diff_plot`` (see :mod:`microsr.report.figures`).
+plot draws these numbers, the CIs as shaded bands (:mod:`microsr.report.bland_altman`).
 """
 
 from __future__ import annotations
