@@ -86,7 +86,10 @@ def study_dir(tmp_path: Path) -> Path:
     epochs = np.arange(3)
     pd.DataFrame(
         {"epoch": np.tile(epochs, 2), "model": np.repeat(["femur", "spine"], 3)}
-        | {"train_loss": 0.7 - np.outer([0.1, 0.15], epochs).ravel(), "val_loss": 0.71}
+        | {
+            "train_loss": 0.7 - np.outer([0.1, 0.15], epochs).ravel(),
+            "val_loss": np.repeat([0.72, 0.69], 3),
+        }
         | {"val_psnr": 20.0 + np.outer([1.0, 1.5], epochs).ravel()}
     ).to_csv(study / "stats" / "training.csv", index=False)
     ev = study / "models" / "femur" / "evaluation"

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from microsr.report.bland_altman import COLORS, LABELS, fig_bland_altman
 
@@ -135,6 +136,8 @@ def fig_training(curves: pd.DataFrame) -> Figure:
         if "val_psnr" in g:
             d = g[["epoch", "val_psnr"]].dropna()
             ax_psnr.plot(d["epoch"], d["val_psnr"], "o-", ms=3, color=color, label=str(model))
+    for ax in (ax_loss, ax_psnr):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend(frameon=False, fontsize=6)
