@@ -61,6 +61,15 @@ def test_ome_zarr_reader_sees_the_pyramid_and_scales(tmp_path):
     assert block[0, 0, 0] == round(v.array[:2, :2, :2].astype(float).mean())
 
 
+def test_ome_zarr_info_lists_the_levels(tmp_path, capsys):
+    from ome_zarr.cli import main
+
+    path = write_volume(_volume(), tmp_path / "a.ome.zarr")
+    main(["info", str(path)])
+    out = capsys.readouterr().out
+    assert "version: 0.4" in out and "(37, 70, 45)" in out and "(19, 35, 23)" in out
+
+
 def test_downsample_is_the_block_mean_with_edge_padding():
     a = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
     d = downsample(a, (2, 2, 2), dtype=np.float32)
