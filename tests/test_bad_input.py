@@ -207,6 +207,9 @@ CASES = [
     Case("predict --dask into a store locked by another job",
          ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{s}", "--dask", "local:1"],
          "another job", _locked_store),
+    Case("convert onto a .zarr folder of user files",
+         ["convert", "{w}/lr0.mha", "{s}", "--overwrite"], "not a Zarr store",
+         lambda ws, out: _folder_with_user_files(ws, out).rename(out / "proj.zarr")),
     Case("predict --dask into a non-Zarr output",
          ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.mha", "--dask", "local:1"], ".zarr"),
 ]  # fmt: skip

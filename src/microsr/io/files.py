@@ -19,7 +19,7 @@ import numpy as np
 from microsr.errors import InputFileError, MicrosrError
 from microsr.io.atomic import check_output
 from microsr.io.itk_formats import ITK_FORMATS, dicom_series_ids, read_dicom_folder, read_itk_file
-from microsr.io.omezarr import is_zarr_path, read_ome_zarr
+from microsr.io.omezarr import check_replaceable, is_zarr_path, read_ome_zarr
 from microsr.io.scanco import SCANCO_FORMATS, read_scanco_file
 from microsr.io.sink import format_suffix, output_suffix, slabs, write_slices, write_whole
 from microsr.io.tiff import TIFF_SUFFIXES, list_slices, read_tiff_file, read_tiff_folder
@@ -151,6 +151,8 @@ def check_volume_output(
     path = Path(path)
     suffix = output_suffix(path)
     folder = suffix in ("", ".zarr")  # an OME-Zarr store is a folder microsr owns whole
+    if suffix == ".zarr":
+        check_replaceable(path)
     return check_output(
         path, inputs=inputs, overwrite=overwrite, folder=folder,
         owned=("slice_*.tif",) if suffix == "" else ("*",) if folder else (),

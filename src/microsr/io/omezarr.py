@@ -55,6 +55,23 @@ def is_zarr_path(path: str | Path) -> bool:
     return Path(path).name.lower().rstrip("/").endswith(".zarr")
 
 
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace an existing non-empty folder that is not a Zarr store (user files).
+
+    Raises
+    ------
+    InputFileError
+        ``path`` is a file, or a non-empty folder without Zarr metadata.
+    """
+    if path.is_file():
+        raise InputFileError(path, "exists and is a file, not a Zarr store")
+    if path.is_dir() and any(path.iterdir()):
+        if not any((path / name).is_file() for name in (".zgroup", ".zarray", "zarr.json")):
+            raise InputFileError(
+                path, "is a folder that is not a Zarr store; refusing to replace it"
+            )
+
+
 def store_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype stored for ``dtype`` (bool -> uint8; float64 kept)."""
     dtype = np.dtype(dtype)
@@ -87,8 +104,10 @@ def create_store(path: Path, target: Volume):
 def write_ome_zarr(target: Volume, batches: Iterable[np.ndarray], path: Path) -> None:
     """Write ``(n, Y, X)`` batches of a ``target``-shaped volume as an OME-Zarr store, atomically.
 
-    An existing store at ``path`` is replaced as a whole (callers apply the output policy).
+    An existing store at ``path`` is replaced as a whole (callers apply the output policy;
+    a folder that is not a Zarr store is never replaced).
     """
+    check_replaceable(path)
     with atomic_path(path, directory=True, replace_folder=True) as tmp:
         group = create_store(tmp, target)
         array = group["0"]
