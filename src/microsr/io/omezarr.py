@@ -65,11 +65,13 @@ def check_replaceable(path: Path) -> None:
     """
     if path.is_file():
         raise InputFileError(path, "exists and is a file, not a Zarr store")
-    if path.is_dir() and any(path.iterdir()):
-        if not any((path / name).is_file() for name in (".zgroup", ".zarray", "zarr.json")):
-            raise InputFileError(
-                path, "is a folder that is not a Zarr store; refusing to replace it"
-            )
+    markers = (".zgroup", ".zarray", "zarr.json")
+    if (
+        path.is_dir()
+        and any(path.iterdir())
+        and not any((path / name).is_file() for name in markers)
+    ):
+        raise InputFileError(path, "is a folder that is not a Zarr store; refusing to replace it")
 
 
 def store_dtype(dtype: np.dtype) -> np.dtype:
