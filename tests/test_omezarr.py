@@ -221,3 +221,20 @@ def test_a_store_locked_by_another_job_is_refused(lr_and_model, tmp_path):
     with store_lock(tmp_path / "sr.zarr"):  # a dead process's lock is taken over
         assert str(os.getpid()) in lock.read_text()
     assert not lock.exists()
+
+
+@pytest.mark.slow
+def test_cli_predict_dask_with_worker_processes(lr_and_model, reference, tmp_path):
+    """The real path: `microsr predict --dask local:2` spawns worker processes (pickled jobs,
+    one model per process); torch threads differ there, so equal up to float rounding."""
+    from typer.testing import CliRunner
+
+    from microsr.cli import app
+
+    lr_path, ckpt = lr_and_model
+    out = tmp_path / "sr.ome.zarr"
+    args = ["predict", str(ckpt), str(lr_path), str(out), "--dask", "local:2", "--block-slices",
+            "32", "--device", "cpu"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(read_volume(out).array, reference.array, rtol=0, atol=1e-3)
