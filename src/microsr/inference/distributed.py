@@ -44,13 +44,19 @@ from microsr.inference.checkpoint import LoadedModel, load_checkpoint
 from microsr.inference.engine import output_target, predict_slices
 from microsr.inference.runner import PredictOptions
 from microsr.io import check_volume_output, open_slices
-from microsr.io.omezarr import CHUNKS, chunk_slabs, create_store, finish_store, is_zarr_path
+from microsr.io.omezarr import (
+    CHUNKS,
+    PLAN_KEY,
+    chunk_slabs,
+    create_store,
+    finish_store,
+    is_zarr_path,
+)
 from microsr.io.store_lock import store_lock
 
 log = logging.getLogger(__name__)
 
 DONE_DIR = ".microsr-done"
-PLAN_KEY = "microsr_plan"
 
 
 class BlockJob(BaseModel):

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 CHUNKS = (32, 256, 256)
 #: Attribute key of microsr's own metadata (calibration, provenance).
 ATTR_KEY = "microsr"
+#: Attribute key of the plan of a store being filled block by block (``predict --dask``).
+PLAN_KEY = "microsr_plan"
 #: Smallest in-plane side a pyramid level is made down to (at least 2 levels are written).
 MIN_LEVEL_SIDE = 64
 _UNITS_MM = {"millimeter": 1.0, "micrometer": 1e-3, "nanometer": 1e-6, "meter": 1e3,
@@ -258,9 +260,7 @@ def _open_multiscales(path: Path):
     ms = attrs.get("multiscales") or dict(attrs.get("ome") or {}).get("multiscales")
     if not ms:
         hint = (
-            " (an unfinished microsr store: rerun the command to finish it)"
-            if ATTR_KEY in attrs or "0" in group
-            else ""
+            " (an unfinished predict --dask store: rerun it to finish)" if PLAN_KEY in attrs else ""
         )
         raise InputFileError(path, f"is not an OME-Zarr image: no OME 'multiscales' metadata{hint}")
     ms = ms[0]
