@@ -97,6 +97,36 @@ def _symlink_to_input(ws: Path, out: Path) -> Path:
     return link
 
 
+def _zarr_without_ome(ws: Path, out: Path) -> Path:
+    import zarr
+
+    group = zarr.open_group(str(out / "plain.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=(4, 16, 16), dtype="uint8")
+    return out / "plain.zarr"
+
+
+def _zarr_without_spacing(ws: Path, out: Path) -> Path:
+    import zarr
+
+    path = write_volume(Volume(np.ones((4, 16, 16), np.uint8), (0.02,) * 3), out / "a.zarr")
+    group = zarr.open_group(str(path), mode="r+")
+    ms = group.attrs["multiscales"]
+    for ds in ms[0]["datasets"]:
+        ds["coordinateTransformations"] = [{"type": "identity"}]
+    group.attrs["multiscales"] = ms
+    return path
+
+
+def _locked_store(ws: Path, out: Path) -> Path:
+    import json
+    import os
+    import socket
+
+    lock = out / "sr.zarr.lock"  # held by this (live) process
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    return out / "sr.zarr"
+
+
 @dataclass
 class Case:
     name: str
@@ -169,6 +199,19 @@ CASES = [
     Case("unknown output extension", ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.xyz"],
          ".xyz"),
     Case("register a constant LR", ["register", "{w}/flat.mha", "{w}/hr0.mha"], "constant"),
+    # OME-Zarr stores and predict --dask
+    Case("Zarr store without OME metadata", ["convert", "{s}", "{o}/x.mha"], "multiscales",
+         _zarr_without_ome),
+    Case("OME-Zarr store without spacing", ["convert", "{s}", "{o}/x.mha"], "no voxel spacing",
+         _zarr_without_spacing),
+    Case("predict --dask into a store locked by another job",
+         ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{s}", "--dask", "local:1"],
+         "another job", _locked_store),
+    Case("convert onto a .zarr folder of user files",
+         ["convert", "{w}/lr0.mha", "{s}", "--overwrite"], "not a Zarr store",
+         lambda ws, out: _folder_with_user_files(ws, out).rename(out / "proj.zarr")),
+    Case("predict --dask into a non-Zarr output",
+         ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.mha", "--dask", "local:1"], ".zarr"),
 ]  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from microsr.cli import pipeline
 from microsr.cli import scanco
 from microsr.cli import study
 from microsr.cli import compare
+from microsr.cli import export
 from microsr.cli._app import app, parse_spacing
 
 __all__ = ["app", "parse_spacing"]

@@ -251,6 +251,16 @@ def predict(
             "from SLURM_ARRAY_TASK_ID and the array's size when set, else all (0/1)"
         ),
     ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            help="split ONE volume over Dask workers into OUT.zarr: local:N (N worker "
+            "processes here) or a scheduler address (e.g. from dask-jobqueue); resumable"
+        ),
+    ] = None,
+    block_slices: Annotated[
+        int, typer.Option(help="--dask: output slices per task (a multiple of 32)")
+    ] = 64,
     threads: Threads = None,
 ) -> None:
     """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint."""
@@ -274,11 +284,22 @@ def predict(
         if shard is not None:
             raise MicrosrError("--shard splits a batch (--out-dir or --manifest)")
         lr, out = paths  # type: ignore[misc]
+        if dask is not None:
+            from microsr.inference.distributed import DaskConfig, predict_dask
+
+            with option_errors():
+                dcfg = DaskConfig(scheduler=dask, block_slices=block_slices)
+            written = predict_dask(checkpoint, lr, out, config=dcfg, spacing_mm=sp,
+                                   device=device, options=opts, overwrite=overwrite)  # fmt: skip
+            typer.echo(written)
+            return
         written = predict_file(
             checkpoint, lr, out, spacing_mm=sp, device=device, options=opts, overwrite=overwrite
         )
         typer.echo(written)
         return
+    if dask is not None:
+        raise MicrosrError("--dask splits one volume: use microsr predict CKPT LR OUT.zarr --dask")
     jobs = plan_jobs(
         paths or [], out_dir=out_dir, manifest=manifest, out_suffix=out_suffix, spacing_mm=sp
     )

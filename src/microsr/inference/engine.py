@@ -110,11 +110,14 @@ def super_resolve(
     return from_unit(out[:, 0], low, high)
 
 
-def _blocks(source: SliceSource, grid: OutputGrid, k: int) -> Iterator[tuple]:
-    """``(start, stop, positions, first, lr_block)`` for consecutive blocks of output slices."""
+def _blocks(
+    source: SliceSource, grid: OutputGrid, k: int, zrange: tuple[int, int]
+) -> Iterator[tuple]:
+    """``(start, stop, positions, first, lr_block)`` for consecutive blocks of output slices
+    ``zrange[0] .. zrange[1] - 1``; each block reads only the LR slices it needs (its halo)."""
     z = source.shape[0]
-    for s in range(0, len(grid.t), BLOCK):
-        e = min(s + BLOCK, len(grid.t))
+    for s in range(zrange[0], zrange[1], BLOCK):
+        e = min(s + BLOCK, zrange[1])
         positions = grid.t[s:e, None] + np.arange(-k, k + 1)
         first, stop = z_span(positions, z)
         yield s, e, positions, first, source.read(first, stop)
@@ -126,15 +129,19 @@ def predict_slices(
     *,
     options: PredictOptions | None = None,
     progress: bool = True,
+    zrange: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, sr)`` for consecutive blocks of output slices of ``source``.
 
     ``sr`` is float32 ``(stop - start, Y f, X f)`` in HR units, on the grid of
     :func:`output_grid`. A reader thread reads ahead; a 2.5D model gets its ``k``
-    neighbouring slices on each side, clamped at the volume's ends.
+    neighbouring slices on each side, clamped at the volume's ends. ``zrange``: only output
+    slices ``start .. stop - 1`` (a part of the volume; each output slice depends only on the
+    LR slices around its own ``t``, so the parts of a split volume equal the whole's).
     """
     opts = options or PredictOptions()
     grid = output_grid(source, loaded, opts.z_grid)
+    zrange = zrange or (0, len(grid.t))
     norm, k, f = loaded.meta.normalization, loaded.context_slices, loaded.factor
     if not norm.output_in_hr_units:
         log.warning(
@@ -145,10 +152,11 @@ def predict_slices(
     fn, device, batch = image_fn(loaded, opts), loaded.device, batch_size(opts, loaded.device)
     work = device if max(source.shape[1:]) * f <= opts.tile else torch.device("cpu")
     bar = make_progress(
-        total=len(grid.t), desc=source.path.name, unit="slice", disable=not progress
+        total=zrange[1] - zrange[0], desc=source.path.name, unit="slice", disable=not progress
     )
+    blocks = _blocks(source, grid, k, zrange)
     with bar, torch.inference_mode():
-        for s, e, positions, first, block in prefetched(_blocks(source, grid, k), opts.prefetch):
+        for s, e, positions, first, block in prefetched(blocks, opts.prefetch):
             if s == 0:  # once per file: are these intensities what the model was trained on?
                 check_input_range(block, norm, name=str(source.path))
             t = torch.from_numpy(block).to(work)
@@ -197,17 +205,7 @@ def predict_stream(
     """
     opts = options or PredictOptions()
     grid = output_grid(source, loaded, opts.z_grid)
-    dtype = autocast_dtype(loaded.device, opts.precision) or torch.float32
-    meta = {
-        **source.metadata,
-        "microsr_checkpoint": str(loaded.path),
-        "microsr_precision": str(dtype).removeprefix("torch."),  # provenance: bf16 or fp32
-        "microsr_z_grid": grid.z_grid,
-        "microsr_units": "HR scan units"
-        if loaded.meta.normalization.output_in_hr_units
-        else "legacy",
-    }
-    target = template(grid.shape, grid.spacing_mm, grid.origin_mm, source.calibration, meta)
+    target = output_target(loaded, source, opts)
     writer = BackgroundWriter(
         lambda b: write_slices(target, b, out_path, overwrite=overwrite), opts.prefetch
     )
@@ -225,3 +223,20 @@ def predict_stream(
         out_path, grid.shape, grid.z_grid, source.shape, n, dt, n / dt,
     )  # fmt: skip
     return Path(out_path)
+
+
+def output_target(loaded: LoadedModel, source: SliceSource, options: PredictOptions):
+    """The SR volume's geometry and provenance metadata, holding no voxels (float32)."""
+    opts = options
+    grid = output_grid(source, loaded, opts.z_grid)
+    dtype = autocast_dtype(loaded.device, opts.precision) or torch.float32
+    meta = {
+        **source.metadata,
+        "microsr_checkpoint": str(loaded.path),
+        "microsr_precision": str(dtype).removeprefix("torch."),  # provenance: bf16 or fp32
+        "microsr_z_grid": grid.z_grid,
+        "microsr_units": "HR scan units"
+        if loaded.meta.normalization.output_in_hr_units
+        else "legacy",
+    }
+    return template(grid.shape, grid.spacing_mm, grid.origin_mm, source.calibration, meta)

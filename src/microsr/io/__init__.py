@@ -9,7 +9,9 @@ modified; writes are atomic and follow one output policy (:mod:`microsr.io.atomi
 - slice sources and sinks for streaming: :func:`open_slices` (:mod:`microsr.io.source`),
   :func:`write_slices` and :func:`template` (:mod:`microsr.io.sink`);
 - formats: :mod:`microsr.io.tiff` / :mod:`microsr.io.tiff_write`,
-  :mod:`microsr.io.itk_formats` / :mod:`microsr.io.itk_stream`, :mod:`microsr.io.scanco`.
+  :mod:`microsr.io.itk_formats` / :mod:`microsr.io.itk_stream`, :mod:`microsr.io.scanco`,
+  :mod:`microsr.io.omezarr` (OME-Zarr stores, ``.zarr``); :mod:`microsr.io.store_lock` keeps
+  two jobs from filling one store.
 """
 
 from microsr.io.files import (

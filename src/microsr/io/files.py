@@ -19,6 +19,7 @@ import numpy as np
 from microsr.errors import InputFileError, MicrosrError
 from microsr.io.atomic import check_output
 from microsr.io.itk_formats import ITK_FORMATS, dicom_series_ids, read_dicom_folder, read_itk_file
+from microsr.io.omezarr import check_replaceable, is_zarr_path, read_ome_zarr
 from microsr.io.scanco import SCANCO_FORMATS, read_scanco_file
 from microsr.io.sink import format_suffix, output_suffix, slabs, write_slices, write_whole
 from microsr.io.tiff import TIFF_SUFFIXES, list_slices, read_tiff_file, read_tiff_folder
@@ -38,10 +39,12 @@ Supported volume formats (chosen by extension):
   .mha .mhd        MetaImage
   .nrrd .nhdr      NRRD
   .isq .aim        Scanco (itk-ioscanco): native values and density calibration kept;
-                   ISQ is written for integer data only (float32: use .aim)"""
+                   ISQ is written for integer data only (float32: use .aim)
+  .zarr .ome.zarr  OME-Zarr (NGFF 0.4 written; 0.4/0.5 read): chunked, compressed, spacing
+                   and origin in mm, calibration kept, multiscale pyramid for viewers"""
 
 _SUPPORTED_SHORT = "a folder of TIFF slices or a DICOM series, " + ", ".join(
-    (*TIFF_SUFFIXES, *ITK_FORMATS, *SCANCO_FORMATS)
+    (*TIFF_SUFFIXES, *ITK_FORMATS, *SCANCO_FORMATS, ".zarr")
 )
 
 
@@ -147,16 +150,20 @@ def check_volume_output(
     """
     path = Path(path)
     suffix = output_suffix(path)
-    folder = suffix == ""
+    folder = suffix in ("", ".zarr")  # an OME-Zarr store is a folder microsr owns whole
+    if suffix == ".zarr":
+        check_replaceable(path)
     return check_output(
         path, inputs=inputs, overwrite=overwrite, folder=folder,
-        owned=("slice_*.tif",) if folder else (),
+        owned=("slice_*.tif",) if suffix == "" else ("*",) if folder else (),
     )  # fmt: skip
 
 
 def _read(path: Path) -> tuple[np.ndarray, dict]:
     if not path.exists():
         raise InputFileError(path, "no such file or folder")
+    if is_zarr_path(path):
+        return read_ome_zarr(path)
     if path.is_dir():
         return _read_folder(path)
     suffix = format_suffix(path)

@@ -7,7 +7,8 @@ written, so a killed run leaves no file that a rerun could mistake for complete.
 volume goes through the same writers (:func:`microsr.io.write_volume`).
 
 Peak memory per output format: one batch for multi-page TIFF, TIFF folders, MetaImage
-(``.mha``/``.mhd``) and NIfTI (``.nii``/``.nii.gz``); about the output size for NRRD (slices
+(``.mha``/``.mhd``) and NIfTI (``.nii``/``.nii.gz``); one chunk slab (32 slices) plus one batch
+for OME-Zarr (``.zarr``, :mod:`microsr.io.omezarr`); about the output size for NRRD (slices
 are gathered in a memory-mapped scratch file, then SimpleITK copies the whole volume) and
 for Scanco AIM/ISQ (written whole by itk-ioscanco).
 """
@@ -27,6 +28,7 @@ from microsr.errors import InputFileError
 from microsr.io.atomic import temp_prefix
 from microsr.io.itk_formats import ITK_FORMATS, write_itk_file
 from microsr.io.itk_stream import write_metaimage, write_nifti
+from microsr.io.omezarr import is_zarr_path, write_ome_zarr
 from microsr.io.scanco import SCANCO_FORMATS, write_scanco_file
 from microsr.io.tiff import TIFF_SUFFIXES
 from microsr.io.tiff_write import write_tiff_pages, write_tiff_slices
@@ -34,12 +36,13 @@ from microsr.volume import Volume
 
 log = logging.getLogger(__name__)
 
-#: Every output extension (``""``: a folder of TIFF slices).
-WRITABLE = ("", *TIFF_SUFFIXES, *ITK_FORMATS, *SCANCO_FORMATS)
+#: Every output extension (``""``: a folder of TIFF slices; ``.zarr``: an OME-Zarr store).
+WRITABLE = ("", *TIFF_SUFFIXES, *ITK_FORMATS, *SCANCO_FORMATS, ".zarr")
 
 
 def format_suffix(path: Path) -> str:
-    """Lower-case extension, with ``.nii.gz`` as one suffix (``""`` if none)."""
+    """Lower-case extension, with ``.nii.gz`` as one suffix (``""`` if none; ``.ome.zarr``:
+    ``.zarr``)."""
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
@@ -53,7 +56,7 @@ def output_suffix(path: str | Path) -> str:
         An extension microsr cannot write.
     """
     path = Path(path)
-    suffix = "" if path.is_dir() else format_suffix(path)
+    suffix = "" if path.is_dir() and not is_zarr_path(path) else format_suffix(path)
     if suffix not in WRITABLE:
         raise InputFileError(
             path,
@@ -116,6 +119,8 @@ def write_slices(
         write_metaimage(target, counted, path, suffix)
     elif suffix in (".nii", ".nii.gz"):
         write_nifti(target, counted, path, suffix)
+    elif suffix == ".zarr":
+        write_ome_zarr(target, counted, path)
     else:
         _gathered(target, counted, path, suffix)
     return path

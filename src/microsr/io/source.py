@@ -2,7 +2,8 @@
 
 What streams (only the requested slices are read from disk): multi-page TIFF files (ImageJ
 hyperstacks included) and folders of 2D TIFF slices (:mod:`microsr.io.tiff`), uncompressed
-MetaImage (``.mha``/``.mhd``) and NIfTI (``.nii``) (:mod:`microsr.io.itk_stream`).
+MetaImage (``.mha``/``.mhd``) and NIfTI (``.nii``) (:mod:`microsr.io.itk_stream`), OME-Zarr
+stores (``.zarr``, level 0, :mod:`microsr.io.omezarr`).
 Everything else (``.nii.gz``, compressed MetaImage, NRRD, DICOM series, Scanco files, anything
 the fast path does not recognise) is read whole with :func:`microsr.io.read_volume`.
 """
@@ -19,6 +20,7 @@ import numpy as np
 from microsr.errors import InputFileError
 from microsr.io.files import as_spacing, choose_spacing, read_volume
 from microsr.io.itk_stream import open_itk_file
+from microsr.io.omezarr import is_zarr_path, open_ome_zarr
 from microsr.io.sink import format_suffix
 from microsr.io.tiff import TIFF_SUFFIXES, list_slices, open_tiff_file, open_tiff_folder
 from microsr.volume import Calibration, Volume
@@ -99,7 +101,9 @@ def open_slices(
     user = as_spacing(spacing_mm)
     suffix = format_suffix(path) if path.is_file() else ""
     opened = None
-    if path.is_dir() and list_slices(path):
+    if is_zarr_path(path) and path.exists():
+        opened = open_ome_zarr(path)
+    elif path.is_dir() and list_slices(path):
         opened = open_tiff_folder(path)
     elif suffix in TIFF_SUFFIXES:
         opened = open_tiff_file(path)

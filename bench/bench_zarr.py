@@ -1,0 +1,110 @@
+"""One big LR volume to an OME-Zarr store: plain ``predict`` against ``predict --dask`` workers.
+
+The issue's case: a 512^3 uint16 LR volume (an OME-Zarr store) super-resolved onto the HR grid,
+1024^3 float32 (4 GiB raw), written as an OME-Zarr store with its pyramid. Cases, each in its
+own process: ``plain`` (:func:`microsr.inference.predict.predict_file`, one process streaming)
+and ``dask:N`` (:func:`microsr.inference.distributed.predict_dask` on a ``LocalCluster`` of N
+worker processes). Reported per case: wall time, output slices/s, peak RSS of the main process
+and of the largest worker process (``RUSAGE_CHILDREN`` after the cluster closed), and the bytes
+the store holds on disk. The output store of each case is deleted before the next.
+
+The full size takes hours of CPU on a 2-core machine; ``--side 32 --z 32`` is a smoke test.
+
+Usage: python bench/bench_zarr.py [--side 512] [--z 512] [--workers 1,2] [--width 16]
+           [--device cpu] [--tmp DIR] [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np
+from _common import machine, peak_rss_mb, run_child, write_checkpoint
+
+from microsr.io import write_slices
+from microsr.io.sink import template
+from microsr.models.factory import ModelConfig
+
+
+def write_lr_zarr(path: Path, z: int, side: int, *, seed: int = 0) -> Path:
+    """A random ``(z, side, side)`` uint16 LR volume in 0..1000 as OME-Zarr, slab by slab."""
+    rng = np.random.default_rng(seed)
+    target = template((z, side, side), (0.02,) * 3, (0.0,) * 3, dtype=np.uint16)
+    slabs = (
+        rng.integers(0, 1000, (min(32, z - s), side, side), dtype=np.uint16)
+        for s in range(0, z, 32)
+    )
+    return write_slices(target, slabs, path)
+
+
+def store_bytes(path: Path) -> int:
+    """Bytes of every file under ``path``."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def child(mode: str, ckpt: str, lr: str, out: str, device: str) -> None:
+    t0 = time.perf_counter()
+    if mode == "plain":
+        from microsr.inference.predict import predict_file
+
+        predict_file(ckpt, lr, out, device=device, progress=False)
+    else:
+        from microsr.inference.distributed import DaskConfig, predict_dask
+
+        scheduler = mode.replace("dask", "local")
+        predict_dask(ckpt, lr, out, config=DaskConfig(scheduler=scheduler), device=device)
+    wall = time.perf_counter() - t0
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"wall_s": wall, "peak_rss_mb": peak_rss_mb(), "worker_peak_rss_mb": workers}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--side", type=int, default=512, help="LR side (y, x); output is 2x")
+    ap.add_argument("--z", type=int, default=512, help="LR slices; output is 2x")
+    ap.add_argument("--workers", default="1,2", help="Dask worker counts to run")
+    ap.add_argument("--width", type=int, default=16, help="model width (the default model's)")
+    ap.add_argument("--tmp", type=Path, default=None, help="scratch folder (needs ~2x output)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (every worker uses it)")
+    ap.add_argument("--child", nargs=5)
+    a = ap.parse_args()
+    if a.child:
+        child(*a.child)
+        return
+    print(f"machine: {machine()}, {os.cpu_count()} CPUs")
+    print(f"LR {a.z} x {a.side} x {a.side} uint16 -> SR {2 * a.z} x {2 * a.side} x {2 * a.side}"
+          " float32 OME-Zarr (HR grid)")  # fmt: skip
+    results = []
+    with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
+        tmp = Path(tmp)
+        config = ModelConfig(width=a.width, in_channels=3)  # the default 2.5D residual U-Net
+        ckpt = write_checkpoint(tmp / "m.ckpt", config)
+        lr = write_lr_zarr(tmp / "lr.zarr", a.z, a.side)
+        n_out = 2 * a.z
+        for mode in ["plain", *(f"dask:{n}" for n in a.workers.split(","))]:
+            out = tmp / "sr.zarr"
+            r = run_child(__file__, "--child", mode, str(ckpt), str(lr), str(out), a.device)
+            r.update(case=mode, slices_per_s=n_out / r["wall_s"], bytes_written=store_bytes(out))
+            results.append(r)
+            print(f"{mode:8s} {r['wall_s']:9.1f} s  {r['slices_per_s']:7.2f} slices/s  "
+                  f"peak RSS {r['peak_rss_mb']:7.0f} MiB (largest worker "
+                  f"{r['worker_peak_rss_mb']:6.0f} MiB)  {r['bytes_written'] / 2**20:9.1f} MiB "
+                  "written", flush=True)  # fmt: skip
+            shutil.rmtree(out)
+    if a.json:
+        a.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
