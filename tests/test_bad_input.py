@@ -174,6 +174,8 @@ CASES = [
     Case("unknown output extension", ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.xyz"],
          ".xyz"),
     Case("register a constant LR", ["register", "{w}/flat.mha", "{w}/hr0.mha"], "constant"),
+    Case("more folds than subjects", ["study", "{w}/manifest.csv", "{o}/st", "--folds", "9"],
+         "more than the 4 subjects"),
     # grey HR scans from masks (phantom --from-mask)
     Case("mask not binary", ["phantom", "{o}/g.mha", "--from-mask", "{w}/mask_nonbinary.nrrd"],
          "not a binary mask"),

@@ -72,6 +72,13 @@ ConfigFile = Annotated[
 ]
 Minutes = Annotated[float | None, typer.Option(help="training minutes per model (default 1)")]
 Epochs = Annotated[int | None, typer.Option(help="training epochs per model")]
+Folds = Annotated[
+    int | None,
+    typer.Option(
+        help="K-fold cross-validation by the manifest's 'subject' column: each fold trains "
+        "on the other subjects and tests on its own; per-fold and pooled tables"
+    ),
+]
 
 
 @command
@@ -87,6 +94,7 @@ def study(
     otsu: Otsu = False,
     ta: Annotated[str | None, typer.Option(help=_TA_HELP + " (default auto)")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    folds: Folds = None,
     threads: Threads = None,
 ) -> None:
     """The whole study: prepare, train per site + pooled, predict, evaluate, morphometry,
@@ -99,6 +107,8 @@ def study(
     if any(v is not None for v in opts) or otsu or ta is not None:
         morph = morph_config(*opts, otsu, **({"ta": ta} if ta else {}))
     cfg = study_config(config, minutes=minutes, epochs=epochs, device=device, morphometry=morph)
+    if folds is not None:
+        cfg = cfg.model_copy(update={"folds": folds})
     summary = run_study(manifest, out_dir, cfg)
     typer.echo(json.dumps(summary, indent=2))
 

@@ -16,11 +16,13 @@ from pathlib import Path
 from microsr import __version__
 from microsr.data.manifest import read_manifest
 from microsr.data.prepare import load_dataset_info, prepare_dataset
+from microsr.data.splits import make_folds
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
 from microsr.runtime import progress as make_progress
 from microsr.study.analysis import write_stats
 from microsr.study.config import StudyConfig, StudyLayout
+from microsr.study.crossval import run_folds, subjects_of, write_cv_stats
 from microsr.study.evaluate import evaluate_specimen
 from microsr.study.models import model_dataset, model_names, train_model
 
@@ -101,10 +103,14 @@ def run_study(
 ) -> dict:
     """Run (or resume) a whole study; see :mod:`microsr.study.config` for the layout.
 
+    With ``config.folds = K`` the study is a subject-level K-fold cross-validation: one
+    sub-study per fold in ``fold_<i>/``, pooled in ``stats/`` (:mod:`microsr.study.crossval`).
+
     Returns
     -------
     dict
-        ``sites``, ``models``, ``n_evaluations``, ``problems`` and the ``report`` path.
+        ``sites``, ``models``, ``n_evaluations``, ``problems`` and the ``report`` path
+        (cross-validation: ``folds``, ``n_evaluations``, ``subjects``, ``problems``, ``report``).
 
     Raises
     ------
@@ -114,7 +120,13 @@ def run_study(
     """
     manifest, config, layout = Path(manifest), config or StudyConfig(), StudyLayout(Path(out_dir))
     rows = read_manifest(manifest)
+    if config.folds is not None:
+        make_folds(subjects_of(rows), k=config.folds, seed=config.prepare.split_seed)  # check
     _start(layout, manifest, config)
+    if config.folds is not None:
+        problems = run_folds(manifest, layout.root, config, progress=progress)
+        summary = write_cv_stats(layout.root, config.folds, rows, problems)
+        return _report(layout, summary) if report else summary
     if not (layout.dataset / "dataset.json").is_file():
         prepare_dataset(manifest, layout.dataset, config.prepare, progress=progress)
     info, splits = load_dataset_info(layout.dataset)
@@ -125,8 +137,10 @@ def run_study(
     norm = info["normalization"]
     _evaluate_all(layout, checkpoints, rows, set(splits["test"]), config, norm, problems)
     summary = write_stats(layout, problems)
-    if report:
-        from microsr.report import build_report
+    return _report(layout, summary) if report else summary
 
-        summary["report"] = str(build_report(layout.root))
-    return summary
+
+def _report(layout: StudyLayout, summary: dict) -> dict:
+    from microsr.report import build_report
+
+    return summary | {"report": str(build_report(layout.root))}
