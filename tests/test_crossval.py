@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -61,11 +63,18 @@ def _manifest(tmp: Path) -> Path:
     rows = []
     for i, subject in enumerate(["A", "A", "B", "C", "D"]):
         sid = f"s{i}"
-        hr = make_phantom((8, 40, 40), spacing_mm=0.01, site="spine", seed=i)
+        hr, mask = make_phantom(
+            (8, 40, 40), spacing_mm=0.01, site="spine", seed=i, return_mask=True
+        )
         lr = simulate_acquisition(hr, AcquisitionConfig(quick=True, seed=i))
         lr_path = write_volume(lr, tmp / f"{sid}_lr.mha")
         hr_path = write_volume(hr, tmp / f"{sid}_hr.mha")
-        rows.append(SpecimenRow(sid, "spine", lr_path, hr_path, extra={"subject": subject}))
+        truth = write_volume(replace(hr, array=mask.astype(np.uint8)), tmp / f"{sid}_m.nrrd")
+        rows.append(
+            SpecimenRow(
+                sid, "spine", lr_path, hr_path, extra={"subject": subject}, truth_path=truth
+            )
+        )
     return write_manifest(rows, tmp / "manifest.csv")
 
 
@@ -99,3 +108,9 @@ def test_tiny_cross_validated_study(tmp_path):
     assert pooled.set_index("metric").loc["psnr_gain", "n_subjects"] == 4
     page = (out / "report" / "index.html").read_text()
     assert "cv_pooled" in page and "cv_folds" in page and "cv_subjects" in page
+    # the truth mask: LR, SR and grey HR BA/TA scored against it, per subject
+    truth = pd.read_csv(out / "stats" / "cv_truth.csv", dtype={"subject": str})
+    assert sorted(truth["subject"]) == ["A", "B", "C", "D"]
+    assert set(truth["metric"]) == {"ba_ta"}  # no 3D features in this config
+    assert (truth[["abserr_lr", "abserr_sr", "abserr_hr"]] >= 0).all().all()
+    assert "truth_abserr_ba_ta_sr" in set(pooled["metric"])

@@ -160,6 +160,7 @@ def _page(study: Path, record: dict, tables: dict, figs, problems: list[str]) ->
         "cv_pooled",
         "cv_subjects",
         "cv_folds",
+        "cv_truth",
         "truth",
         "comparisons",
         "bland_altman",

@@ -10,7 +10,8 @@ Layout of a cross-validated study folder::
                                on its training subjects only), trained, evaluated
     stats/                     pooled tables: every fold's primary analysis together
                                (slices, specimens, comparisons, ...) and ``cv_folds.csv``,
-                               ``cv_subjects.csv``, ``cv_pooled.csv``
+                               ``cv_subjects.csv``, ``cv_pooled.csv`` (with a truth mask:
+                               ``truth.csv``, ``cv_truth.csv``)
     report/                    index.html
 
 Each subject (the manifest's ``subject`` column; a specimen without one is its own) is
@@ -33,7 +34,7 @@ from microsr.data.splits import make_folds
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
 from microsr.stats.describe import mean_ci
-from microsr.stats.tables import run_stats
+from microsr.stats.tables import TRUTH_IMAGES, TRUTH_METRICS, run_stats, truth_errors
 from microsr.study.config import StudyConfig, StudyLayout
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,36 @@ def pooled_table(subjects: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def truth_subject_table(truth: pd.DataFrame, subjects: dict[str, str]) -> pd.DataFrame:
+    """``cv_truth.csv``: per subject and metric, |LR|, |SR| and |grey HR| - truth errors
+    (mean over the subject's specimens) and whether SR is closer to the truth than LR."""
+    frame = truth.assign(subject=truth["specimen"].map(subjects))
+    rows = []
+    for subject, g in frame.groupby("subject", sort=True):
+        for metric in (m for m in TRUTH_METRICS if f"{m}_abserr" in g):
+            by_image = g.groupby("image")[f"{metric}_abserr"].mean()
+            row = {"subject": subject, "metric": metric}
+            row |= {f"abserr_{i}": float(by_image.get(i, float("nan"))) for i in TRUTH_IMAGES}
+            row["sr_closer_than_lr"] = bool(row["abserr_sr"] < row["abserr_lr"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def truth_pooled_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows for ``cv_pooled.csv``: each metric's |error| over subjects, per image, and on
+    how many subjects SR is closer to the truth than LR."""
+    rows = []
+    for metric, g in table.groupby("metric", sort=False):
+        for image in TRUTH_IMAGES:
+            ci = mean_ci(g[f"abserr_{image}"])
+            row = {"metric": f"truth_abserr_{metric}_{image}", "n_subjects": ci["n"],
+                   "mean": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}  # fmt: skip
+            if image == "sr":
+                row["subjects_sr_better"] = int(g["sr_closer_than_lr"].sum())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _write(frame: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
@@ -213,8 +244,13 @@ def write_cv_stats(root: Path, k: int, rows: list[SpecimenRow], problems: list[s
     else:
         tables = run_stats(found["slices"])
         subjects = subject_table(found)
-        tables |= {"cv_folds": fold_table(found), "cv_subjects": subjects,
-                   "cv_pooled": pooled_table(subjects)}  # fmt: skip
+        pooled = pooled_table(subjects)
+        truth = truth_errors(found.get("features_3d"), tables["slices"])
+        if not truth.empty:
+            tables["truth"] = truth
+            tables["cv_truth"] = truth_subject_table(truth, subjects_of(rows))
+            pooled = pd.concat([pooled, truth_pooled_rows(tables["cv_truth"])], ignore_index=True)
+        tables |= {"cv_folds": fold_table(found), "cv_subjects": subjects, "cv_pooled": pooled}
         for name in ("sweep", "features_3d", "fidelity"):
             if name in found:
                 tables[name] = found[name]
