@@ -176,6 +176,8 @@ CASES = [
     Case("register a constant LR", ["register", "{w}/flat.mha", "{w}/hr0.mha"], "constant"),
     Case("more folds than subjects", ["study", "{w}/manifest.csv", "{o}/st", "--folds", "9"],
          "more than the 4 subjects"),
+    Case("study-demo --masks with --data", ["study-demo", "{o}/d", "--masks", "{w}",
+                                            "--data", "{w}/hr0.mha"], "--masks goes alone"),
     # grey HR scans from masks (phantom --from-mask)
     Case("mask not binary", ["phantom", "{o}/g.mha", "--from-mask", "{w}/mask_nonbinary.nrrd"],
          "not a binary mask"),

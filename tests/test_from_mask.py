@@ -116,3 +116,32 @@ def test_didsr_roi_keeps_its_bv_tv():
     grey = grey_from_mask(mask, spacing, config, seed=0)
     bv_tv = (grey.array > config.midpoint_mgha).mean()
     assert abs(bv_tv - mask.mean()) < 0.03
+
+
+def test_mask_folder_becomes_a_manifest_with_subjects_and_truth(tmp_path):
+    from microsr.data.manifest import read_manifest
+    from microsr.study.masks import mask_manifest
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("roi_1_d1", "roi_5_d1", "roi_2_d2"):
+        blob = ndimage_blobs(rng)
+        write_volume(Volume(blob, (1.0,) * 3), masks / f"{name}.nrrd")
+    manifest = mask_manifest(masks, tmp_path / "data", spacing_mm=0.05, crop=16)
+    rows = read_manifest(manifest)
+    assert [r.specimen for r in rows] == ["roi_1_d1", "roi_2_d2", "roi_5_d1"]
+    assert [r.extra["subject"] for r in rows] == ["d1", "d2", "d1"]
+    truth = read_volume(rows[0].truth_path)
+    assert truth.shape == (16, 16, 16) and truth.spacing_mm == SPACING
+    hr = read_volume(rows[0].hr_path)
+    assert hr.shape == (16, 16, 16) and hr.calibration.units == "mg HA/cm3"
+    assert read_volume(rows[0].lr_path).shape == (8, 8, 8)
+
+
+def ndimage_blobs(rng: np.random.Generator, shape=(20, 20, 20)) -> np.ndarray:
+    """A random bone-like binary mask (smoothed noise above its 70th percentile)."""
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+    return (field > np.quantile(field, 0.7)).astype(np.uint8)

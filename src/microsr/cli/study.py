@@ -21,6 +21,7 @@ from microsr.cli._app import (
     parse_spacing,
     use_threads,
 )
+from microsr.errors import MicrosrError
 
 Sigma = Annotated[float, typer.Option(help="Gaussian sigma in in-plane voxels")]
 _TA_HELP = (
@@ -119,8 +120,22 @@ def study_demo(
     data: Annotated[
         Path | None, typer.Option(help="an HR scan cut into slabs (default: phantoms)")
     ] = None,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            help="a folder of binary bone masks (e.g. the DIDSR ROIs, subject after the last "
+            "'_'): grey HR scans of their real architecture (synthetic intensities), simulated "
+            "LR, the masks as morphometry truth, subject-level cross-validation"
+        ),
+    ] = None,
+    crop: Annotated[
+        int, typer.Option(help="--masks: central HR cube kept of each mask, voxels")
+    ] = 96,
     spacing: Spacing = None,
     minutes: Minutes = None,
+    folds: Annotated[
+        int | None, typer.Option(help="cross-validation folds by subject (--masks: default 5)")
+    ] = None,
     per_site: Annotated[int, typer.Option(help="phantoms per site")] = 8,
     frames: Annotated[
         bool,
@@ -134,24 +149,36 @@ def study_demo(
     device: Device = "auto",
     threads: Threads = None,
 ) -> None:
-    """Study demo: phantom femur + spine sites (or slabs of --data), then `study`."""
-    from microsr.study import phantom_manifest, run_study, slab_manifest, study_config
-    from microsr.study.demo import frames_manifest
+    """Study demo: phantom femur + spine sites (or slabs of --data, or --masks), then `study`."""
+    from microsr.study import run_study, study_config
 
     use_threads(threads)
+    if masks is not None and (data is not None or frames):
+        raise MicrosrError("--masks goes alone: not with --data or --frames")
+    if masks is not None and folds is None:
+        folds = 5
     manifest = out_dir / "data" / "manifest.csv"
     if not manifest.is_file():
-        if frames:
-            manifest = frames_manifest(
-                out_dir / "data", n=per_site, data=data, spacing_mm=parse_spacing(spacing)
-            )
-        elif data is None:
-            manifest = phantom_manifest(out_dir / "data", per_site=per_site)
-        else:
-            manifest = slab_manifest(data, out_dir / "data", spacing_mm=parse_spacing(spacing))
+        manifest = _demo_manifest(out_dir / "data", data, masks, frames, per_site, spacing, crop)
     cfg = study_config(minutes=minutes, device=device, calibrated=data is None)
+    if folds is not None:
+        cfg = cfg.model_copy(update={"folds": folds})
     typer.echo(f"manifest: {manifest}")
     typer.echo(json.dumps(run_study(manifest, out_dir / "study", cfg), indent=2))
+
+
+def _demo_manifest(folder, data, masks, frames, per_site, spacing, crop) -> Path:
+    from microsr.study import phantom_manifest, slab_manifest
+    from microsr.study.demo import frames_manifest
+    from microsr.study.masks import mask_manifest
+
+    if masks is not None:
+        return mask_manifest(masks, folder, spacing_mm=parse_spacing(spacing), crop=crop)
+    if frames:
+        return frames_manifest(folder, n=per_site, data=data, spacing_mm=parse_spacing(spacing))
+    if data is None:
+        return phantom_manifest(folder, per_site=per_site)
+    return slab_manifest(data, folder, spacing_mm=parse_spacing(spacing))
 
 
 @command

@@ -44,7 +44,7 @@ CSS = (
 def _read(stats: Path, name: str) -> pd.DataFrame | None:
     path = stats / f"{name}.csv"
     return (
-        pd.read_csv(path, dtype={"specimen": str, "site": str, "model": str})
+        pd.read_csv(path, dtype={"specimen": str, "site": str, "model": str, "subject": str})
         if path.is_file()
         else None
     )

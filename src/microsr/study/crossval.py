@@ -88,7 +88,7 @@ def run_folds(manifest: Path, root: Path, config: StudyConfig, *, progress: bool
     from microsr.study.pipeline import run_study
 
     rows = read_manifest(manifest)
-    problems: list[str] = []
+    found: dict[str, list[int]] = {}  # problem -> the folds that had it
     paths = write_folds(root, rows, config.folds, config.prepare.split_seed)
     for i, split_file in enumerate(paths, start=1):
         prepare = config.prepare.model_copy(update={"split_file": split_file.resolve()})
@@ -97,11 +97,14 @@ def run_folds(manifest: Path, root: Path, config: StudyConfig, *, progress: bool
             summary = run_study(
                 manifest, fold_layout(root, i).root, sub, report=False, progress=progress
             )
-            problems += [f"fold {i}: {p}" for p in summary.get("problems", [])]
+            for problem in summary.get("problems", []):
+                found.setdefault(problem, []).append(i)
         except Exception as exc:  # noqa: BLE001 - one fold's failure must not end the study
             log.error("fold %d failed: %s", i, exc)
-            problems.append(f"fold {i}: not completed: {exc}")
-    return problems
+            found.setdefault(f"not completed: {exc}", []).append(i)
+    return [
+        f"fold{'s' if len(f) > 1 else ''} {', '.join(map(str, f))}: {p}" for p, f in found.items()
+    ]
 
 
 def _read_fold(layout: StudyLayout, name: str) -> pd.DataFrame | None:
