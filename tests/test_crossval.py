@@ -104,6 +104,7 @@ def test_tiny_cross_validated_study(tmp_path):
     assert {"psnr_gain", "psnr_gain_ci_low", "ssim_gain_ci_high"} <= set(subjects.columns)
     per_fold = pd.read_csv(out / "stats" / "cv_folds.csv")
     assert sorted(per_fold["fold"]) == [1, 2]
+    assert (per_fold["wall_s"] > 0).all()  # each fold's wall time
     pooled = pd.read_csv(out / "stats" / "cv_pooled.csv")
     assert pooled.set_index("metric").loc["psnr_gain", "n_subjects"] == 4
     page = (out / "report" / "index.html").read_text()

@@ -22,6 +22,11 @@ on the HR grid over the one TA (:func:`microsr.morphometry.bone_features_3d`: it
 Tb.N, BS/BV, plate-model Tb.Th/Tb.Sp; direct local-thickness ``tb_th_lt_mm``,
 ``tb_sp_lt_mm`` and ``conn_d_per_mm3``), each LR/SR feature also as ``<key>_err`` =
 image - HR.
+
+With an exact truth (stacks with ``has_truth``: a binary mask on the HR grid, e.g. the
+segmentation a grey HR scan was made from) the mask is scored as one more image, never
+segmented: slice-wise ``ba_ta_truth`` over the same TA, 3D features under ``"truth"``, and
+LR, SR *and HR* features also as ``<key>_truth_err`` = image - truth.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Layout of a cross-validated study folder::
     splits/fold_<i>.json       fold i's split, given to its sub-study as ``split_file``
     fold_<i>/                  a whole study (see :mod:`microsr.study.config`) of fold i:
                                prepared with its own split (the intensity window is fitted
-                               on its training subjects only), trained, evaluated
+                               on its training subjects only), trained, evaluated;
+                               ``time.json``: its wall time (``cv_folds.csv``'s ``wall_s``)
     stats/                     pooled tables: every fold's primary analysis together
                                (slices, specimens, comparisons, ...) and ``cv_folds.csv``,
                                ``cv_subjects.csv``, ``cv_pooled.csv`` (with a truth mask:
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -94,9 +96,11 @@ def run_folds(manifest: Path, root: Path, config: StudyConfig, *, progress: bool
         prepare = config.prepare.model_copy(update={"split_file": split_file.resolve()})
         sub = config.model_copy(update={"folds": None, "prepare": prepare})
         try:
+            start = time.perf_counter()
             summary = run_study(
                 manifest, fold_layout(root, i).root, sub, report=False, progress=progress
             )
+            _record_time(fold_layout(root, i), time.perf_counter() - start)
             for problem in summary.get("problems", []):
                 found.setdefault(problem, []).append(i)
         except Exception as exc:  # noqa: BLE001 - one fold's failure must not end the study
@@ -105,6 +109,24 @@ def run_folds(manifest: Path, root: Path, config: StudyConfig, *, progress: bool
     return [
         f"fold{'s' if len(f) > 1 else ''} {', '.join(map(str, f))}: {p}" for p, f in found.items()
     ]
+
+
+def _record_time(layout: StudyLayout, seconds: float) -> None:
+    """``fold_<i>/time.json``: the wall time of the run that completed the fold (kept when a
+    resumed run finds it complete: a resumed fold's time covers its last part only)."""
+    path = layout.root / "time.json"
+    if not path.is_file():
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"wall_s": round(seconds, 1)}))
+
+
+def _fold_times(root: Path, k: int) -> dict[int, float]:
+    out = {}
+    for i in range(1, k + 1):
+        path = fold_layout(root, i).root / "time.json"
+        if path.is_file():
+            out[i] = json.loads(path.read_text())["wall_s"]
+    return out
 
 
 def _read_fold(layout: StudyLayout, name: str) -> pd.DataFrame | None:
@@ -253,7 +275,9 @@ def write_cv_stats(root: Path, k: int, rows: list[SpecimenRow], problems: list[s
             tables["truth"] = truth
             tables["cv_truth"] = truth_subject_table(truth, subjects_of(rows))
             pooled = pd.concat([pooled, truth_pooled_rows(tables["cv_truth"])], ignore_index=True)
-        tables |= {"cv_folds": fold_table(found), "cv_subjects": subjects, "cv_pooled": pooled}
+        per_fold = fold_table(found)
+        per_fold["wall_s"] = per_fold["fold"].map(_fold_times(root, k))
+        tables |= {"cv_folds": per_fold, "cv_subjects": subjects, "cv_pooled": pooled}
         for name in ("sweep", "features_3d", "fidelity"):
             if name in found:
                 tables[name] = found[name]
