@@ -115,3 +115,18 @@ def test_tiny_cross_validated_study(tmp_path):
     assert set(truth["metric"]) == {"ba_ta"}  # no 3D features in this config
     assert (truth[["abserr_lr", "abserr_sr", "abserr_hr"]] >= 0).all().all()
     assert "truth_abserr_ba_ta_sr" in set(pooled["metric"])
+
+
+def test_a_study_from_before_folds_resumes(tmp_path):
+    from microsr.study.config import StudyLayout
+    from microsr.study.pipeline import _start
+
+    layout, config = StudyLayout(tmp_path / "st"), StudyConfig()
+    manifest = tmp_path / "m.csv"
+    _start(layout, manifest, config)
+    record = json.loads(layout.study_json.read_text())
+    del record["config"]["folds"]  # as written by microsr before --folds
+    layout.study_json.write_text(json.dumps(record))
+    _start(layout, manifest, config)  # same config: resumes
+    with pytest.raises(MicrosrError, match="another config"):
+        _start(layout, manifest, config.model_copy(update={"folds": 3}))

@@ -55,9 +55,12 @@ def _start(layout: StudyLayout, manifest: Path, config: StudyConfig) -> None:
         "software": software_versions(),
     }
     if layout.study_json.is_file():
-        old = json.loads(layout.study_json.read_text())
-        same = {k: v for k, v in old.get("config", {}).items() if k != "device"}
-        if same != {k: v for k, v in record["config"].items() if k != "device"}:
+        old = json.loads(layout.study_json.read_text()).get("config", {})
+        same = {k: v for k, v in old.items() if k != "device"}
+        # an option newer than the study (absent from its study.json) matches when unset
+        new = {k: v for k, v in record["config"].items()
+               if k != "device" and (k in old or v is not None)}  # fmt: skip
+        if same != new:
             raise MicrosrError(
                 f"{layout.study_json}: this folder holds a study with another config; "
                 "use a new folder (or the same options) to resume"
