@@ -68,6 +68,11 @@ def ws(tmp_path_factory) -> Path:
     )
     (w / "cut.mha").write_bytes((w / "lr0.mha").read_bytes()[:-500])
     write_volume(Volume(np.full((4, 16, 16), 7.0, np.float32), (0.02,) * 3), w / "flat.mha")
+    for name, values in (("nonbinary", [0, 1, 2]), ("nobone", [0]), ("allbone", [1]),
+                         ("nospacing", [0, 1])):  # fmt: skip
+        mask = np.resize(np.array(values, np.uint8), (8, 8, 8))
+        spacing = (1.0,) * 3 if name == "nospacing" else (0.05,) * 3
+        write_volume(Volume(mask, spacing), w / f"mask_{name}.nrrd")
     (w / "afile.txt").write_text("not a folder")
     return w
 
@@ -212,6 +217,19 @@ CASES = [
          lambda ws, out: _folder_with_user_files(ws, out).rename(out / "proj.zarr")),
     Case("predict --dask into a non-Zarr output",
          ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.mha", "--dask", "local:1"], ".zarr"),
+    Case("more folds than subjects", ["study", "{w}/manifest.csv", "{o}/st", "--folds", "9"],
+         "more than the 4 subjects"),
+    Case("study-demo --masks with --data", ["study-demo", "{o}/d", "--masks", "{w}",
+                                            "--data", "{w}/hr0.mha"], "--masks goes alone"),
+    # grey HR scans from masks (phantom --from-mask)
+    Case("mask not binary", ["phantom", "{o}/g.mha", "--from-mask", "{w}/mask_nonbinary.nrrd"],
+         "not a binary mask"),
+    Case("mask without bone", ["phantom", "{o}/g.mha", "--from-mask", "{w}/mask_nobone.nrrd"],
+         "empty mask"),
+    Case("mask all bone", ["phantom", "{o}/g.mha", "--from-mask", "{w}/mask_allbone.nrrd"],
+         "all bone"),
+    Case("mask without spacing", ["phantom", "{o}/g.mha", "--from-mask",
+                                  "{w}/mask_nospacing.nrrd"], "--spacing"),
 ]  # fmt: skip
 
 

@@ -17,20 +17,41 @@ from microsr.errors import MicrosrError
 def phantom(
     out_volume: Path,
     shape: Annotated[tuple[int, int, int], typer.Option(help="Z Y X voxels")] = (64, 160, 160),
-    spacing: Annotated[float, typer.Option(help="voxel size, mm")] = 0.01,
+    spacing: Annotated[
+        float | None,
+        typer.Option(help="voxel size, mm (default 0.01; --from-mask: the mask's own)"),
+    ] = None,
     site: Annotated[str, typer.Option(help="femur | spine")] = "femur",
+    from_mask: Annotated[
+        Path | None,
+        typer.Option(
+            help="binary bone mask (0/1 or 0/255): a grey HR scan of its real architecture "
+            "with synthetic intensities (partial volume, TMD, marrow, HR blur and noise)"
+        ),
+    ] = None,
+    crop: Annotated[
+        int | None, typer.Option(help="--from-mask: keep the central CROP^3 voxels")
+    ] = None,
     seed: int = 0,
     overwrite: Overwrite = False,
 ) -> None:
-    """Write a synthetic trabecular-bone phantom (density in mg HA/cm3)."""
+    """Write a synthetic trabecular-bone phantom, or a grey scan of a mask (mg HA/cm3)."""
     from microsr.io import check_volume_output, write_volume
-    from microsr.simulate import make_phantom
+    from microsr.simulate import grey_from_mask, make_phantom, read_mask
+    from microsr.simulate.from_mask import centre_crop
 
     if site not in ("femur", "spine"):
         raise MicrosrError(f"--site {site!r}: use femur or spine")
-    check_volume_output(out_volume, overwrite=overwrite)
-    phantom = make_phantom(shape, spacing_mm=spacing, site=site, seed=seed)
-    typer.echo(write_volume(phantom, out_volume, overwrite=overwrite))
+    if crop is not None and crop < 8:
+        raise MicrosrError(f"--crop {crop}: use 8 voxels or more")
+    check_volume_output(out_volume, inputs=[from_mask] if from_mask else [], overwrite=overwrite)
+    if from_mask is None:
+        volume = make_phantom(shape, spacing_mm=spacing or 0.01, site=site, seed=seed)
+    else:
+        mask, mask_spacing = read_mask(from_mask, spacing_mm=spacing)
+        mask = centre_crop(mask, crop)
+        volume = grey_from_mask(mask, mask_spacing, seed=seed, source=str(from_mask))
+    typer.echo(write_volume(volume, out_volume, overwrite=overwrite))
 
 
 @command

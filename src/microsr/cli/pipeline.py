@@ -318,6 +318,10 @@ def evaluate(
     hr: Annotated[Path | None, typer.Option(help="HR volume")] = None,
     lr: Annotated[Path | None, typer.Option(help="LR volume")] = None,
     sr: Annotated[Path | None, typer.Option(help="SR volume (from predict)")] = None,
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="binary bone mask on the HR grid: score LR, SR and HR against it"),
+    ] = None,
     spacing: Spacing = None,
     device: Device = "auto",
     split: Annotated[str, typer.Option(help="split of a prepared dataset")] = "test",
@@ -349,10 +353,13 @@ def evaluate(
         if hr is None or lr is None or len(paths) != 1:
             raise MicrosrError("use: microsr evaluate --hr HR --lr LR [--sr SR] OUT_DIR")
         results = evaluate_files(hr, lr, sr, spacing_mm=parse_spacing(spacing), config=cfg,
-                                 default_threshold=morph is None)  # fmt: skip
+                                 default_threshold=morph is None, truth=truth)  # fmt: skip
     else:
-        if len(paths) != 3:
-            raise MicrosrError("use: microsr evaluate DATASET_DIR RUN_DIR|CHECKPOINT OUT_DIR")
+        if len(paths) != 3 or truth is not None:
+            raise MicrosrError(
+                "use: microsr evaluate DATASET_DIR RUN_DIR|CHECKPOINT OUT_DIR "
+                "(--truth goes with --hr/--lr; a study reads the manifest's truth_path)"
+            )
         results = evaluate_dataset(paths[0], paths[1], split=split, device=device, config=cfg,
                                    default_threshold=morph is None)  # fmt: skip
     typer.echo(format_summary(write_evaluation(results, paths[-1])))

@@ -21,6 +21,7 @@ from microsr.cli._app import (
     parse_spacing,
     use_threads,
 )
+from microsr.errors import MicrosrError
 
 Sigma = Annotated[float, typer.Option(help="Gaussian sigma in in-plane voxels")]
 _TA_HELP = (
@@ -76,6 +77,13 @@ Title = Annotated[
     str | None,
     typer.Option(help="the report's title (saved in study.json; default: from the manifest)"),
 ]
+Folds = Annotated[
+    int | None,
+    typer.Option(
+        help="K-fold cross-validation by the manifest's 'subject' column: each fold trains "
+        "on the other subjects and tests on its own; per-fold and pooled tables"
+    ),
+]
 
 
 @command
@@ -91,6 +99,7 @@ def study(
     otsu: Otsu = False,
     ta: Annotated[str | None, typer.Option(help=_TA_HELP + " (default auto)")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    folds: Folds = None,
     threads: Threads = None,
     title: Title = None,
 ) -> None:
@@ -104,6 +113,8 @@ def study(
     if any(v is not None for v in opts) or otsu or ta is not None:
         morph = morph_config(*opts, otsu, **({"ta": ta} if ta else {}))
     cfg = study_config(config, minutes=minutes, epochs=epochs, device=device, morphometry=morph)
+    if folds is not None:
+        cfg = cfg.model_copy(update={"folds": folds})
     summary = run_study(manifest, out_dir, cfg, title=title)
     typer.echo(json.dumps(summary, indent=2))
 
@@ -114,8 +125,22 @@ def study_demo(
     data: Annotated[
         Path | None, typer.Option(help="an HR scan cut into slabs (default: phantoms)")
     ] = None,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            help="a folder of binary bone masks (e.g. the DIDSR ROIs, subject after the last "
+            "'_'): grey HR scans of their real architecture (synthetic intensities), simulated "
+            "LR, the masks as morphometry truth, subject-level cross-validation"
+        ),
+    ] = None,
+    crop: Annotated[
+        int, typer.Option(help="--masks: central HR cube kept of each mask, voxels")
+    ] = 96,
     spacing: Spacing = None,
     minutes: Minutes = None,
+    folds: Annotated[
+        int | None, typer.Option(help="cross-validation folds by subject (--masks: default 5)")
+    ] = None,
     per_site: Annotated[int, typer.Option(help="phantoms per site")] = 8,
     frames: Annotated[
         bool,
@@ -130,28 +155,40 @@ def study_demo(
     threads: Threads = None,
     title: Title = None,
 ) -> None:
-    """Study demo: phantom femur + spine sites (or slabs of --data), then `study`."""
-    from microsr.study import phantom_manifest, run_study, slab_manifest, study_config
-    from microsr.study.demo import frames_manifest
+    """Study demo: phantom femur + spine sites (or slabs of --data, or --masks), then `study`."""
+    from microsr.study import run_study, study_config
 
     use_threads(threads)
+    if masks is not None and (data is not None or frames):
+        raise MicrosrError("--masks goes alone: not with --data or --frames")
+    if masks is not None and folds is None:
+        folds = 5
     manifest = out_dir / "data" / "manifest.csv"
     if not manifest.is_file():
-        if frames:
-            manifest = frames_manifest(
-                out_dir / "data", n=per_site, data=data, spacing_mm=parse_spacing(spacing)
-            )
-        elif data is None:
-            manifest = phantom_manifest(out_dir / "data", per_site=per_site)
-        else:
-            manifest = slab_manifest(data, out_dir / "data", spacing_mm=parse_spacing(spacing))
+        manifest = _demo_manifest(out_dir / "data", data, masks, frames, per_site, spacing, crop)
     cfg = study_config(minutes=minutes, device=device, calibrated=data is None)
+    if folds is not None:
+        cfg = cfg.model_copy(update={"folds": folds})
     typer.echo(f"manifest: {manifest}")
     if title is None:
         source = "phantoms" if data is None else f"slabs of {data.name}"
         title = f"microsr study demo: {'frames experiment, ' if frames else ''}{source}"
     summary = run_study(manifest, out_dir / "study", cfg, title=title)
     typer.echo(json.dumps(summary, indent=2))
+
+
+def _demo_manifest(folder, data, masks, frames, per_site, spacing, crop) -> Path:
+    from microsr.study import phantom_manifest, slab_manifest
+    from microsr.study.demo import frames_manifest
+    from microsr.study.masks import mask_manifest
+
+    if masks is not None:
+        return mask_manifest(masks, folder, spacing_mm=parse_spacing(spacing), crop=crop)
+    if frames:
+        return frames_manifest(folder, n=per_site, data=data, spacing_mm=parse_spacing(spacing))
+    if data is None:
+        return phantom_manifest(folder, per_site=per_site)
+    return slab_manifest(data, folder, spacing_mm=parse_spacing(spacing))
 
 
 @command

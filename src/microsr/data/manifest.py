@@ -1,11 +1,14 @@
 """The specimen manifest: a CSV with one row per specimen.
 
 Required columns: ``specimen, site, lr_path, hr_path``. Optional: ``lr_spacing_mm,
-hr_spacing_mm, subject, acquisition, sex, treatment, frames``. Relative paths are resolved
+hr_spacing_mm, subject, acquisition, sex, treatment, frames, truth_path``. Relative paths are resolved
 against the manifest's folder. Spacing columns supply spacing for files that store none
 (TIFF). ``subject`` names the physical bone when one bone has several rows (e.g. scanned
 with two protocols): its rows always share a split. An empty ``lr_path`` is allowed where
 the reader asks for it (``prepare`` then simulates the LR scan from the HR one).
+``truth_path`` is an optional binary bone mask on the HR grid (e.g. the segmentation a grey
+HR scan was made from, :mod:`microsr.simulate.from_mask`): the exact truth that evaluation
+scores LR, SR and HR morphometry against.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class SpecimenRow:
     lr_spacing_mm: float | None = None
     hr_spacing_mm: float | None = None
     extra: dict = field(default_factory=dict)
+    truth_path: Path | None = None  # binary bone mask on the HR grid (exact truth)
 
 
 def _spacing(value: str, manifest: Path, specimen: str, column: str) -> float | None:
@@ -141,7 +145,9 @@ def read_manifest(path: str | Path, *, allow_missing_lr: bool = False) -> list[S
                 raise InputFileError(path, f"specimen {sid!r}: {col} {p} does not exist")
             paths[col] = p
         extra = {
-            k: v for k, v in r.items() if k not in REQUIRED + ("lr_spacing_mm", "hr_spacing_mm")
+            k: v
+            for k, v in r.items()
+            if k not in REQUIRED + ("lr_spacing_mm", "hr_spacing_mm", "truth_path")
         }
         out.append(
             SpecimenRow(
@@ -152,9 +158,21 @@ def read_manifest(path: str | Path, *, allow_missing_lr: bool = False) -> list[S
                 lr_spacing_mm=_spacing(r.get("lr_spacing_mm"), path, sid, "lr_spacing_mm"),
                 hr_spacing_mm=_spacing(r.get("hr_spacing_mm"), path, sid, "hr_spacing_mm"),
                 extra=extra,
+                truth_path=_truth(r.get("truth_path"), path, sid),
             )
         )
     return out
+
+
+def _truth(value: str | None, manifest: Path, specimen: str) -> Path | None:
+    """The ``truth_path`` cell resolved against the manifest's folder (None if empty)."""
+    if not value:
+        return None
+    p = Path(value)
+    p = p if p.is_absolute() else manifest.parent / p
+    if not p.exists():
+        raise InputFileError(manifest, f"specimen {specimen!r}: truth_path {p} does not exist")
+    return p
 
 
 def write_manifest(rows: list[SpecimenRow], path: str | Path) -> Path:
@@ -165,13 +183,14 @@ def write_manifest(rows: list[SpecimenRow], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     extras = sorted({k for r in rows for k in r.extra})
-    cols = list(REQUIRED) + ["lr_spacing_mm", "hr_spacing_mm", *extras]
+    truth = ["truth_path"] if any(r.truth_path for r in rows) else []
+    cols = list(REQUIRED) + ["lr_spacing_mm", "hr_spacing_mm", *truth, *extras]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
         for r in rows:
             rel = []
-            for p in (r.lr_path, r.hr_path):
+            for p in (r.lr_path, r.hr_path, *([r.truth_path] if truth else [])):
                 if p is None:
                     rel.append("")
                     continue
@@ -180,5 +199,6 @@ def write_manifest(rows: list[SpecimenRow], path: str | Path) -> Path:
                 except ValueError:
                     rel.append(str(p))
             spacing = [r.lr_spacing_mm or "", r.hr_spacing_mm or ""]
-            w.writerow([r.specimen, r.site, *rel, *spacing, *(r.extra.get(k, "") for k in extras)])
+            cells = [r.specimen, r.site, *rel[:2], *spacing, *rel[2:]]
+            w.writerow([*cells, *(r.extra.get(k, "") for k in extras)])
     return path

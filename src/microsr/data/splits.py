@@ -122,3 +122,71 @@ def load_splits(path: str | Path, specimens: set[str]) -> dict:
         raise InputFileError(path, f"cannot read splits JSON ({exc})") from None
     check_splits(splits, specimens, source=path)
     return splits
+
+
+def make_folds(
+    subjects: dict[str, str], *, k: int, seed: int, val_fraction: float = 0.2
+) -> list[dict]:
+    """Subject-level K-fold cross-validation splits (nnU-Net's 5-fold CV, by subject).
+
+    The subjects are shuffled (seeded) and dealt round-robin into ``k`` test groups; fold
+    ``i`` tests on group ``i`` and trains on the other subjects, of which
+    ``max(1, round(val_fraction * n))`` (seeded) are held out for validation. Every subject
+    is tested exactly once, and no subject is in two splits of one fold.
+
+    Parameters
+    ----------
+    subjects
+        Mapping specimen id -> subject (donor); a specimen with an empty subject is its own.
+    k
+        Number of folds, 2 <= k <= number of subjects.
+    seed
+        Seed of the shuffles (recorded in each fold).
+    val_fraction
+        Share of each fold's training subjects used for validation.
+
+    Returns
+    -------
+    list of dict
+        One splits dict per fold (``seed, fold, train, val, test``: specimen ids).
+
+    Raises
+    ------
+    MicrosrError
+        ``k`` < 2, more folds than subjects, or too few subjects for train + val + test.
+    """
+    members: dict[str, list[str]] = {}
+    for sid in sorted(subjects):
+        members.setdefault(subjects[sid] or sid, []).append(sid)
+    units = sorted(members)
+    if k < 2:
+        raise MicrosrError(f"--folds {k}: cross-validation needs 2 folds or more")
+    if k > len(units):
+        raise MicrosrError(
+            f"--folds {k} is more than the {len(units)} subjects ({', '.join(units)}): "
+            "every fold needs its own test subject; use --folds "
+            f"{len(units)} or fewer (or give each specimen its own 'subject')"
+        )
+    if len(units) - -(-len(units) // k) < 2:
+        raise MicrosrError(
+            f"--folds {k} with {len(units)} subjects leaves fewer than 2 training subjects "
+            "per fold (one to train on, one to validate); use more folds or more subjects"
+        )
+    rng = np.random.default_rng(seed)
+    order = [str(u) for u in rng.permutation(units)]
+    groups = [sorted(order[i::k]) for i in range(k)]
+    folds = []
+    for i, test in enumerate(groups):
+        rest = sorted(u for u in units if u not in test)
+        n_val = min(max(1, round(val_fraction * len(rest))), len(rest) - 1)
+        val = sorted(str(u) for u in np.random.default_rng([seed, i]).choice(rest, n_val, False))
+        ids = {
+            "test": test,
+            "val": val,
+            "train": [u for u in rest if u not in val],
+        }
+        fold = {"seed": int(seed), "fold": i + 1}
+        fold |= {key: sorted(s for u in ids[key] for s in members[u]) for key in SPLITS}
+        check_splits(fold, set(subjects))
+        folds.append(fold)
+    return folds

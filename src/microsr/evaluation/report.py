@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from microsr.data.prepare import load_dataset_info
-from microsr.errors import MicrosrError
+from microsr.errors import InputFileError, MicrosrError
 from microsr.evaluation.dataset import dataset_stacks
 from microsr.evaluation.scores import (
     ScoreConfig,
@@ -42,14 +42,18 @@ def evaluate_volumes(
     name: str = "volume",
     config: ScoreConfig | None = None,
     mask: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
 ) -> SpecimenScores:
     """Scores of LR (interpolated) and optionally SR against HR, on every paired HR slice.
 
     Without ``config``: the default scores, bone at 500 mg HA/cm3 when HR is calibrated,
-    else at Otsu's threshold of HR.
+    else at Otsu's threshold of HR. ``truth``: a ``(Z, Y, X)`` bool bone mask on the HR
+    grid; LR, SR and HR morphometry are then also scored against it (``ba_ta_truth``,
+    ``<feature>_truth_err``).
     """
     config = config or ScoreConfig(morphometry=default_morphometry(hr.calibration is not None))
-    return score_stacks(volume_stacks(hr, lr, sr, name=name), config, mask=mask)
+    stacks = volume_stacks(hr, lr, sr, name=name, truth=truth)
+    return score_stacks(stacks, config, mask=mask)
 
 
 def evaluate_files(
@@ -60,18 +64,37 @@ def evaluate_files(
     spacing_mm: float | tuple[float, float, float] | None = None,
     config: ScoreConfig | None = None,
     default_threshold: bool = True,
+    truth: str | Path | None = None,
 ) -> list[SpecimenScores]:
-    """Read and score three volume files (``microsr evaluate --hr --lr --sr``).
+    """Read and score three volume files (``microsr evaluate --hr --lr --sr [--truth]``).
 
     ``default_threshold``: segment bone at 500 mg HA/cm3 when HR is calibrated, else with
-    Otsu's threshold of HR (instead of ``config``'s morphometry threshold).
+    Otsu's threshold of HR (instead of ``config``'s morphometry threshold). ``truth``: a
+    binary bone mask on the HR grid (:func:`read_truth`).
     """
     vols = [read_volume(p, spacing_mm=spacing_mm) if p else None for p in (hr, lr, sr)]
     config = config or ScoreConfig()
     if default_threshold:
         morph = default_morphometry(vols[0].calibration is not None)
         config = config.model_copy(update={"morphometry": morph})
-    return [evaluate_volumes(*vols, name=stacks_source(lr), config=config)]
+    mask = read_truth(truth, vols[0]) if truth else None
+    return [evaluate_volumes(*vols, name=stacks_source(lr), config=config, truth=mask)]
+
+
+def read_truth(path: str | Path, hr: Volume) -> np.ndarray:
+    """A binary truth mask (0/1 or 0/255) on ``hr``'s grid, bool ``(Z, Y, X)``.
+
+    Raises
+    ------
+    InputFileError
+        Unreadable, not binary, empty or all bone, or another shape than HR.
+    """
+    from microsr.simulate.from_mask import read_mask
+
+    mask, _ = read_mask(path, spacing_mm=hr.spacing_mm)
+    if mask.shape != hr.shape:
+        raise InputFileError(path, f"truth mask shape {mask.shape} is not the HR shape {hr.shape}")
+    return mask
 
 
 def evaluate_dataset(

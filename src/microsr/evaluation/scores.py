@@ -22,6 +22,11 @@ on the HR grid over the one TA (:func:`microsr.morphometry.bone_features_3d`: it
 Tb.N, BS/BV, plate-model Tb.Th/Tb.Sp; direct local-thickness ``tb_th_lt_mm``,
 ``tb_sp_lt_mm`` and ``conn_d_per_mm3``), each LR/SR feature also as ``<key>_err`` =
 image - HR.
+
+With an exact truth (stacks with ``has_truth``: a binary mask on the HR grid, e.g. the
+segmentation a grey HR scan was made from) the mask is scored as one more image, never
+segmented: slice-wise ``ba_ta_truth`` over the same TA, 3D features under ``"truth"``, and
+LR, SR *and HR* features also as ``<key>_truth_err`` = image - truth.
 """
 
 from __future__ import annotations
@@ -202,15 +207,17 @@ def score_stacks(
         if strict:
             raise
         return _quality_only(stacks, config, exc.window, str(exc))
-    bone_hr, total = _hr_bone_and_ta(stacks, config, threshold, mask)
+    bone_hr, total, truth = _hr_bone_and_ta(stacks, config, threshold, mask)
     ta = total.mask
     bones = {"hr": bone_hr} | {
         k: np.zeros_like(bone_hr) for k in IMAGES if stacks.has_sr or k == "lr"
     }
+    if truth is not None:  # the exact truth: scored as an image, never segmented
+        bones["truth"] = truth
     rows, sums, sweep = [], [], _Sweep(config.sweep, threshold)
     for s, e, chunk in _chunks(stacks, config.chunk):
         rows.append(pd.DataFrame(_quality(chunk, window, config.scale)))
-        for key in bones.keys() - {"hr"}:
+        for key in bones.keys() - {"hr", "truth"}:
             bones[key][s:e] = _segment(chunk[key], threshold, stacks, morph)
         sums.append(_bias_sums(chunk, bone_hr[s:e], ta[s:e]))
         sweep.add(chunk, ta[s:e], stacks, morph)
@@ -234,10 +241,15 @@ def score_stacks(
 
 
 def _features_3d(bones: dict, spacing_mm, ta: np.ndarray) -> dict[str, dict[str, float]]:
-    """3D features of each image over the one TA; LR/SR also as ``<key>_err`` = image - HR."""
-    feats = {key: bone_features_3d(bone, spacing_mm, mask=ta) for key, bone in bones.items()}
-    for key in feats.keys() - {"hr"}:
-        feats[key] |= {f"{k}_err": v - feats["hr"][k] for k, v in list(feats[key].items())}
+    """3D features of each image over the one TA; LR/SR also as ``<key>_err`` = image - HR,
+    and with a truth mask LR/SR/HR as ``<key>_truth_err`` = image - truth."""
+    base = {key: bone_features_3d(bone, spacing_mm, mask=ta) for key, bone in bones.items()}
+    feats = {key: dict(values) for key, values in base.items()}
+    for key in (k for k in IMAGES if k in base):
+        feats[key] |= {f"{k}_err": v - base["hr"][k] for k, v in base[key].items()}
+    if "truth" in base:
+        for key in (k for k in ("lr", "sr", "hr") if k in base):
+            feats[key] |= {f"{k}_truth_err": v - base["truth"][k] for k, v in base[key].items()}
     return feats
 
 
@@ -254,18 +266,22 @@ def _quality_only(stacks: PairedStacks, config: ScoreConfig, window, problem: st
 
 def _hr_bone_and_ta(
     stacks: PairedStacks, config: ScoreConfig, threshold: ResolvedThreshold, mask
-) -> tuple[np.ndarray, TotalArea]:
-    """HR's segmentation and the one TA (chosen on it and HR's exact zeros) with its rule."""
-    bone_hr, nonzero_hr = [], []
-    for _, _, c in _chunks(stacks, config.chunk, ("hr",)):
+) -> tuple[np.ndarray, TotalArea, np.ndarray | None]:
+    """HR's segmentation, the one TA (chosen on it and HR's exact zeros) with its rule, and
+    the truth mask when the stacks carry one."""
+    bone_hr, nonzero_hr, truth = [], [], []
+    keys = ("hr", "truth") if stacks.has_truth else ("hr",)
+    for _, _, c in _chunks(stacks, config.chunk, keys):
         bone_hr.append(_segment(c["hr"], threshold, stacks, config.morphometry))
         nonzero_hr.append(c["hr"] != 0)
+        if "truth" in c:
+            truth.append(c["truth"])
     bone_hr = np.concatenate(bone_hr)
     total = choose_total_area(
         bone_hr, config.morphometry, mask, image=np.concatenate(nonzero_hr),
         name=f"{stacks.name} (HR)",
     )  # fmt: skip
-    return bone_hr, total
+    return bone_hr, total, (np.concatenate(truth) if truth else None)
 
 
 def _slice_table(stacks: PairedStacks, quality: pd.DataFrame, bones: dict, ta) -> pd.DataFrame:
@@ -279,7 +295,9 @@ def _slice_table(stacks: PairedStacks, quality: pd.DataFrame, bones: dict, ta) -
         }
     )
     table = pd.concat([table, quality], axis=1)
-    keys = ("lr", "sr", "hr") if stacks.has_sr else ("lr", "hr")
+    keys = ["lr", "sr", "hr"] if stacks.has_sr else ["lr", "hr"]
+    if bones is not None and "truth" in bones:
+        keys.append("truth")  # ba_ta_truth: the mask's own BA/TA over the one TA
     for key in keys:
         if bones is None:  # no segmentation possible: the columns exist, empty
             table["ta"] = table[f"ba_ta_{key}"] = np.nan

@@ -52,7 +52,10 @@ class PairedStacks:
         ``(z, y, x)`` voxel size of the grid (the HR scan's), mm.
     read
         ``read(start, stop, keys)`` -> ``{key: (n, H, W) float32}`` for the asked images
-        among ``"lr"``, ``"sr"``, ``"hr"`` (only those are computed).
+        among ``"lr"``, ``"sr"``, ``"hr"`` (only those are computed), and ``"truth"``
+        (bool) when ``has_truth``.
+    has_truth
+        A binary truth mask on the HR grid is paired too (``"truth"``: bone = True).
     """
 
     name: str
@@ -63,6 +66,7 @@ class PairedStacks:
     calibration: Calibration | None
     has_sr: bool
     read: Callable[[int, int, tuple[str, ...]], dict[str, np.ndarray]]
+    has_truth: bool = False
 
     def __len__(self) -> int:
         return len(self.hr_slice)
@@ -93,15 +97,30 @@ def _sr_positions(sr: Volume, hr: Volume, hr_slice: np.ndarray, name: str) -> np
     return t
 
 
-def volume_stacks(hr: Volume, lr: Volume, sr: Volume | None = None, *, name: str) -> PairedStacks:
+def volume_stacks(
+    hr: Volume,
+    lr: Volume,
+    sr: Volume | None = None,
+    *,
+    name: str,
+    truth: np.ndarray | None = None,
+) -> PairedStacks:
     """Paired stacks of three volumes (``sr`` optional), checked for geometry first.
+
+    ``truth``: an optional ``(Z, Y, X)`` binary bone mask on the HR grid (nonzero = bone),
+    cut like HR.
 
     Raises
     ------
     MicrosrError
         Bad pair geometry (:func:`~microsr.pairing.geometry.check_pair`), SR not on the HR
-        in-plane grid or not covering the paired slices, no slice to pair.
+        in-plane grid or not covering the paired slices, no slice to pair, a truth mask of
+        another shape than HR.
     """
+    if truth is not None and tuple(truth.shape) != hr.shape:
+        raise MicrosrError(
+            f"{name}: truth mask shape {tuple(truth.shape)} is not the HR shape {hr.shape}"
+        )
     geo = check_pair(lr, hr, name=name)
     f = geo.factor
     h, w = min(lr.shape[1] * f, hr.shape[1]), min(lr.shape[2] * f, hr.shape[2])
@@ -115,6 +134,8 @@ def volume_stacks(hr: Volume, lr: Volume, sr: Volume | None = None, *, name: str
         out = {}
         if "hr" in keys:
             out["hr"] = np.asarray(hr.array[geo.hr_slices[start:stop], :h, :w], np.float32)
+        if truth is not None and "truth" in keys:
+            out["truth"] = np.asarray(truth[geo.hr_slices[start:stop], :h, :w]) != 0
         if "lr" in keys:
             t = geo.lr_t[start:stop]
             first, end = z_span(t, lr.shape[0])
@@ -130,7 +151,7 @@ def volume_stacks(hr: Volume, lr: Volume, sr: Volume | None = None, *, name: str
 
     return PairedStacks(
         name, geo.hr_slices, geo.lr_t, centre_flags(geo.lr_t, lr.shape[0]),
-        hr.spacing_mm, hr.calibration, sr is not None, read,
+        hr.spacing_mm, hr.calibration, sr is not None, read, truth is not None,
     )  # fmt: skip
 
 

@@ -29,6 +29,13 @@ from microsr.report.checks import outside_axes
 from microsr.stats.tables import primary_slices_note
 
 log = logging.getLogger(__name__)
+CV_NOTE = (
+    "Subject-level cross-validation: each fold's model is scored on its own test subjects "
+    "only (never trained or validated on them). cv_subjects: per subject, means over its "
+    "test slices with 95 % t CIs (descriptive: slices of one bone are not independent); "
+    "cv_pooled: over subjects (subject means, n = subjects); cv_folds: per fold. Other "
+    "tables pool every fold's primary analysis."
+)
 MAX_EXAMPLES = 3
 CSS = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto;font-size:14px}"
@@ -42,7 +49,7 @@ CSS = (
 def _read(stats: Path, name: str) -> pd.DataFrame | None:
     path = stats / f"{name}.csv"
     return (
-        pd.read_csv(path, dtype={"specimen": str, "site": str, "model": str})
+        pd.read_csv(path, dtype={"specimen": str, "site": str, "model": str, "subject": str})
         if path.is_file()
         else None
     )
@@ -187,7 +194,14 @@ def _page(title: str, record: dict, tables: dict, figs, problems: list[str]) -> 
             f"<p>{html.escape(job.caption)} Data: <code>tables/{job.source}.csv</code>; "
             f"also <code>figures/{png.stem}.pdf</code>.</p>"
         )
+    if record.get("config", {}).get("folds"):
+        parts.append(f"<p>{html.escape(CV_NOTE)}</p>")
     tabled = (
+        "cv_pooled",
+        "cv_subjects",
+        "cv_folds",
+        "cv_truth",
+        "truth",
         "comparisons",
         "bland_altman",
         "specimens",

@@ -131,3 +131,50 @@ def primary_slices_note() -> str:
         "trilinearly onto the HR grid; all "
         "scores against HR on the paired slices; significance at p < 0.05."
     )
+
+
+#: Morphometry scored against an exact truth mask: 3D features, then slice-wise BA/TA.
+TRUTH_METRICS = ("bv_tv", "tb_th_lt_mm", "tb_sp_lt_mm", "conn_d_per_mm3", "ba_ta")
+TRUTH_IMAGES = ("lr", "sr", "hr")
+
+
+def truth_errors(features: pd.DataFrame, slices: pd.DataFrame) -> pd.DataFrame:
+    """LR, SR and grey-HR morphometry against the truth mask, one row per specimen and image.
+
+    ``features``: the long 3D-feature table (``model, site, specimen, image`` and the
+    features, with ``<feature>_truth_err`` where a truth mask was given); ``slices``: the
+    slice-wise table with ``ba_ta_truth``. Returns ``model, site, specimen, image`` and, per
+    metric of :data:`TRUTH_METRICS`, ``<metric>`` (the image's value), ``<metric>_truth``
+    and ``<metric>_abserr`` = |image - truth| (BA/TA: the mean over slices of the
+    slice-wise absolute error). Empty when no specimen had a truth mask.
+    """
+    keys = [k for k in ("model", "site", "specimen") if k in slices]
+    if "ba_ta_truth" not in slices or slices["ba_ta_truth"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for ids, g in slices.groupby(keys, sort=True):
+        base = dict(zip(keys, ids if isinstance(ids, tuple) else (ids,)))
+        for image in (i for i in TRUTH_IMAGES if f"ba_ta_{i}" in g):
+            row = base | {"image": image, "ba_ta": float(g[f"ba_ta_{image}"].mean()),
+                          "ba_ta_truth": float(g["ba_ta_truth"].mean()),
+                          "ba_ta_abserr": float((g[f"ba_ta_{image}"] - g["ba_ta_truth"]).abs().mean())}  # fmt: skip
+            rows.append(row | _truth_features(features, base, image))
+    return pd.DataFrame(rows)
+
+
+def _truth_features(features: pd.DataFrame, base: dict, image: str) -> dict:
+    if features is None or features.empty or "image" not in features:
+        return {}
+    match = features["image"] == image
+    for key, value in base.items():
+        match &= features[key].astype(str) == str(value)
+    if not match.any():
+        return {}
+    feat = features[match].iloc[0]
+    out = {}
+    for metric in TRUTH_METRICS[:-1]:
+        err = feat.get(f"{metric}_truth_err")
+        if err is not None and metric in feat:
+            out |= {metric: feat[metric], f"{metric}_truth": feat[metric] - err,
+                    f"{metric}_abserr": abs(err)}  # fmt: skip
+    return out

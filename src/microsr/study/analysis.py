@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from microsr.io.atomic import atomic_path
-from microsr.stats.tables import add_errors, generalisation_matrix, run_stats, specimen_means
+from microsr.stats.tables import (
+    add_errors,
+    generalisation_matrix,
+    run_stats,
+    specimen_means,
+    truth_errors,
+)
 from microsr.study.config import POOLED, StudyLayout
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,9 @@ def write_stats(layout: StudyLayout, problems: list[str]) -> dict:
         problems.append("no specimen was evaluated: no statistics")
     else:
         tables = run_stats(primary(slices))
+        truth = truth_errors(features, tables["slices"])
+        if not truth.empty:  # a truth mask (the manifest's truth_path) was given
+            tables["truth"] = truth
         for name, frame in tables.items():
             _write(frame, layout.stats / f"{name}.csv")
         every = specimen_means(add_errors(slices))

@@ -44,6 +44,9 @@ class StudyConfig(BaseModel):
         True, description="3D morphometry (itk-bonemorphometry, local thickness, Conn.D)"
     )
     predict_batch_size: int = Field(8, ge=1)
+    folds: int | None = Field(
+        None, description="subject-level K-fold cross-validation (None: one global split)"
+    )
     device: str = "auto"
 
 

@@ -1,7 +1,8 @@
 """Predict one test specimen with one model and score it through the one evaluation path.
 
 Writes ``models/<model>/evaluation/<specimen>.json`` (the specimen summary: threshold, TA
-rule, intensity bias, threshold sweep, 3D features, problems) and then ``<specimen>.csv``
+rule, intensity bias, threshold sweep, 3D features (with the errors against the manifest's
+``truth_path`` mask, when given), problems) and then ``<specimen>.csv``
 (slice-wise scores), the CSV last, as the marker that the specimen is complete; an existing
 CSV means "skip".
 """
@@ -17,6 +18,7 @@ import pandas as pd
 
 from microsr.data.manifest import SpecimenRow
 from microsr.evaluation import ScoreConfig, score_stacks, volume_stacks
+from microsr.evaluation.report import read_truth
 from microsr.evaluation.scores import dataset_window
 from microsr.inference.predict import predict_file
 from microsr.inference.runner import PredictOptions
@@ -77,7 +79,8 @@ def evaluate_specimen(
         )  # fmt: skip
     hr = read_volume(row.hr_path, spacing_mm=row.hr_spacing_mm)
     lr = read_volume(row.lr_path, spacing_mm=row.lr_spacing_mm)
-    stacks = volume_stacks(hr, lr, read_volume(sr_path), name=row.specimen)
+    truth = read_truth(row.truth_path, hr) if row.truth_path else None
+    stacks = volume_stacks(hr, lr, read_volume(sr_path), name=row.specimen, truth=truth)
     result = score_stacks(stacks, score_config(config, normalization), strict=False)
     problems = result.summary.pop("problems", [])
     scores = result.slices.copy()

@@ -16,11 +16,13 @@ from pathlib import Path
 from microsr import __version__
 from microsr.data.manifest import read_manifest
 from microsr.data.prepare import load_dataset_info, prepare_dataset
+from microsr.data.splits import make_folds
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
 from microsr.runtime import progress as make_progress
 from microsr.study.analysis import write_stats
 from microsr.study.config import StudyConfig, StudyLayout
+from microsr.study.crossval import run_folds, subjects_of, write_cv_stats
 from microsr.study.evaluate import evaluate_specimen
 from microsr.study.models import model_dataset, model_names, train_model
 
@@ -45,7 +47,9 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def _start(layout: StudyLayout, manifest: Path, config: StudyConfig, title: str | None) -> None:
+def _start(
+    layout: StudyLayout, manifest: Path, config: StudyConfig, title: str | None = None
+) -> None:
     """Write ``study.json``, or check that a resumed study has the same config.
 
     ``title`` (the report's) is not part of the config: a resumed study may change it.
@@ -56,16 +60,20 @@ def _start(layout: StudyLayout, manifest: Path, config: StudyConfig, title: str 
         "software": software_versions(),
     } | ({"title": title} if title else {})
     if layout.study_json.is_file():
-        old = json.loads(layout.study_json.read_text())
-        same = {k: v for k, v in old.get("config", {}).items() if k != "device"}
-        if same != {k: v for k, v in record["config"].items() if k != "device"}:
+        old_record = json.loads(layout.study_json.read_text())
+        old = old_record.get("config", {})
+        same = {k: v for k, v in old.items() if k != "device"}
+        # an option newer than the study (absent from its study.json) matches when unset
+        new = {k: v for k, v in record["config"].items()
+               if k != "device" and (k in old or v is not None)}  # fmt: skip
+        if same != new:
             raise MicrosrError(
                 f"{layout.study_json}: this folder holds a study with another config; "
                 "use a new folder (or the same options) to resume"
             )
-        if title and old.get("title") != title:
+        if title and old_record.get("title") != title:
             with atomic_path(layout.study_json) as tmp:
-                tmp.write_text(json.dumps(old | {"title": title}, indent=2))
+                tmp.write_text(json.dumps(old_record | {"title": title}, indent=2))
         return
     if layout.dataset.exists() or (layout.root / "models").exists():
         raise MicrosrError(
@@ -109,11 +117,14 @@ def run_study(
     """Run (or resume) a whole study; see :mod:`microsr.study.config` for the layout.
 
     ``title`` is the report's (saved in ``study.json``); default: from the manifest's name.
+    With ``config.folds = K`` the study is a subject-level K-fold cross-validation: one
+    sub-study per fold in ``fold_<i>/``, pooled in ``stats/`` (:mod:`microsr.study.crossval`).
 
     Returns
     -------
     dict
-        ``sites``, ``models``, ``n_evaluations``, ``problems`` and the ``report`` path.
+        ``sites``, ``models``, ``n_evaluations``, ``problems`` and the ``report`` path
+        (cross-validation: ``folds``, ``n_evaluations``, ``subjects``, ``problems``, ``report``).
 
     Raises
     ------
@@ -123,7 +134,13 @@ def run_study(
     """
     manifest, config, layout = Path(manifest), config or StudyConfig(), StudyLayout(Path(out_dir))
     rows = read_manifest(manifest)
+    if config.folds is not None:
+        make_folds(subjects_of(rows), k=config.folds, seed=config.prepare.split_seed)  # check
     _start(layout, manifest, config, title)
+    if config.folds is not None:
+        problems = run_folds(manifest, layout.root, config, progress=progress)
+        summary = write_cv_stats(layout.root, config.folds, rows, problems)
+        return _report(layout, summary) if report else summary
     if not (layout.dataset / "dataset.json").is_file():
         prepare_dataset(manifest, layout.dataset, config.prepare, progress=progress)
     info, splits = load_dataset_info(layout.dataset)
@@ -134,8 +151,10 @@ def run_study(
     norm = info["normalization"]
     _evaluate_all(layout, checkpoints, rows, set(splits["test"]), config, norm, problems)
     summary = write_stats(layout, problems)
-    if report:
-        from microsr.report import build_report
+    return _report(layout, summary) if report else summary
 
-        summary["report"] = str(build_report(layout.root))
-    return summary
+
+def _report(layout: StudyLayout, summary: dict) -> dict:
+    from microsr.report import build_report
+
+    return summary | {"report": str(build_report(layout.root))}
