@@ -46,7 +46,7 @@ def test_ramp_and_hann_nps_told_apart(truth):
 
 
 def test_known_psf_and_photons_recovered():
-    hr = make_phantom((8, 128, 128), spacing_mm=0.01, seed=5)
+    hr = make_phantom((8, 160, 160), spacing_mm=0.01, seed=5)
     truth = AcquisitionConfig(photons=3000, psf_sigma_bins=1.0, filter_name="ramp")
     lr = simulate_acquisition(hr, truth.model_copy(update={"seed": 11}))
     fit = fit_acquisition(lr, factor=2, reference=hr)

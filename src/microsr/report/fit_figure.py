@@ -40,6 +40,7 @@ def fit_record(fit: AcquisitionFit, *, scan_path: str, spacing_mm) -> dict:
             "statistics": fit.statistics(),
             "intensity": fit.intensity,
             "filter_nps_distance": fit.templates["distance"],
+            "filter_nps_distance_simulated": fit.templates.get("distance_simulated"),
             "nps_frequency_cycles_per_voxel": [float(f) for f in fit.scan.nps_freq],
             "nps_patch_voxels": fit.scan.patch,
             "nps_patches": fit.scan.n_patches,
@@ -73,10 +74,8 @@ def fit_figure(fit: AcquisitionFit) -> Figure:
     freq = fit.scan.nps_freq
     for name, template in fit.templates["templates"].items():
         ax_nps.plot(freq, template, lw=0.8, ls=":", label=f"template {name}")
-    ax_nps.plot(freq, fit.scan.nps / fit.scan.nps.mean(), "k-o", ms=3, label="scan")
-    ax_nps.plot(
-        freq, fit.fitted.nps / fit.fitted.nps.mean(), "r-s", ms=3, label="fitted simulation"
-    )
+    ax_nps.plot(freq, fit.scan.noise_shape, "k-o", ms=3, label="scan")
+    ax_nps.plot(freq, fit.fitted.noise_shape, "r-s", ms=3, label="fitted simulation")
     ax_nps.set(xlabel="frequency (cycles/voxel)", ylabel="NPS / mean",
                title=f"noise texture: {fit.acquisition.filter_name}")  # fmt: skip
     ax_nps.legend(fontsize=7)

@@ -10,14 +10,18 @@ are identifiable:
    the detector PSF before the Poisson noise, so the noise texture depends on the FBP
    filter only; it is compared with the NPS of white sinogram noise reconstructed by the
    same FBP for each filter.
-2. **photons** from the noise relative to the bone - marrow contrast, which scales as
+2. **photons** from the slice-to-slice independent noise (neighbouring-slice
+   differences) relative to the bone - marrow contrast, which scales as
    ``photons ** -0.5`` (secant steps on candidate simulations).
-3. **psf_sigma_bins** from the in-plane edge-spread width, interpolated on a grid of
+3. **projections_ratio** from the noise that neighbouring slices share (view-aliasing
+   streaks of the structure; photon noise is independent from slice to slice), on a grid
+   of ratios at constant photons x views, where it exceeds its sampling error.
+4. **psf_sigma_bins** from the in-plane edge-spread width, interpolated on a grid of
    candidate PSFs (``width**2`` is about linear in ``psf**2``); then photons once more.
 
 Not identifiable from one scan (kept at the simulator's defaults and reported in the
-notes): photons x frames x views (only their product sets the noise: ``frames`` is 1,
-``projections_ratio`` 0.5 of the reference's Nyquist count, fixed as ``hr_projections``),
+notes): photons x frames x views (only their product sets the photon noise: ``frames``
+is 1; ``hr_projections`` is fixed at the reference's Nyquist count),
 and ``mu_bone_per_mm`` against photons (the fitted photons are those that give the scan's
 noise at the default attenuation and the reference's path lengths).
 """
@@ -36,6 +40,8 @@ from microsr.simulate.acquisition import _make_geometry, simulate_acquisition
 from microsr.simulate.attenuation import resolve_attenuation
 from microsr.simulate.config import FILTERS, AcquisitionConfig
 from microsr.simulate.fit_stats import (
+    MIN_PATCHES,
+    PATCH_SIZES,
     ScanStats,
     _detrend,
     largest_patch,
@@ -52,6 +58,7 @@ __all__ = ["AcquisitionFit", "fit_acquisition"]
 #: Smallest scan accepted: (Z, Y, X) voxels.
 MIN_SHAPE = (2, 24, 24)
 PSF_GRID = (0.0, 0.75, 1.5, 2.25)
+RATIO_GRID = (0.25, 0.5, 1.0)
 PHOTON_RANGE = (50.0, 1e7)
 _START_PHOTONS = 5000.0
 _REF_SLICES = 4  # LR slices of the reference simulated per candidate
@@ -78,6 +85,8 @@ class AcquisitionFit:
         s, f = self.scan, self.fitted
         rows = {
             "relative_noise": (s.relative_noise, f.relative_noise),
+            "relative_photon_noise": (s.relative_photon_noise, f.relative_photon_noise),
+            "relative_streak_noise": (s.relative_excess, f.relative_excess),
             "relative_noise_slice_difference": (
                 _ratio(s.noise_diff, s.contrast), _ratio(f.noise_diff, f.contrast)),
             "slice_difference_over_patch_noise": (
@@ -85,6 +94,7 @@ class AcquisitionFit:
             "edge_width_inplane_voxels": (s.width_inplane, f.width_inplane),
             "edge_width_z_voxels": (s.width_z, f.width_z),
             "nps_shape": (_shape(s), _shape(f)),
+            "nps_shape_slice_difference": (_list(s.noise_shape), _list(f.noise_shape)),
             "edge_profile_inplane": (_list(s.edge_inplane), _list(f.edge_inplane)),
         }  # fmt: skip
         return {k: {"scan": a, "fit": b, "residual": _residual(a, b)} for k, (a, b) in rows.items()}
@@ -152,7 +162,8 @@ def fit_acquisition(
             "the simulator's units without bone in the scan; give a region with bone"
         )
     ref, ref_label = _reference(scan, factor, reference, seed)
-    ref_patch = largest_patch(_block_mean(ref.array, factor))
+    ref_lr = _block_mean(ref.array, factor)
+    ref_patch = largest_patch(ref_lr, min_count=3 * MIN_PATCHES) or largest_patch(ref_lr)
     if ref_patch is None:
         raise MicrosrError(
             f"the reference ({ref_label}) has no flat region to measure simulated noise in; "
@@ -163,12 +174,20 @@ def fit_acquisition(
     base = AcquisitionConfig(
         factor=factor, seed=seed, hr_projections=_hr_projections(ref), photons=_START_PHOTONS
     )
-    fit = _Fitter(stats, ref, base)
+    fit = _Fitter(stats, ref, base, (scan.array, mask))
     filter_name, templates = choose_filter(stats, ref, base)
     config = fit.photons(base.model_copy(update={"filter_name": filter_name}))
+    config = fit.views(config)
     config, warning = fit.psf(config)
+    checked = fit.filter(config)
+    if checked.filter_name != config.filter_name:
+        config = fit.photons(checked)
+        config, warning = fit.psf(config)
     config = fit.photons(config)
     final = fit.simulate(config)
+    stats = fit.stats  # possibly re-measured with a smaller patch
+    if fit.filter_scores is not None:
+        templates["distance_simulated"] = fit.filter_scores
     result = AcquisitionFit(
         acquisition=config,
         uncertainty=_uncertainty(stats, final, fit),
@@ -176,7 +195,7 @@ def fit_acquisition(
         fitted=final,
         templates=templates,
         intensity=_intensity(stats, final, ref, config),
-        notes=_notes(stats),
+        notes=_notes(stats) + fit.notes,
         warnings=[warning] if warning else [],
         trace=fit.trace,
         reference=ref_label,
@@ -202,7 +221,7 @@ def _no_flat_message(name, info) -> str:
     )
     return (
         f"{name}: no flat region to estimate the noise from: need marrow or air areas "
-        f"holding at least 6 square patches of 12 x 12 voxels, 2 voxels clear of bone "
+        f"holding at least 6 square patches of 8 x 8 voxels, 2 voxels clear of bone "
         f"(found {found or 'none'}; {100 * info['flat_fraction']:.0f} % of the voxels are "
         "flat low-intensity); give a larger scan or a --mask around marrow"
     )
@@ -244,13 +263,24 @@ def _hr_projections(ref: Volume) -> int:
 class _Fitter:
     """Candidate simulations of the reference and the one-parameter searches."""
 
-    def __init__(self, stats: ScanStats, ref: Volume, base: AcquisitionConfig):
-        self.stats, self.ref, self.base = stats, ref, base
+    def __init__(self, stats: ScanStats, ref: Volume, base: AcquisitionConfig, scan: tuple):
+        self.stats, self.ref, self.base, self.scan = stats, ref, base, scan
         self.trace: list = []
+        self.notes: list = []
+        self.ratio_sd: float | None = None
+        self.filter_scores: dict | None = None
 
     def simulate(self, config: AcquisitionConfig) -> ScanStats:
         lr = simulate_acquisition(self.ref, config)
         stats, _ = scan_statistics(lr.array, patch=self.stats.patch, structured=True)
+        smaller = [p for p in PATCH_SIZES if p < self.stats.patch]
+        while stats is None and smaller:  # blur or noise shrank the flat regions
+            patch = smaller.pop(0)
+            stats, _ = scan_statistics(lr.array, patch=patch, structured=True)
+            scan, _ = scan_statistics(self.scan[0], self.scan[1], patch=patch)
+            if stats is not None and scan is not None:
+                logger.info("NPS patch size %d -> %d voxels", self.stats.patch, patch)
+                self.stats = scan
         if stats is None:
             raise MicrosrError(
                 "the reference simulation has no flat region to measure noise in; give a "
@@ -260,21 +290,90 @@ class _Fitter:
             {
                 "filter": config.filter_name, "photons": config.photons,
                 "psf_sigma_bins": config.psf_sigma_bins,
-                "relative_noise": stats.relative_noise, "edge_width": stats.width_inplane,
+                "projections_ratio": config.projections_ratio,
+                "relative_noise": stats.relative_noise,
+                "relative_photon_noise": stats.relative_photon_noise,
+                "relative_excess": stats.relative_excess, "edge_width": stats.width_inplane,
             }
         )  # fmt: skip
-        logger.info("candidate %s -> %s", self.trace[-1], stats.relative_noise)
+        logger.info("candidate %s", self.trace[-1])
         return stats
 
-    def photons(self, config: AcquisitionConfig, steps: int = 1) -> AcquisitionConfig:
-        """Photons whose relative noise matches the scan's: ``P * (sim / scan)**2`` steps."""
-        target = self.stats.relative_noise
-        for _ in range(steps):
-            sim = self.simulate(config)
-            photons = config.photons * (sim.relative_noise / target) ** 2
-            photons = float(np.clip(photons, *PHOTON_RANGE))
-            config = config.model_copy(update={"photons": round(photons, 1)})
-        return config
+    def photons(self, config: AcquisitionConfig) -> AcquisitionConfig:
+        """Photons whose slice-to-slice noise relative to the contrast matches the scan's.
+
+        Two candidates at ``P`` and ``4 P`` fit ``noise**2 = a / photons + b``, where ``b`` is
+        what does not scale with photons (structure changing between slices); the
+        photons are then ``a / (target**2 - b)``, within :data:`PHOTON_RANGE`.
+        """
+        target = self.stats.relative_photon_noise**2
+        p1 = config.photons
+        y1 = self.simulate(config).relative_photon_noise ** 2
+        p2 = p1 * 4 if y1 > target else p1 / 4
+        p2 = float(np.clip(p2, *PHOTON_RANGE))
+        y2 = self.simulate(config.model_copy(update={"photons": p2})).relative_photon_noise ** 2
+        a = (y1 - y2) / (1 / p1 - 1 / p2) if p1 != p2 else y1 * p1
+        b = y1 - a / p1
+        if a <= 0:  # no photon dependence seen: keep the pure 1/P law
+            a, b = y1 * p1, 0.0
+        if target <= b:
+            self.notes.append(
+                "the scan's slice-to-slice noise is at or below what the reference's structure "
+                f"alone gives: photons set to the top of the range {PHOTON_RANGE[1]:g}"
+            )
+            photons = PHOTON_RANGE[1]
+        else:
+            photons = float(np.clip(a / (target - b), *PHOTON_RANGE))
+        return config.model_copy(update={"photons": round(photons, 1)})
+
+    def filter(self, config: AcquisitionConfig) -> AcquisitionConfig:
+        """Re-check the filter by simulation: the candidate filter whose simulated NPS shape
+        (structure leaking into the flat patches included) is nearest the scan's."""
+        shapes = {
+            name: self.simulate(config.model_copy(update={"filter_name": name})).noise_shape
+            for name in FILTERS
+        }
+        best, scores = nearest_filter(self.stats, shapes)
+        self.filter_scores = scores["distance"]
+        return config.model_copy(update={"filter_name": best})
+
+    def views(self, config: AcquisitionConfig) -> AcquisitionConfig:
+        """``projections_ratio`` from the noise that neighbouring slices share (undersampling
+        streaks), on a grid of ratios at constant photons x views; kept where the grid's
+        spread is within 3 standard errors of the scan's value (not identifiable)."""
+        s = self.stats
+        if s.excess is None:
+            self.notes.append("one slice: projections_ratio not fitted")
+            return config
+        target, se = s.excess / s.contrast**2, s.excess_se / s.contrast**2
+        grid = []
+        for r in RATIO_GRID:
+            photons = config.photons * config.projections_ratio / r
+            candidate = config.model_copy(update={"projections_ratio": r, "photons": photons})
+            sim = self.simulate(candidate)
+            if sim.excess is None:
+                self.notes.append("too few flat slice pairs in the reference: views not fitted")
+                return config
+            grid.append((r, sim.excess / sim.contrast**2, candidate))
+        values = np.array([g[1] for g in grid])
+        if values[0] - values[-1] < 3 * se:
+            self.notes.append(
+                "angular undersampling does not show in this scan (streak noise of the "
+                f"ratios {RATIO_GRID} within 3 standard errors of the scan's): "
+                f"projections_ratio kept at {config.projections_ratio}"
+            )
+            return config
+        log_r = np.log([g[0] for g in grid])
+        order = np.argsort(values)
+        ratio = float(np.exp(np.interp(target, values[order], log_r[order])))
+        slope = abs(values[0] - values[-1]) / (RATIO_GRID[-1] - RATIO_GRID[0])
+        self.ratio_sd = max(0.05, se / slope)
+        if not RATIO_GRID[0] < ratio < RATIO_GRID[-1]:
+            self.notes.append(f"projections_ratio at the edge of the grid {RATIO_GRID}")
+        photons = config.photons * config.projections_ratio / ratio
+        return config.model_copy(
+            update={"projections_ratio": round(ratio, 3), "photons": round(photons, 1)}
+        )
 
     def psf(self, config: AcquisitionConfig) -> tuple[AcquisitionConfig, str | None]:
         """PSF interpolated from the edge widths of a grid of candidates."""
@@ -340,9 +439,9 @@ def choose_filter(stats: ScanStats, ref: Volume, config: AcquisitionConfig) -> t
 
 def nearest_filter(stats: ScanStats, templates: dict) -> tuple[str, dict]:
     """The filter whose normalised template NPS is closest to the scan's (mean squared log
-    ratio, up to a constant, above the lowest frequency bin, where structure leaks in)."""
-    shape = stats.nps / stats.nps.mean()
-    use = slice(1, None)
+    ratio, up to a constant, from 0.15 cycles/voxel up: below, structure leaks in)."""
+    shape = stats.noise_shape
+    use = stats.nps_freq >= 0.15
 
     def distance(t):
         d = np.log(np.maximum(shape[use], 1e-6)) - np.log(np.maximum(t[use], 1e-6))
@@ -369,14 +468,21 @@ def _intensity(scan: ScanStats, fit: ScanStats, ref: Volume, config) -> dict:
 
 def _uncertainty(scan: ScanStats, fit: ScanStats, fitter: _Fitter) -> dict:
     """Rough standard deviations: sampling error of the noise statistics plus model floors."""
-    photons = math.sqrt((2 * scan.noise_rel_se) ** 2 + (2 * fit.noise_rel_se) ** 2 + 0.1**2)
-    return {"photons": round(photons, 3), "psf_sigma_bins": 0.2, "projections_ratio": 0.25}
+    se = [x.noise_diff_rel_se or x.noise_rel_se for x in (scan, fit)]
+    photons = math.sqrt((2 * se[0]) ** 2 + (2 * se[1]) ** 2 + 0.1**2)
+    ratio = fitter.ratio_sd if fitter.ratio_sd is not None else 0.25
+    return {
+        "photons": round(photons, 3),
+        "psf_sigma_bins": 0.2,
+        "projections_ratio": round(ratio, 3),
+    }
 
 
 def _notes(stats: ScanStats) -> list:
     notes = [
-        "photons x frames x views: only their product sets the noise; frames is 1 and "
-        "projections_ratio 0.5, so photons is the noise-equivalent photon count",
+        "photons x frames x views: only their product sets the photon noise; frames is 1 "
+        "and the views come from the streak noise where it shows (else 0.5 of the "
+        "reference's Nyquist count), so photons is a noise-equivalent count",
         "mu_bone_per_mm is kept at its default; photons are those that give the scan's "
         "noise relative to bone contrast at that attenuation and the reference's path lengths",
         "Z resolution: the simulator bins detector rows (no PSF along Z); compare "

@@ -28,7 +28,7 @@ from scipy import ndimage, optimize
 from skimage.filters import threshold_otsu
 
 #: Patch sizes (voxels) tried for the NPS, largest first; the first with enough patches wins.
-PATCH_SIZES = (32, 24, 16, 12)
+PATCH_SIZES = (32, 24, 16, 12, 8)
 MIN_PATCHES = 6
 #: Otsu effectiveness below which the scan counts as one flat class (Gaussian: 0.64).
 MIN_SEPARATION = 0.7
@@ -58,6 +58,10 @@ class ScanStats:
     nps_freq: np.ndarray
     nps: np.ndarray
     noise_rel_se: float
+    nps_diff: np.ndarray | None = None
+    excess: float | None = None
+    excess_se: float | None = None
+    noise_diff_rel_se: float | None = None
     edge_inplane: np.ndarray | None = None
     edge_z: np.ndarray | None = None
     width_inplane: float | None = None
@@ -72,6 +76,25 @@ class ScanStats:
     def relative_noise(self) -> float:
         """Noise standard deviation over the bone - marrow contrast."""
         return self.noise / self.contrast
+
+    @property
+    def relative_photon_noise(self) -> float:
+        """Slice-to-slice independent noise over the contrast (all noise with one slice)."""
+        return (self.noise_diff if self.noise_diff is not None else self.noise) / self.contrast
+
+    @property
+    def relative_excess(self) -> float | None:
+        """Noise shared by neighbouring slices (streaks, structure), std over the contrast,
+        signed: ``sign(excess) sqrt(|excess|) / contrast``."""
+        if self.excess is None:
+            return None
+        return math.copysign(math.sqrt(abs(self.excess)), self.excess) / self.contrast
+
+    @property
+    def noise_shape(self) -> np.ndarray:
+        """The NPS of the independent noise (single-slice NPS with one slice), over its mean."""
+        nps = self.nps_diff if self.nps_diff is not None else self.nps
+        return nps / nps.mean()
 
 
 def classify(array: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
@@ -96,11 +119,18 @@ def otsu_separation(smooth: np.ndarray, threshold: float, mask: np.ndarray | Non
 
 
 def flat_regions(smooth: np.ndarray, threshold: float, mask: np.ndarray | None) -> np.ndarray:
-    """The low class (marrow, air) eroded by 2 voxels in-plane (and 1 along Z), in ``mask``."""
-    low = smooth < threshold
+    """The low class (marrow, air) eroded by 2 voxels in-plane in ``mask``.
+
+    The low class is cut at 40 % of the way from its median to the high class's (below
+    Otsu's threshold), which keeps the partial-volume tails of bone edges out.
+    """
+    inside = smooth if mask is None else smooth[mask]
+    sample = inside.ravel()[:: max(1, inside.size // 1_000_000)]
+    lo, hi = np.median(sample[sample < threshold]), np.median(sample[sample >= threshold])
+    low = smooth < lo + 0.4 * (hi - lo)
     if mask is not None:
         low &= mask
-    structure = np.ones((3 if low.shape[0] >= 3 else 1, 5, 5), bool)
+    structure = np.ones((1, 5, 5), bool)
     return ndimage.binary_erosion(low, structure, border_value=1)
 
 
@@ -133,14 +163,16 @@ def patch_corners(flat: np.ndarray, patch: int, *, max_patches: int = _MAX_PATCH
     return corners
 
 
-def largest_patch(array: np.ndarray, mask: np.ndarray | None = None) -> int | None:
-    """The largest of :data:`PATCH_SIZES` with :data:`MIN_PATCHES` patches inside the flat
+def largest_patch(
+    array: np.ndarray, mask: np.ndarray | None = None, *, min_count: int = MIN_PATCHES
+) -> int | None:
+    """The largest of :data:`PATCH_SIZES` with ``min_count`` patches inside the flat
     regions of ``array`` (structured, two classes), or None."""
     array = np.asarray(array, dtype=np.float32)
     smooth, threshold = classify(array, mask)
     flat = flat_regions(smooth, threshold, mask)
     for size in PATCH_SIZES:
-        if size <= min(array.shape[1:]) and len(patch_corners(flat, size)) >= MIN_PATCHES:
+        if size <= min(array.shape[1:]) and len(patch_corners(flat, size)) >= min_count:
             return size
     return None
 
@@ -175,21 +207,33 @@ def radial_nps(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def noise_spectrum(array: np.ndarray, flat: np.ndarray, patch: int) -> dict | None:
-    """Noise std, NPS and the relative standard error of the std from flat patches.
+    """Noise statistics of the flat patches of ``array`` (keys: the noise fields of
+    :class:`ScanStats`).
 
-    Returns None when fewer than :data:`MIN_PATCHES` patches fit inside ``flat``.
+    The single-slice statistics (``noise``, ``nps``) hold everything that varies within a
+    patch; the neighbouring-slice differences (``noise_diff``, ``nps_diff``, both scaled
+    by 1/2 in variance) only what is independent from slice to slice, i.e. photon noise
+    without the streaks and structure shared by neighbouring slices; ``excess`` is the
+    variance of the latter kind (``noise**2 - noise_diff**2``) and ``excess_se`` its
+    standard error. Standard errors count patches overlapping at the sampling stride as
+    one. Returns None when fewer than :data:`MIN_PATCHES` patches fit inside ``flat``.
     """
     corners = patch_corners(flat, patch)
     if len(corners) < MIN_PATCHES:
         return None
+    dof = patch * patch / (patch * patch - 3)  # a plane fit removes 3 of P^2 d.o.f.
+    overlap = (patch / max(patch // 4, 2)) ** 2
     stack = np.stack([array[z, y : y + patch, x : x + patch] for z, y, x in corners])
     detrended = _detrend(stack.astype(np.float64))
-    # a plane fit removes 3 of the P^2 degrees of freedom
-    variances = detrended.var(axis=(1, 2)) * patch * patch / (patch * patch - 3)
+    variances = detrended.var(axis=(1, 2)) * dof
     variance = float(variances.mean())
-    rel_se = float(variances.std() / math.sqrt(len(variances)) / (2 * max(variance, 1e-30)))
+    n_eff = max(len(variances) / overlap, 1.0)
     freq, nps = radial_nps(detrended)
-    diff = None
+    out = {
+        "noise": math.sqrt(variance), "nps_freq": freq, "nps": nps, "n_patches": len(corners),
+        "noise_rel_se": float(variances.std() / math.sqrt(n_eff) / (2 * max(variance, 1e-30))),
+        "patch": patch, "noise_diff": None, "nps_diff": None, "excess": None, "excess_se": None,
+    }  # fmt: skip
     pairs = [
         i for i, (z, y, x) in enumerate(corners)
         if z + 1 < array.shape[0] and flat[z + 1, y : y + patch, x : x + patch].all()
@@ -198,12 +242,16 @@ def noise_spectrum(array: np.ndarray, flat: np.ndarray, patch: int) -> dict | No
         nxt = np.stack(
             [array[z + 1, y : y + patch, x : x + patch] for z, y, x in (corners[i] for i in pairs)]
         )
-        d = _detrend(nxt.astype(np.float64) - stack[pairs])
-        diff = math.sqrt(float(d.var(axis=(1, 2)).mean()) / 2 * patch * patch / (patch**2 - 3))
-    return {
-        "noise": math.sqrt(variance), "nps_freq": freq, "nps": nps, "noise_rel_se": rel_se,
-        "n_patches": len(corners), "noise_diff": diff, "patch": patch,
-    }  # fmt: skip
+        diff = _detrend(nxt.astype(np.float64) - stack[pairs])
+        half = diff.var(axis=(1, 2)) * dof / 2
+        excess = variances[pairs] - half
+        n_eff = max(len(pairs) / overlap, 1.0)
+        out.update(
+            noise_diff=math.sqrt(float(half.mean())), nps_diff=radial_nps(diff)[1] / 2,
+            excess=float(excess.mean()), excess_se=float(excess.std() / math.sqrt(n_eff)),
+            noise_diff_rel_se=float(half.std() / math.sqrt(n_eff) / (2 * half.mean())),
+        )  # fmt: skip
+    return out
 
 
 def _edge_points(smooth, threshold, contrast, mask, axis: str, rng) -> tuple:
