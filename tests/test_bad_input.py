@@ -74,7 +74,21 @@ def ws(tmp_path_factory) -> Path:
         spacing = (1.0,) * 3 if name == "nospacing" else (0.05,) * 3
         write_volume(Volume(mask, spacing), w / f"mask_{name}.nrrd")
     (w / "afile.txt").write_text("not a folder")
+    _fit_inputs(w)
     return w
+
+
+def _fit_inputs(w: Path) -> None:
+    """fit-acquisition: a scan too small, one with bone everywhere (no flat marrow), one
+    without bone."""
+    rng = np.random.default_rng(0)
+    write_volume(Volume(rng.normal(100, 5, (1, 16, 16)).astype(np.float32), (0.02,) * 3),
+                 w / "tiny_lr.mha")  # fmt: skip
+    stripes = np.where(np.arange(64) % 8 < 4, 1000.0, 100.0)[None, None, :]
+    busy = np.broadcast_to(stripes, (4, 64, 64)) + rng.normal(0, 20, (4, 64, 64))
+    write_volume(Volume(busy.astype(np.float32), (0.02,) * 3), w / "busy_lr.mha")
+    noise = rng.normal(100, 5, (4, 48, 48)).astype(np.float32)
+    write_volume(Volume(noise, (0.02,) * 3), w / "noise_lr.mha")
 
 
 def _damaged_dataset(ws: Path, out: Path, how: str) -> Path:
@@ -230,6 +244,13 @@ CASES = [
          "all bone"),
     Case("mask without spacing", ["phantom", "{o}/g.mha", "--from-mask",
                                   "{w}/mask_nospacing.nrrd"], "--spacing"),
+    # fit-acquisition
+    Case("fit-acquisition, scan too small", ["fit-acquisition", "{w}/tiny_lr.mha", "{o}/a.json"],
+         "too small"),
+    Case("fit-acquisition, no flat region",
+         ["fit-acquisition", "{w}/busy_lr.mha", "{o}/a.json"], "no flat region"),
+    Case("fit-acquisition, noise without bone",
+         ["fit-acquisition", "{w}/noise_lr.mha", "{o}/a.json"], "no bone/marrow contrast"),
 ]  # fmt: skip
 
 
@@ -290,3 +311,16 @@ def test_non_finite_prediction_stops_without_output(tmp_path):
     with pytest.raises(MicrosrError, match="NaN or Inf"):  # the streaming writer, as predict
         predict_stream(loaded_model(NaNModel()), volume_source(lr), out, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fit_acquisition_of_an_hr_scan_warns_with_the_numbers(tmp_path):
+    """A scan sharper than its voxel size suggests is a warning (with the numbers), not an
+    error: the fit and its figure are written."""
+    from test_fit_acquisition import sharp_blocks
+
+    scan = write_volume(sharp_blocks(), tmp_path / "sharp.mha")
+    res = runner.invoke(app, ["fit-acquisition", str(scan), str(tmp_path / "a.json")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a.json").is_file() and (tmp_path / "a.png").is_file()
+    record = (tmp_path / "a.json").read_text()
+    assert "sharper than its voxel size suggests: edge width" in record

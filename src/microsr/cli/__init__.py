@@ -6,6 +6,7 @@ appear in ``microsr --help`` (pipeline first); nothing in the library imports th
 # ruff: noqa: I001, F401
 
 from microsr.cli import acquire
+from microsr.cli import fit
 from microsr.cli import pipeline
 from microsr.cli import scanco
 from microsr.cli import study
