@@ -67,7 +67,10 @@ def prepare(
     simulate_seed: Annotated[
         int, typer.Option(help="seed of the simulated LR scans (per specimen)")
     ] = 0,
-    simulate_factor: Annotated[int, typer.Option(help="LR / HR voxel of simulated scans")] = 2,
+    simulate_factor: Annotated[
+        int | None,
+        typer.Option(help="LR / HR voxel of simulated scans (default 2, or --acquisition's)"),
+    ] = None,
     draws: Annotated[
         int,
         typer.Option(
@@ -77,6 +80,13 @@ def prepare(
     paper: Annotated[
         bool, typer.Option("--paper", help="the paper's per-slice min-max (= --normalize minmax)")
     ] = False,
+    acquisition: Annotated[
+        Path | None,
+        typer.Option(
+            help="rows without lr_path: simulate with this acquisition file (microsr "
+            "fit-acquisition); with --randomize, a draw within its uncertainty per specimen"
+        ),
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split.
@@ -85,7 +95,7 @@ def prepare(
     from microsr.cli._simulate import simulation_config
     from microsr.data.prepare import PrepareConfig, prepare_dataset
 
-    sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed, draws)
+    sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed, draws, acquisition)
     normalize = "minmax" if paper else normalize
 
     use_threads(threads)
