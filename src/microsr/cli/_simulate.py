@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from microsr.cli._app import option_errors
+from microsr.cli._app import given_options, option_errors
 from microsr.errors import MicrosrError
 
 
@@ -96,13 +96,6 @@ def acquisition_file(
             f"{file.acquisition.factor}; they must agree"
         )
     return file
-
-
-def given_options(ctx, options: dict[str, str]) -> list[str]:
-    """The options of ``options`` (parameter name -> option name) given on the command
-    line of ``ctx`` (a ``typer.Context``), not left at their default."""
-    sources = {name: ctx.get_parameter_source(name) for name in options}
-    return [options[n] for n, src in sources.items() if src is not None and src.name != "DEFAULT"]
 
 
 def refuse_explicit(ctx, options: dict[str, str], path: Path) -> None:

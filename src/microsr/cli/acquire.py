@@ -119,7 +119,8 @@ def _file_config(
     ``--factor`` must be the file's."""
     import numpy as np
 
-    from microsr.cli._simulate import acquisition_file, given_options, refuse_explicit
+    from microsr.cli._app import given_options
+    from microsr.cli._simulate import acquisition_file, refuse_explicit
     from microsr.simulate.acquisition_file import draw_within_uncertainty
     from microsr.simulate.randomize import draw_record
 

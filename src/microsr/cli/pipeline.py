@@ -111,6 +111,7 @@ def prepare(
 
 @command
 def train(
+    ctx: typer.Context,
     dataset_dir: Path,
     run_dir: Path,
     epochs: int = 100,
@@ -170,9 +171,21 @@ def train(
     channels_last: Annotated[
         bool, typer.Option(help="channels-last memory layout (measured faster; same values)")
     ] = True,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="fine-tune: start from this checkpoint's weights (fresh optimiser, epoch 0, "
+            "its normalisation and network; its BatchNorm statistics kept)"
+        ),
+    ] = None,
+    freeze_batchnorm: Annotated[
+        bool | None,
+        typer.Option(help="keep BatchNorm statistics fixed (default: with --init only)"),
+    ] = None,
     threads: Threads = None,
 ) -> None:
-    """Train a model on a prepared dataset (writes best.ckpt and last.ckpt)."""
+    """Train a model on a prepared dataset (writes best.ckpt and last.ckpt); --init CKPT
+    fine-tunes a trained model."""
     import torch
 
     from microsr.models.factory import ModelConfig
@@ -189,8 +202,12 @@ def train(
     if model not in names:
         raise MicrosrError(f"--model {model!r}: use one of {', '.join(names)}")
     with option_errors():
+        network = ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1)
+    if init is not None:
+        network = _init_network(ctx, init, network)
+    with option_errors():
         cfg = TrainConfig(
-            model=ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1),
+            model=network,
             epochs=epochs,
             max_minutes=max_minutes,
             lr=learning_rate,
@@ -210,9 +227,41 @@ def train(
             num_nodes=num_nodes,
             accumulate=accumulate,
             channels_last=channels_last,
+            init=None if init is None else str(init),
+            freeze_batchnorm=freeze_batchnorm,
         )
     result = run_train(dataset_dir, run_dir, cfg, resume=resume)
     typer.echo(f"best: {result.best}\nlast: {result.last}")
+
+
+#: train's network options -> their flags (with --init: must agree with the checkpoint).
+_NETWORK_OPTIONS = {
+    "model": "--model", "width": "--width", "depth": "--depth", "context": "--context",
+    "paper": "--paper",
+}  # fmt: skip
+
+
+def _init_network(ctx: typer.Context, init: Path, options):
+    """``train --init``: the checkpoint's network; network options given explicitly must
+    describe the same one (else one message naming them)."""
+    from microsr.cli._app import given_options
+    from microsr.training.finetune import InitSource, describe_network
+
+    source = InitSource(init)
+    given = given_options(ctx, _NETWORK_OPTIONS)
+    net = source.meta.network
+    fields = {"--model": "name", "--width": "width", "--depth": "depth", "--context": "in_channels"}
+    if "--paper" in given:
+        given = [*given, "--model", "--context"]
+    conflict = sorted(
+        {g for g in given if g in fields and getattr(options, fields[g]) != getattr(net, fields[g])}
+    )
+    if conflict:
+        raise MicrosrError(
+            f"{', '.join(conflict)}: the checkpoint {init} is a {describe_network(net)}; "
+            "--init fine-tunes the checkpoint's network (leave these options out)"
+        )
+    return net
 
 
 @command
