@@ -101,7 +101,8 @@ def check_dataset_fits(source: InitSource, info: dict, dataset_dir: str | Path) 
     if factors != (meta.factor, meta.slice_factor):
         raise MicrosrError(
             f"{ds}: the dataset's scale factors (in-plane, z) are {factors}, the checkpoint "
-            f"{source.path}'s {(meta.factor, meta.slice_factor)}; fine-tune on data of the same factors"
+            f"{source.path}'s {(meta.factor, meta.slice_factor)}; fine-tune on data of the "
+            "same factors"
         )
     units = info.get("config", {}).get("units")
     trained = meta.provenance.get("units")
