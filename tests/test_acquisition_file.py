@@ -10,7 +10,7 @@ from conftest import make_pair
 from typer.testing import CliRunner
 
 from microsr.cli import app
-from microsr.data.prepare import PrepareConfig, load_dataset_info
+from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
 from microsr.data.simulated import SimulationConfig
 from microsr.errors import InputFileError, MicrosrError
 from microsr.io import read_volume, write_volume
@@ -194,3 +194,48 @@ def test_simulation_config_from_file_is_consistent():
         SimulationConfig.from_file(AcquisitionFile(acquisition=FITTED), randomize=True)
     cfg = PrepareConfig(simulation=sim)
     assert PrepareConfig.model_validate_json(cfg.model_dump_json()) == cfg
+
+
+def test_demo_pairs_dataset_and_checkpoint_record_the_file(tmp_path):
+    from microsr.demo import file_prepare_config, make_pairs
+    from microsr.models.factory import ModelConfig
+    from microsr.training.config import TrainConfig
+    from microsr.training.train import train
+
+    specimens = [(f"s{i}", "femur", make_pair(i, shape=(8, 40, 40))[1]) for i in range(4)]
+    file = _file()
+    manifest = make_pairs(specimens, tmp_path / "data", AcquisitionConfig(seed=5), file=file)
+    records = json.loads((tmp_path / "data/acquisitions.json").read_text())
+    assert {r["acquisition"]["photons"] for r in records.values()} == {800.0}
+    assert read_acquisition_file(tmp_path / "data/acquisition_file.json") == file
+    cfg = file_prepare_config(PrepareConfig(roi=32), file)
+    ds = prepare_dataset(manifest, tmp_path / "ds", cfg, progress=False)
+    assert load_dataset_info(ds)[0]["config"]["simulation"]["acquisition_file"] == file.record()
+    tiny = TrainConfig(model=ModelConfig(width=4, depth=1), epochs=1, batch_size=4, patch=16,
+                       seed=0, device="cpu", val_max_slices=1)  # fmt: skip
+    result = train(ds, tmp_path / "run", tiny, progress=False)
+    from microsr.checkpoint import parse_checkpoint
+
+    meta, _ = parse_checkpoint(result.last)
+    assert meta.provenance["acquisition_file"] == file.record()
+    drawn = make_pairs(specimens[:2], tmp_path / "d2", AcquisitionConfig(seed=5), file=file,
+                       randomize=True)  # fmt: skip
+    records = json.loads((drawn.parent / "acquisitions.json").read_text())
+    assert all(r["randomized"] and r["acquisition"]["photons"] != 800.0 for r in records.values())
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["demo", "{o}/demo", "--acquisition", "{bare}", "--randomize"], "uncertainty"),
+        (["compare", "{o}/cmp", "--dataset", "{o}", "--acquisition", "{acq}"], "--dataset"),
+        (["study-demo", "{o}/st", "--acquisition", "{o}/none.json"], "cannot read"),
+    ],
+)
+def test_demo_commands_check_the_file_first(tmp_path, args, match):
+    acq = write_acquisition_file(_file(), tmp_path / "acq.json")
+    bare = write_acquisition_file(FITTED, tmp_path / "bare.json")
+    args = [a.format(o=tmp_path, acq=acq, bare=bare) for a in args]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and match in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acq.json", "bare.json"]

@@ -404,18 +404,28 @@ def demo(
     minutes: Annotated[float, typer.Option(help="training wall time")] = 3.0,
     seed: int = 0,
     randomize: Annotated[
-        bool, typer.Option(help="a randomised acquisition per specimen (default ranges)")
+        bool,
+        typer.Option(
+            help="a randomised acquisition per specimen (default ranges; with --acquisition: "
+            "within its uncertainty)"
+        ),
     ] = False,
+    acquisition: Annotated[
+        Path | None,
+        typer.Option(help="simulate the LR scans with this acquisition file (fit-acquisition)"),
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Phantoms -> simulated LR -> prepare -> train -> predict -> evaluate, in minutes."""
+    from microsr.cli._simulate import acquisition_file
     from microsr.demo import run_demo
     from microsr.evaluation import format_summary
 
     use_threads(threads)
+    file = None if acquisition is None else acquisition_file(acquisition, randomize, None)
     summary = run_demo(
         out_dir, data=data, spacing_mm=parse_spacing(spacing), minutes=minutes, seed=seed,
-        randomize=randomize,
+        randomize=randomize, acquisition=file,
     )  # fmt: skip
     typer.echo("\nTest specimens (never seen in training), scored against HR:\n")
     typer.echo(format_summary(summary))

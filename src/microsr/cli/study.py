@@ -122,24 +122,33 @@ def study_demo(
         ),
     ] = False,
     device: Device = "auto",
+    acquisition: Annotated[
+        Path | None,
+        typer.Option(
+            help="simulate the LR scans with this acquisition file (fit-acquisition; "
+            "--frames: the base protocol)"
+        ),
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Study demo: phantom femur + spine sites (or slabs of --data), then `study`."""
+    from microsr.cli._simulate import acquisition_file
     from microsr.study import phantom_manifest, run_study, slab_manifest, study_config
     from microsr.study.demo import frames_manifest
 
     use_threads(threads)
+    file = None if acquisition is None else acquisition_file(acquisition, False, None)
     manifest = out_dir / "data" / "manifest.csv"
+    sp = parse_spacing(spacing)
     if not manifest.is_file():
         if frames:
-            manifest = frames_manifest(
-                out_dir / "data", n=per_site, data=data, spacing_mm=parse_spacing(spacing)
-            )
+            manifest = frames_manifest(out_dir / "data", n=per_site, data=data, spacing_mm=sp,
+                                       file=file)  # fmt: skip
         elif data is None:
-            manifest = phantom_manifest(out_dir / "data", per_site=per_site)
+            manifest = phantom_manifest(out_dir / "data", per_site=per_site, file=file)
         else:
-            manifest = slab_manifest(data, out_dir / "data", spacing_mm=parse_spacing(spacing))
-    cfg = study_config(minutes=minutes, device=device, calibrated=data is None)
+            manifest = slab_manifest(data, out_dir / "data", spacing_mm=sp, file=file)
+    cfg = study_config(minutes=minutes, device=device, calibrated=data is None, acquisition=file)
     typer.echo(f"manifest: {manifest}")
     typer.echo(json.dumps(run_study(manifest, out_dir / "study", cfg), indent=2))
 
