@@ -204,7 +204,9 @@ def train(
     with option_errors():
         network = ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1)
     if init is not None:
-        network = _init_network(ctx, init, network)
+        from microsr.cli._finetune import init_network
+
+        network = init_network(ctx, init, network)
     with option_errors():
         cfg = TrainConfig(
             model=network,
@@ -232,36 +234,6 @@ def train(
         )
     result = run_train(dataset_dir, run_dir, cfg, resume=resume)
     typer.echo(f"best: {result.best}\nlast: {result.last}")
-
-
-#: train's network options -> their flags (with --init: must agree with the checkpoint).
-_NETWORK_OPTIONS = {
-    "model": "--model", "width": "--width", "depth": "--depth", "context": "--context",
-    "paper": "--paper",
-}  # fmt: skip
-
-
-def _init_network(ctx: typer.Context, init: Path, options):
-    """``train --init``: the checkpoint's network; network options given explicitly must
-    describe the same one (else one message naming them)."""
-    from microsr.cli._app import given_options
-    from microsr.training.finetune import InitSource, describe_network
-
-    source = InitSource(init)
-    given = given_options(ctx, _NETWORK_OPTIONS)
-    net = source.meta.network
-    fields = {"--model": "name", "--width": "width", "--depth": "depth", "--context": "in_channels"}
-    if "--paper" in given:
-        given = [*given, "--model", "--context"]
-    conflict = sorted(
-        {g for g in given if g in fields and getattr(options, fields[g]) != getattr(net, fields[g])}
-    )
-    if conflict:
-        raise MicrosrError(
-            f"{', '.join(conflict)}: the checkpoint {init} is a {describe_network(net)}; "
-            "--init fine-tunes the checkpoint's network (leave these options out)"
-        )
-    return net
 
 
 @command
