@@ -54,6 +54,12 @@ def ws(tmp_path_factory) -> Path:
     raw = torch.load(ckpt, weights_only=False)
     raw["microsr"]["factor"] = 0
     torch.save(raw, w / "factor0.ckpt")
+    raw["microsr"]["factor"] = 3
+    torch.save(raw, w / "factor3.ckpt")
+    (w / "badacq.json").write_text('{"format": "microsr-acquisition", "version": 1,')
+    (w / "newacq.json").write_text(
+        '{"format": "microsr-acquisition", "version": 99, "acquisition": {"future": 1}}'
+    )
     (w / "badbytes.csv").write_bytes(
         b"specimen,site,lr_path,hr_path\ns\xff0,femur,lr0.mha,hr0.mha\n"
     )
@@ -251,6 +257,21 @@ CASES = [
          ["fit-acquisition", "{w}/busy_lr.mha", "{o}/a.json"], "no flat region"),
     Case("fit-acquisition, noise without bone",
          ["fit-acquisition", "{w}/noise_lr.mha", "{o}/a.json"], "no bone/marrow contrast"),
+    # fine-tuning (train --init) from a checkpoint that does not fit
+    Case("train --init, checkpoint of another factor",
+         ["train", "{w}/ds", "{o}/run", "--init", "{w}/factor3.ckpt"], "scale factors"),
+    Case("train --init, another model than the checkpoint's",
+         ["train", "{w}/ds", "{o}/run", "--init", "{w}/model.ckpt", "--model", "rcan"],
+         "--model"),
+    Case("train --init, another context than the checkpoint's",
+         ["train", "{w}/ds", "{o}/run", "--init", "{w}/model.ckpt", "--context", "1"],
+         "--context"),
+    # acquisition files (--acquisition)
+    Case("simulate --acquisition, malformed file",
+         ["simulate", "{w}/hr0.mha", "{o}/lr.mha", "--acquisition", "{w}/badacq.json"],
+         "not valid JSON"),
+    Case("prepare --acquisition, newer-format file",
+         ["prepare", "{w}/manifest.csv", "{o}/ds", "--acquisition", "{w}/newacq.json"], "newer"),
 ]  # fmt: skip
 
 

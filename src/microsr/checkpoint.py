@@ -66,6 +66,12 @@ class CheckpointMeta(BaseModel):
         How LR inputs were mapped to [0, 1] and how outputs map back to HR units.
     train_config
         The full :class:`~microsr.training.config.TrainConfig` as a dict.
+    provenance
+        Where the weights and data came from (JSON types; empty in older checkpoints):
+        ``units`` (the dataset's, ``"native"`` or ``"mgha"``), ``acquisition_file`` (the whole
+        acquisition file the training LR scans were simulated with, ``prepare
+        --acquisition``), ``init`` (``{"path", "sha256"}`` of the checkpoint fine-tuned
+        from, ``train --init``).
     """
 
     model_config = ConfigDict(
@@ -82,6 +88,7 @@ class CheckpointMeta(BaseModel):
     normalization: NormalizationConfig
     train_config: dict = Field(default_factory=dict)
     seed: int | None = None
+    provenance: dict = Field(default_factory=dict)
 
     @property
     def context_slices(self) -> int:
@@ -110,6 +117,7 @@ def new_meta(
     train_config: dict | None = None,
     seed: int | None = None,
     model_class: str = "",
+    provenance: dict | None = None,
 ) -> CheckpointMeta:
     """A current-format record (format 2, HR grid, this package's version)."""
     return CheckpointMeta(
@@ -123,6 +131,7 @@ def new_meta(
         normalization=normalization,
         train_config=train_config or {},
         seed=seed,
+        provenance=provenance or {},
     )
 
 

@@ -114,6 +114,13 @@ def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None
     return parts[0] if len(parts) == 1 else tuple(parts)  # type: ignore[return-value]
 
 
+def given_options(ctx, options: dict[str, str]) -> list[str]:
+    """The options of ``options`` (parameter name -> option name) given on the command
+    line of ``ctx`` (a ``typer.Context``), not left at their default."""
+    sources = {name: ctx.get_parameter_source(name) for name in options}
+    return [options[n] for n, src in sources.items() if src is not None and src.name != "DEFAULT"]
+
+
 #: Config fields whose command-line option has another name.
 OPTION_NAMES = {
     "tolerance_lr_voxels": "--tolerance",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from microsr.cli._app import option_errors
+from microsr.cli._app import given_options, option_errors
 from microsr.errors import MicrosrError
 
 
@@ -44,16 +44,68 @@ def maybe_randomize(config, randomize: bool, ranges: Path | None, seed: int) -> 
     return config, {"randomized": True, "draw": draw_record(config)}
 
 
-def simulation_config(factor: int, randomize: bool, ranges: Path | None, seed: int, draws: int = 1):
-    """``prepare``'s :class:`~microsr.data.simulated.SimulationConfig` from its options."""
+def simulation_config(
+    factor: int | None,
+    randomize: bool,
+    ranges: Path | None,
+    seed: int,
+    draws: int = 1,
+    acquisition: Path | None = None,
+):
+    """``prepare``'s :class:`~microsr.data.simulated.SimulationConfig` from its options
+    (``factor`` None: 2, or the acquisition file's)."""
     from microsr.data.simulated import SimulationConfig
     from microsr.simulate import AcquisitionConfig
 
+    if acquisition is not None:
+        file = acquisition_file(
+            acquisition, randomize, ranges, factor=factor, option="--simulate-factor"
+        )
+        with option_errors("--acquisition"):
+            return SimulationConfig.from_file(file, randomize=randomize, seed=seed, draws=draws)
     spans = _ranges(randomize, ranges)
     with option_errors():
-        acquisition = AcquisitionConfig(factor=factor)
+        acq = AcquisitionConfig(factor=2 if factor is None else factor)
         return SimulationConfig(
-            acquisition=acquisition, randomize=randomize, ranges=spans, seed=seed, draws=draws
+            acquisition=acq, randomize=randomize, ranges=spans, seed=seed, draws=draws
+        )
+
+
+def acquisition_file(
+    path: Path, randomize: bool, ranges: Path | None, *, factor: int | None = None,
+    option: str = "--factor",
+):  # fmt: skip
+    """Read ``--acquisition FILE``, refusing ``--ranges`` beside it, ``--randomize`` without
+    the file's uncertainty and a ``factor`` option that is not the file's."""
+    from microsr.simulate.acquisition_file import read_acquisition_file
+
+    file = read_acquisition_file(path)
+    if ranges is not None:
+        raise MicrosrError(
+            "--ranges is not used with --acquisition: --randomize draws within the "
+            f"uncertainty of {path}"
+        )
+    if randomize and file.uncertainty is None:
+        raise MicrosrError(
+            f"{path}: --randomize draws within the acquisition file's 'uncertainty', which "
+            "it does not have"
+        )
+    if factor is not None and factor != file.acquisition.factor:
+        raise MicrosrError(
+            f"{option} {factor}: the acquisition file {path} is for factor "
+            f"{file.acquisition.factor}; they must agree"
+        )
+    return file
+
+
+def refuse_explicit(ctx, options: dict[str, str], path: Path) -> None:
+    """Refuse acquisition-setting options given on the command line beside ``--acquisition``
+    (``options``: parameter name -> option name); their defaults are ignored."""
+    given = given_options(ctx, options)
+    if given:
+        raise MicrosrError(
+            f"{', '.join(given)}: the acquisition settings come from --acquisition {path}; "
+            "edit a copy of that file to change them"
         )
 
 

@@ -56,6 +56,7 @@ def phantom(
 
 @command
 def simulate(
+    ctx: typer.Context,
     hr_volume: Path,
     out_volume: Path,
     spacing: Spacing = None,
@@ -95,25 +96,78 @@ def simulate(
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the noise (and of the --randomize draw)")] = 0,
     quick: Annotated[bool, typer.Option(help="Gaussian PSF + block average + noise")] = False,
+    acquisition: Annotated[
+        Path | None,
+        typer.Option(
+            help="acquisition file (microsr fit-acquisition): its settings instead of the "
+            "options above (giving them too is an error, a --factor must be the file's; "
+            "--seed still sets the noise); "
+            "--randomize draws within its uncertainty"
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Simulate a low-resolution acquisition of a high-resolution volume."""
     from microsr.io import check_volume_output, read_volume, write_volume
-    from microsr.simulate import AcquisitionConfig, simulate_acquisition
+    from microsr.simulate import simulate_acquisition
 
-    opts = {
-        "factor": factor, "projections_ratio": projections_ratio, "photons": photons,
-        "frames": frames, "seed": seed, "quick": quick, "mu_bone_per_mm": mu_bone,
-        "reference_value": parse_reference(reference_value), "filter_name": filter,
-        "psf_sigma_bins": psf_sigma, "ring_strength": ring_strength,
-        "shift_hr_voxels": parse_shift(shift),
-    }  # fmt: skip
-    with option_errors():
-        config = AcquisitionConfig(**opts)
-    config, record = maybe_randomize(config, randomize, ranges, seed)
+    if acquisition is not None:
+        config, record = _file_config(ctx, acquisition, randomize, ranges, seed, factor)
+    else:
+        config, record = _option_config(locals())
     check_volume_output(out_volume, inputs=[hr_volume], overwrite=overwrite)
     hr = read_volume(hr_volume, spacing_mm=parse_spacing(spacing))
     lr = simulate_acquisition(hr, config, progress=True)
     record["attenuation"] = lr.metadata["acquisition_resolved"]["attenuation"]
     typer.echo(json.dumps(record), err=True)
     typer.echo(write_volume(lr, out_volume, overwrite=overwrite))
+
+
+#: simulate's acquisition-setting parameters -> their options (refused beside --acquisition).
+_SETTINGS = {
+    "projections_ratio": "--projections-ratio", "photons": "--photons",
+    "frames": "--frames", "reference_value": "--reference-value", "mu_bone": "--mu-bone",
+    "filter": "--filter", "psf_sigma": "--psf-sigma", "shift": "--shift",
+    "ring_strength": "--ring-strength", "quick": "--quick",
+}  # fmt: skip
+
+
+def _file_config(
+    ctx: typer.Context, path: Path, randomize: bool, ranges: Path | None, seed: int, factor: int
+) -> tuple:
+    """``simulate --acquisition``: the file's acquisition with noise seed ``seed``, or a draw
+    within its uncertainty seeded by ``seed``; and the record printed to stderr. A given
+    ``--factor`` must be the file's."""
+    import numpy as np
+
+    from microsr.cli._app import given_options
+    from microsr.cli._simulate import acquisition_file, refuse_explicit
+    from microsr.simulate.acquisition_file import draw_within_uncertainty
+    from microsr.simulate.randomize import draw_record
+
+    refuse_explicit(ctx, _SETTINGS, path)
+    given_factor = factor if given_options(ctx, {"factor": "--factor"}) else None
+    file = acquisition_file(path, randomize, ranges, factor=given_factor)
+    record = {"acquisition_file": str(path), "randomized": randomize}
+    if randomize:
+        config = draw_within_uncertainty(file, np.random.default_rng(seed))
+        return config, record | {"draw": draw_record(config)}
+    return file.acquisition.model_copy(update={"seed": seed}), record
+
+
+def _option_config(opts: dict) -> tuple:
+    """``simulate`` without ``--acquisition``: the config of the options (``opts``: the
+    command's locals), randomised with ``--randomize``."""
+    from microsr.simulate import AcquisitionConfig
+
+    o = opts
+    fields = {
+        "factor": o["factor"], "projections_ratio": o["projections_ratio"],
+        "photons": o["photons"], "frames": o["frames"], "seed": o["seed"], "quick": o["quick"],
+        "mu_bone_per_mm": o["mu_bone"], "reference_value": parse_reference(o["reference_value"]),
+        "filter_name": o["filter"], "psf_sigma_bins": o["psf_sigma"],
+        "ring_strength": o["ring_strength"], "shift_hr_voxels": parse_shift(o["shift"]),
+    }  # fmt: skip
+    with option_errors():
+        config = AcquisitionConfig(**fields)
+    return maybe_randomize(config, o["randomize"], o["ranges"], o["seed"])

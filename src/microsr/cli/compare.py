@@ -45,9 +45,14 @@ def compare(
     tta: Annotated[bool, typer.Option(help="score with 8-fold flip/rot90 averaging")] = False,
     seed: int = 0,
     device: Device = "auto",
+    acquisition: Annotated[
+        Path | None,
+        typer.Option(help="simulate the LR scans with this acquisition file (fit-acquisition)"),
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Train each candidate model with the same budget; table of scores on test specimens."""
+    from microsr.cli._simulate import acquisition_file
     from microsr.compare import DEFAULT_CANDIDATES, CompareConfig, make_compare_dataset, run_compare
     from microsr.compare.candidates import REFERENCE
 
@@ -68,10 +73,14 @@ def compare(
             tta=tta,
             device=device,
         )
+    if dataset is not None and acquisition is not None:
+        raise MicrosrError("--acquisition simulates a new dataset: leave out --dataset")
     if dataset is None:
+        file = None if acquisition is None else acquisition_file(acquisition, False, None)
         dataset = make_compare_dataset(
-            out_dir, data=data, spacing_mm=parse_spacing(spacing), n_specimens=specimens, seed=seed
-        )
+            out_dir, data=data, spacing_mm=parse_spacing(spacing), n_specimens=specimens,
+            seed=seed, acquisition=file,
+        )  # fmt: skip
     result = run_compare(dataset, out_dir, cfg, also_test=also_test or (), progress=False)
     typer.echo(result.markdown)
     typer.echo(f"\ntables: {out_dir / 'table.md'}  {out_dir / 'table.csv'}")

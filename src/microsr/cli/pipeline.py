@@ -67,7 +67,10 @@ def prepare(
     simulate_seed: Annotated[
         int, typer.Option(help="seed of the simulated LR scans (per specimen)")
     ] = 0,
-    simulate_factor: Annotated[int, typer.Option(help="LR / HR voxel of simulated scans")] = 2,
+    simulate_factor: Annotated[
+        int | None,
+        typer.Option(help="LR / HR voxel of simulated scans (default 2, or --acquisition's)"),
+    ] = None,
     draws: Annotated[
         int,
         typer.Option(
@@ -77,6 +80,13 @@ def prepare(
     paper: Annotated[
         bool, typer.Option("--paper", help="the paper's per-slice min-max (= --normalize minmax)")
     ] = False,
+    acquisition: Annotated[
+        Path | None,
+        typer.Option(
+            help="rows without lr_path: simulate with this acquisition file (microsr "
+            "fit-acquisition); with --randomize, a draw within its uncertainty per specimen"
+        ),
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split.
@@ -85,7 +95,7 @@ def prepare(
     from microsr.cli._simulate import simulation_config
     from microsr.data.prepare import PrepareConfig, prepare_dataset
 
-    sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed, draws)
+    sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed, draws, acquisition)
     normalize = "minmax" if paper else normalize
 
     use_threads(threads)
@@ -101,6 +111,7 @@ def prepare(
 
 @command
 def train(
+    ctx: typer.Context,
     dataset_dir: Path,
     run_dir: Path,
     epochs: int = 100,
@@ -160,9 +171,21 @@ def train(
     channels_last: Annotated[
         bool, typer.Option(help="channels-last memory layout (measured faster; same values)")
     ] = True,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="fine-tune: start from this checkpoint's weights (fresh optimiser, epoch 0, "
+            "its normalisation and network; its BatchNorm statistics kept)"
+        ),
+    ] = None,
+    freeze_batchnorm: Annotated[
+        bool | None,
+        typer.Option(help="keep BatchNorm statistics fixed (default: with --init only)"),
+    ] = None,
     threads: Threads = None,
 ) -> None:
-    """Train a model on a prepared dataset (writes best.ckpt and last.ckpt)."""
+    """Train a model on a prepared dataset (writes best.ckpt and last.ckpt); --init CKPT
+    fine-tunes a trained model."""
     import torch
 
     from microsr.models.factory import ModelConfig
@@ -179,8 +202,14 @@ def train(
     if model not in names:
         raise MicrosrError(f"--model {model!r}: use one of {', '.join(names)}")
     with option_errors():
+        network = ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1)
+    if init is not None:
+        from microsr.cli._finetune import init_network
+
+        network = init_network(ctx, init, network)
+    with option_errors():
         cfg = TrainConfig(
-            model=ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1),
+            model=network,
             epochs=epochs,
             max_minutes=max_minutes,
             lr=learning_rate,
@@ -200,6 +229,8 @@ def train(
             num_nodes=num_nodes,
             accumulate=accumulate,
             channels_last=channels_last,
+            init=None if init is None else str(init),
+            freeze_batchnorm=freeze_batchnorm,
         )
     result = run_train(dataset_dir, run_dir, cfg, resume=resume)
     typer.echo(f"best: {result.best}\nlast: {result.last}")
@@ -373,18 +404,28 @@ def demo(
     minutes: Annotated[float, typer.Option(help="training wall time")] = 3.0,
     seed: int = 0,
     randomize: Annotated[
-        bool, typer.Option(help="a randomised acquisition per specimen (default ranges)")
+        bool,
+        typer.Option(
+            help="a randomised acquisition per specimen (default ranges; with --acquisition: "
+            "within its uncertainty)"
+        ),
     ] = False,
+    acquisition: Annotated[
+        Path | None,
+        typer.Option(help="simulate the LR scans with this acquisition file (fit-acquisition)"),
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Phantoms -> simulated LR -> prepare -> train -> predict -> evaluate, in minutes."""
+    from microsr.cli._simulate import acquisition_file
     from microsr.demo import run_demo
     from microsr.evaluation import format_summary
 
     use_threads(threads)
+    file = None if acquisition is None else acquisition_file(acquisition, randomize, None)
     summary = run_demo(
         out_dir, data=data, spacing_mm=parse_spacing(spacing), minutes=minutes, seed=seed,
-        randomize=randomize,
+        randomize=randomize, acquisition=file,
     )  # fmt: skip
     typer.echo("\nTest specimens (never seen in training), scored against HR:\n")
     typer.echo(format_summary(summary))

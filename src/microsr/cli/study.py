@@ -152,32 +152,45 @@ def study_demo(
         ),
     ] = False,
     device: Device = "auto",
+    acquisition: Annotated[
+        Path | None,
+        typer.Option(
+            help="simulate the LR scans with this acquisition file (fit-acquisition; "
+            "--frames: the base protocol)"
+        ),
+    ] = None,
     threads: Threads = None,
     title: Title = None,
 ) -> None:
     """Study demo: phantom femur + spine sites (or slabs of --data, or --masks), then `study`."""
+    from microsr.cli._simulate import acquisition_file
     from microsr.study import run_study, study_config
 
     use_threads(threads)
     if masks is not None and (data is not None or frames):
         raise MicrosrError("--masks goes alone: not with --data or --frames")
+    if masks is not None and acquisition is not None:
+        raise MicrosrError("--acquisition is not supported with --masks yet")
     if masks is not None and folds is None:
         folds = 5
+    file = None if acquisition is None else acquisition_file(acquisition, False, None)
     manifest = out_dir / "data" / "manifest.csv"
     if not manifest.is_file():
-        manifest = _demo_manifest(out_dir / "data", data, masks, frames, per_site, spacing, crop)
-    cfg = study_config(minutes=minutes, device=device, calibrated=data is None)
+        manifest = _demo_manifest(out_dir / "data", data, masks, frames, per_site, spacing, crop,
+                                  file)  # fmt: skip
+    cfg = study_config(minutes=minutes, device=device, calibrated=data is None, acquisition=file)
     if folds is not None:
         cfg = cfg.model_copy(update={"folds": folds})
     typer.echo(f"manifest: {manifest}")
     if title is None:
         source = "phantoms" if data is None else f"slabs of {data.name}"
+        source = f"grey scans of the masks in {masks.name}" if masks is not None else source
         title = f"microsr study demo: {'frames experiment, ' if frames else ''}{source}"
     summary = run_study(manifest, out_dir / "study", cfg, title=title)
     typer.echo(json.dumps(summary, indent=2))
 
 
-def _demo_manifest(folder, data, masks, frames, per_site, spacing, crop) -> Path:
+def _demo_manifest(folder, data, masks, frames, per_site, spacing, crop, file) -> Path:
     from microsr.study import phantom_manifest, slab_manifest
     from microsr.study.demo import frames_manifest
     from microsr.study.masks import mask_manifest
@@ -185,10 +198,12 @@ def _demo_manifest(folder, data, masks, frames, per_site, spacing, crop) -> Path
     if masks is not None:
         return mask_manifest(masks, folder, spacing_mm=parse_spacing(spacing), crop=crop)
     if frames:
-        return frames_manifest(folder, n=per_site, data=data, spacing_mm=parse_spacing(spacing))
+        return frames_manifest(
+            folder, n=per_site, data=data, spacing_mm=parse_spacing(spacing), file=file
+        )
     if data is None:
-        return phantom_manifest(folder, per_site=per_site)
-    return slab_manifest(data, folder, spacing_mm=parse_spacing(spacing))
+        return phantom_manifest(folder, per_site=per_site, file=file)
+    return slab_manifest(data, folder, spacing_mm=parse_spacing(spacing), file=file)
 
 
 @command

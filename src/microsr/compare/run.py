@@ -13,13 +13,14 @@ from microsr.compare.candidates import Candidate, CompareConfig
 from microsr.compare.scoring import score_candidate, time_prediction
 from microsr.compare.table import BILINEAR, format_table, summary_table
 from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
-from microsr.demo import simulated_manifest
+from microsr.demo import file_prepare_config, simulated_manifest
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
 from microsr.evaluation.scores import dataset_scoring
 from microsr.inference.checkpoint import load_checkpoint
 from microsr.io.atomic import atomic_path
 from microsr.models.factory import count_parameters
+from microsr.simulate.acquisition_file import AcquisitionFile
 from microsr.training.config import TrainConfig
 from microsr.training.train import train
 
@@ -56,21 +57,25 @@ def make_compare_dataset(
     n_specimens: int = 10,
     seed: int = 0,
     progress: bool = False,
+    acquisition: AcquisitionFile | None = None,
 ) -> Path:
     """Simulated LR/HR pairs -> a prepared dataset in ``out_dir/dataset``.
 
     Phantom specimens (``data=None``) or ``n_specimens`` z-slabs of the HR volume ``data``
-    (pseudo-specimens), split by specimen 50/20/30 % into train/val/test. A dataset
-    already prepared there is reused.
+    (pseudo-specimens), split by specimen 50/20/30 % into train/val/test, simulated with the
+    default protocol or the acquisition file ``acquisition`` (recorded in dataset.json). A
+    dataset already prepared there is reused.
     """
     out_dir = Path(out_dir)
     if (out_dir / "dataset" / "dataset.json").is_file():
         log.info("compare: reusing the prepared dataset %s", out_dir / "dataset")
         return out_dir / "dataset"
     manifest = simulated_manifest(
-        out_dir / "data", data=data, spacing_mm=spacing_mm, n_specimens=n_specimens, seed=seed
-    )
+        out_dir / "data", data=data, spacing_mm=spacing_mm, n_specimens=n_specimens, seed=seed,
+        file=acquisition,
+    )  # fmt: skip
     config = PrepareConfig(split_seed=seed, fractions=COMPARE_FRACTIONS)
+    config = file_prepare_config(config, acquisition)
     return prepare_dataset(manifest, out_dir / "dataset", config, progress=progress)
 
 

@@ -233,8 +233,13 @@ def _dataset_info(manifest, meta: dict, config: PrepareConfig, norm) -> dict:
     """``dataset.json``: one scale factor for all specimens, the window, every record."""
     factors = {(m["factor"], m["z_factor"]) for m in meta.values()}
     if len(factors) != 1:
+        hint = ""
+        if config.simulation.acquisition_file is not None:
+            factor = config.simulation.acquisition.factor
+            hint = f" (the acquisition file's factor is {factor}: it must agree with the data's)"
         raise MicrosrError(
-            f"{manifest}: specimens have different scale factors (in-plane, z) {sorted(factors)}"
+            f"{manifest}: specimens have different scale factors (in-plane, z) "
+            f"{sorted(factors)}{hint}"
         )
     factor, z_factor = factors.pop()
     return {

@@ -11,6 +11,7 @@ from pathlib import Path
 from microsr.data.prepare import PrepareConfig
 from microsr.demo import (
     demo_train_config,
+    file_prepare_config,
     make_pairs,
     phantom_specimens,
     simulated_manifest,
@@ -21,6 +22,7 @@ from microsr.evaluation.scores import default_morphometry
 from microsr.io import read_volume
 from microsr.morphometry.segment import MorphometryConfig
 from microsr.simulate import AcquisitionConfig, make_phantom
+from microsr.simulate.acquisition_file import AcquisitionFile
 from microsr.study.acquisitions import FRAMES_PROTOCOLS, acquisition_manifest
 from microsr.study.config import StudyConfig
 
@@ -35,15 +37,18 @@ def phantom_manifest(
     shape: tuple[int, int, int] = (24, 128, 128),
     seed: int = 0,
     quick: bool = False,
+    file: AcquisitionFile | None = None,
 ) -> Path:
     """Phantom "femur" (thick cortex, sparse rods) and "spine" (thin cortex, dense plates)
-    specimens at 10 um with simulated 20 um LR scans; returns the manifest path."""
+    specimens at 10 um with simulated 20 um LR scans (``file``: that acquisition file's
+    protocol); returns the manifest path."""
     specimens = [
         (f"{site}{i:02d}", site, make_phantom(shape, spacing_mm=0.01, site=site, seed=seed + i))
         for site in ("femur", "spine")
         for i in range(per_site)
     ]
-    return make_pairs(specimens, Path(out_dir), AcquisitionConfig(seed=seed, quick=quick))
+    acq = AcquisitionConfig(seed=seed, quick=quick)
+    return make_pairs(specimens, Path(out_dir), acq, file=file)
 
 
 def slab_manifest(
@@ -54,11 +59,14 @@ def slab_manifest(
     spacing_mm: float | None = None,
     site: str = "user",
     seed: int = 0,
+    file: AcquisitionFile | None = None,
 ) -> Path:
-    """Slabs of one HR scan as pseudo-specimens of one site, with simulated LR scans."""
+    """Slabs of one HR scan as pseudo-specimens of one site, with simulated LR scans
+    (``file``: that acquisition file's protocol)."""
     return simulated_manifest(
-        out_dir, data=volume, spacing_mm=spacing_mm, n_specimens=n_slabs, seed=seed, site=site
-    )
+        out_dir, data=volume, spacing_mm=spacing_mm, n_specimens=n_slabs, seed=seed, site=site,
+        file=file,
+    )  # fmt: skip
 
 
 def frames_manifest(
@@ -68,10 +76,14 @@ def frames_manifest(
     data: str | Path | None = None,
     spacing_mm: float | None = None,
     seed: int = 0,
+    file: AcquisitionFile | None = None,
 ) -> Path:
     """The paper's frames experiment: ``n`` phantom femurs (or slabs of ``data``), each
-    simulated with 1 and with 3 frame averages (:data:`FRAMES_PROTOCOLS`)."""
+    simulated with 1 and with 3 frame averages (:data:`FRAMES_PROTOCOLS`), starting from
+    the simulator's defaults or ``file``'s protocol."""
     base = AcquisitionConfig(seed=seed)
+    if file is not None:
+        base = file.acquisition.model_copy(update={"seed": seed})
     if data is None:
         specimens = phantom_specimens(n, seed=seed)
     else:
@@ -104,10 +116,12 @@ def study_config(
     device: str | None = None,
     calibrated: bool = True,
     morphometry: MorphometryConfig | None = None,
+    acquisition: AcquisitionFile | None = None,
 ) -> StudyConfig:
     """The config of ``microsr study`` / ``study-demo``: a saved StudyConfig JSON, or
     :func:`demo_config` with ``minutes`` (default 1) or ``epochs`` per model; then the
-    given morphometry and device.
+    given morphometry and device; ``acquisition``: the acquisition file the data were
+    simulated with, recorded in the prepare config (dataset.json, checkpoints).
 
     Raises
     ------
@@ -127,4 +141,6 @@ def study_config(
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
     if morphometry is not None:
         cfg = cfg.model_copy(update={"morphometry": morphometry})
+    if acquisition is not None:
+        cfg = cfg.model_copy(update={"prepare": file_prepare_config(cfg.prepare, acquisition)})
     return cfg if device is None else cfg.model_copy(update={"device": device})

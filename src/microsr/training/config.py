@@ -43,7 +43,7 @@ class TrainConfig(BaseModel):
     model: ModelConfig = DEFAULT_MODEL
     epochs: int = Field(100, ge=1)
     max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, ge=0, description="Adam learning rate (0: weights unchanged)")
     loss: Literal["bce", "l1", "mse", "ssim", "l1_ssim"] = "l1_ssim"
     grad_weight: float = Field(0.0, ge=0, description="weight of the edge (gradient L1) term")
     structure_weight: float = Field(
@@ -84,3 +84,18 @@ class TrainConfig(BaseModel):
     accumulate: int = Field(1, ge=1, description="batches per optimizer step")
     val_max_slices: int = Field(16, ge=1, description="validation slices per val specimen set")
     seed: int | None = None
+    init: str | None = Field(
+        None,
+        description="fine-tune: start from this checkpoint's weights (fresh optimiser, epoch "
+        "0, its normalisation; microsr.training.finetune); None: fresh weights",
+    )
+    freeze_batchnorm: bool | None = Field(
+        None,
+        description="keep BatchNorm layers in evaluation mode (their running statistics "
+        "fixed); None: frozen when fine-tuning (init), updated otherwise",
+    )
+
+    @property
+    def frozen_batchnorm(self) -> bool:
+        """Whether BatchNorm statistics stay fixed (``freeze_batchnorm``, resolved)."""
+        return self.init is not None if self.freeze_batchnorm is None else self.freeze_batchnorm

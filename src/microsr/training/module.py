@@ -27,7 +27,12 @@ class SRModule(L.LightningModule):
         What the model needs to know about its data at prediction time: ``factor``,
         ``z_factor`` and ``normalization`` (dict), recorded in every checkpoint; with a
         structure term, also the unit-range ``structure_threshold`` it was trained with
-        (when ``config`` leaves it to the dataset).
+        (when ``config`` leaves it to the dataset); ``provenance`` (units, acquisition
+        file, fine-tuning source: :class:`~microsr.checkpoint.CheckpointMeta`).
+
+    With ``config.freeze_batchnorm`` (default when fine-tuning, ``config.init``), BatchNorm
+    layers stay in evaluation mode while training: they normalise with the running
+    statistics they came with and do not update them.
     """
 
     def __init__(self, config: dict, data: dict) -> None:
@@ -38,6 +43,12 @@ class SRModule(L.LightningModule):
         if self.cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.structure = _structure_term(self.cfg, data.get("structure_threshold"))
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self.cfg.frozen_batchnorm:  # Lightning puts the module in train mode each epoch
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.channels_last:
@@ -82,6 +93,7 @@ class SRModule(L.LightningModule):
             train_config=self.cfg.model_dump(mode="json"),
             seed=self.cfg.seed,
             model_class=type(self.model).__name__,
+            provenance=self.hparams["data"].get("provenance"),
         )
         checkpoint[CHECKPOINT_KEY] = meta.to_dict()
 

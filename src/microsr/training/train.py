@@ -28,6 +28,7 @@ from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path, check_output, remove_stale_temporaries
 from microsr.runtime import progress_mode
 from microsr.training.config import TrainConfig
+from microsr.training.finetune import InitSource, check_dataset_fits, check_network, finetune_info
 from microsr.training.module import SRModule
 from microsr.training.threshold import structure_threshold
 
@@ -108,10 +109,15 @@ def _env(name: str, value: str) -> Iterator[None]:
 class SRDataModule(L.LightningDataModule):
     """Train patches from the train specimens, whole validation slices from the val ones."""
 
-    def __init__(self, dataset_dir: str | Path, config: TrainConfig) -> None:
+    def __init__(
+        self, dataset_dir: str | Path, config: TrainConfig, init: InitSource | None = None
+    ) -> None:
         super().__init__()
         self.dataset_dir, self.cfg = Path(dataset_dir), config
         self.info, self.splits = load_dataset_info(dataset_dir)
+        if init is not None:  # fine-tuning: the checkpoint's normalisation, not the dataset's
+            check_dataset_fits(init, self.info, dataset_dir)
+            self.info = finetune_info(init, self.info)
         train, val, test = (set(self.splits[k]) for k in ("train", "val", "test"))
         # The one rule that must never break: no test specimen reaches training (an explicit
         # check, not an assert, which `python -O` would remove).
@@ -203,9 +209,16 @@ def _trainer(
     )
 
 
-def _module_data(data: SRDataModule, config: TrainConfig) -> dict:
-    """What the module records about its data; the derived structure threshold if needed."""
+def _module_data(data: SRDataModule, config: TrainConfig, init: InitSource | None) -> dict:
+    """What the module records about its data and provenance; the derived structure
+    threshold if needed."""
     out = {k: data.info[k] for k in ("factor", "z_factor", "normalization")}
+    prepared = data.info.get("config", {})
+    out["provenance"] = {
+        "units": prepared.get("units"),
+        "acquisition_file": prepared.get("simulation", {}).get("acquisition_file"),
+        "init": init.record if init is not None else None,
+    }
     if config.structure_weight and config.structure_threshold is None:
         sigma = config.structure_sigma
         out["structure_threshold"] = structure_threshold(
@@ -253,6 +266,10 @@ def train(
     resume
         Continue from ``run_dir/last.ckpt`` (optimizer state and epoch included) up to
         ``config.epochs``.
+
+        ``config.init``: fine-tune from that checkpoint (:mod:`microsr.training.finetune`:
+        its weights, a fresh optimiser, its normalisation; a dataset or network that does
+        not fit it is refused).
     progress
         Lightning's progress bar on a terminal; one log line per epoch (:class:`EpochLog`)
         when stderr is not one (:func:`microsr.runtime.progress_mode`); nothing if False.
@@ -275,13 +292,18 @@ def train(
     if not resume and last.is_file():
         raise MicrosrError(f"{run_dir}: already holds a run (use --resume or another folder)")
     config = _with_seed(config or TrainConfig())
-    data = SRDataModule(dataset_dir, config)  # checks the dataset before anything is written
-    module_data = _module_data(data, config)
+    init = InitSource(config.init) if config.init is not None else None
+    if init is not None:
+        check_network(init, config.model)
+    data = SRDataModule(dataset_dir, config, init)  # checks the dataset before any write
+    module_data = _module_data(data, config, init)
     if not resume and _launching_rank():
         check_output(run_dir, inputs=[dataset_dir], folder=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = SRModule(config.model_dump(mode="json"), module_data)
+    if init is not None and not resume:  # a resumed run restores its own weights
+        init.load_into(module.model)
     (run_dir / "train_config.json").write_text(config.model_dump_json(indent=2))
     metrics = run_dir / "logs" / "metrics.csv"
     # Lightning's CSVLogger deletes an existing metrics.csv: keep the history of a resumed run.
