@@ -34,7 +34,8 @@ def _paired(a: pd.Series, b: pd.Series) -> dict:
 
 
 def _ci(d: dict, digits: int) -> str:
-    return f"{d['mean_diff']:+.{digits}f} [{d['diff_ci_low']:+.{digits}f}, {d['diff_ci_high']:+.{digits}f}]"
+    low, high = d["diff_ci_low"], d["diff_ci_high"]
+    return f"{d['mean_diff']:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
 def _fitted(path: Path) -> str:

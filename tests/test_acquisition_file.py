@@ -166,8 +166,9 @@ def test_prepare_records_the_file_and_draws_within_it(tmp_path):
     assert info["config"]["simulation"]["acquisition_file"] == _file().record()
     rec = info["specimens"]["s1"]["simulated"]
     assert rec["acquisition"]["photons"] == 800.0 and rec["acquisition"]["filter_name"] == "hann"
-    res = runner.invoke(app, ["prepare", str(manifest), str(tmp_path / "dr"), "--roi", "32",
-                              "--acquisition", str(acq), "--randomize", "--draws", "2"])  # fmt: skip
+    args = ["prepare", str(manifest), str(tmp_path / "dr"), "--roi", "32", "--acquisition",
+            str(acq), "--randomize", "--draws", "2"]  # fmt: skip
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     info = load_dataset_info(tmp_path / "dr")[0]
     drawn = [s["simulated"] for s in info["specimens"].values()]

@@ -126,26 +126,6 @@ def write_acquisition_file(obj: AcquisitionFile | AcquisitionConfig, path: str |
     return path
 
 
-def file_acquisition(
-    file: AcquisitionFile, *, factor: int | None = None, name: str = ""
-) -> AcquisitionConfig:
-    """The file's acquisition, checking that its ``factor`` is the data's (when given).
-
-    Raises
-    ------
-    MicrosrError
-        ``factor`` given and different from the file's.
-    """
-    acq = file.acquisition
-    if factor is not None and factor != acq.factor:
-        where = f"{name}: " if name else ""
-        raise MicrosrError(
-            f"{where}the acquisition file's factor is {acq.factor} but the data's is {factor}; "
-            "fit (or edit) the acquisition for this factor"
-        )
-    return acq
-
-
 def draw_within_uncertainty(
     file: AcquisitionFile, rng: np.random.Generator, base: AcquisitionConfig | None = None
 ) -> AcquisitionConfig:
@@ -154,9 +134,9 @@ def draw_within_uncertainty(
     Photons are log-normal with median at the fitted value and relative std
     ``uncertainty.photons`` (log sigma ``sqrt(log(1 + r^2))``); the PSF sigma and the
     projection ratio are normal with the given std, clipped to ``>= 0`` and
-    ``>= MIN_PROJECTIONS_RATIO``. The noise seed is drawn from ``rng`` too; every other
-    setting is the file's (or ``base``'s, a copy of the file's acquisition with e.g.
-    another factor check applied).
+    ``>= MIN_PROJECTIONS_RATIO``. The noise seed is drawn from ``rng`` too. Every other
+    setting, and the centre of the draw, is ``base``'s (default: the file's acquisition;
+    callers pass the copy they simulate with).
 
     Raises
     ------
