@@ -182,6 +182,6 @@ def test_compare_and_study_give_the_same_ba_ta(pair_manifest, tmp_path):
     sr = predict_specimen(ckpt, row, tmp_path / "sr.mha", study)  # the options study uses
     vols = [read_volume(p) for p in (row.hr_path, row.lr_path, sr)]
     by_study = score_stacks(volume_stacks(*vols, name=sid), config).slices
-    expected = 100 * (by_study["ba_ta_sr"] - by_study["ba_ta_hr"]).abs()
-    np.testing.assert_allclose(by_compare["baf_err"], expected, atol=1e-6)
+    expected = (by_study["ba_ta_sr"] - by_study["ba_ta_hr"]).abs()
+    np.testing.assert_allclose(by_compare["ba_ta_abserr"], expected, atol=1e-8)
     np.testing.assert_allclose(by_compare["psnr"], by_study["psnr_sr"], rtol=1e-4)

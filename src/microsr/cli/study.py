@@ -125,6 +125,7 @@ def study_demo(
     threads: Threads = None,
 ) -> None:
     """Study demo: phantom femur + spine sites (or slabs of --data), then `study`."""
+    from microsr.data.manifest import hr_is_density
     from microsr.study import phantom_manifest, run_study, slab_manifest, study_config
     from microsr.study.demo import frames_manifest
 
@@ -139,7 +140,7 @@ def study_demo(
             manifest = phantom_manifest(out_dir / "data", per_site=per_site)
         else:
             manifest = slab_manifest(data, out_dir / "data", spacing_mm=parse_spacing(spacing))
-    cfg = study_config(minutes=minutes, device=device, calibrated=data is None)
+    cfg = study_config(minutes=minutes, device=device, calibrated=hr_is_density(manifest))
     typer.echo(f"manifest: {manifest}")
     typer.echo(json.dumps(run_study(manifest, out_dir / "study", cfg), indent=2))
 

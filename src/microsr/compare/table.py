@@ -24,7 +24,7 @@ __all__ = ["BILINEAR", "format_table", "summary_table"]
 
 BILINEAR = "bilinear"
 HIGHER_IS_BETTER = {
-    "psnr": True, "ssim": True, "baf_err": False, "bias_bone": None, "bias_marrow": None,
+    "psnr": True, "ssim": True, "ba_ta_abserr": False, "bias_bone": None, "bias_marrow": None,
     "bv_tv_err": False, "tb_th_err": False,
 }  # fmt: skip
 LEVEL_METRICS = {"slice": SLICE_METRICS, "specimen": SPECIMEN_METRICS}
@@ -85,10 +85,12 @@ def _p(value: float) -> str:
 
 
 _HEADERS = {
-    "psnr": ("PSNR dB", 2), "ssim": ("SSIM", 4), "baf_err": ("BA/TA err pp", 2),
+    "psnr": ("PSNR dB", 2), "ssim": ("SSIM", 4), "ba_ta_abserr": ("BA/TA err pp", 2),
     "bias_bone": ("bias bone %", 2), "bias_marrow": ("bias marrow %", 2),
     "bv_tv_err": ("BV/TV err pp", 2), "tb_th_err": ("Tb.Th err um", 1),
 }  # fmt: skip
+#: shown scaled: the BA/TA error is stored as a fraction and shown in percentage points
+_SCALE = {"ba_ta_abserr": 100.0}
 
 
 def format_table(table: pd.DataFrame, runs: pd.DataFrame, *, level: str, reference: str) -> str:
@@ -113,8 +115,10 @@ def format_table(table: pd.DataFrame, runs: pd.DataFrame, *, level: str, referen
         else:
             cells = [name, "–", "–", "–"]
         cells += [
-            _cell(r[m]["mean"], r[m]["ci_low"], r[m]["ci_high"], _HEADERS[m][1]) for m in metrics
-        ]
+            _cell(*(_SCALE.get(m, 1.0) * r[m][k] for k in ("mean", "ci_low", "ci_high")),
+                  _HEADERS[m][1])
+            for m in metrics
+        ]  # fmt: skip
         for m in ("psnr", "ssim"):
             d = r[m]
             diff = _cell(d["diff_ref"], d["diff_low_ref"], d["diff_high_ref"], _HEADERS[m][1] + 1)

@@ -36,7 +36,7 @@ from microsr.pairing.registration import (
     register_pair,
 )
 from microsr.pairing.upsample import sample_z, upsample_bilinear, z_span
-from microsr.volume import Volume
+from microsr.volume import Volume, is_density
 
 log = logging.getLogger(__name__)
 CHUNK = 16  # slices processed at once: bounds memory by the chunk, not the volume
@@ -141,7 +141,7 @@ def write_specimen(
         "hr_path": str(row.hr_path),
         "lr_spacing_mm": list(lr.spacing_mm),
         "hr_spacing_mm": list(hr.spacing_mm),
-        "calibrated": hr.calibration is not None,
+        "calibrated": is_density(hr.calibration),
         "calibration": asdict(hr.calibration) if hr.calibration else None,
         "offset_mm": list(geo.offset_mm),
         "alignment": alignment,

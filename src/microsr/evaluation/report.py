@@ -18,8 +18,10 @@ from microsr.data.prepare import load_dataset_info
 from microsr.errors import MicrosrError
 from microsr.evaluation.dataset import dataset_stacks
 from microsr.evaluation.scores import (
+    BA_TA_ABSERR,
     ScoreConfig,
     SpecimenScores,
+    ba_ta_abserr,
     dataset_scoring,
     default_morphometry,
     score_stacks,
@@ -28,7 +30,7 @@ from microsr.evaluation.stacks import stacks_source, volume_stacks
 from microsr.inference.checkpoint import LoadedModel
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_path
-from microsr.volume import Volume
+from microsr.volume import Volume, is_density
 
 METRICS = ("psnr_lr", "psnr_sr", "ssim_lr", "ssim_sr", "ba_ta_lr", "ba_ta_sr", "ba_ta_hr")
 SPLITS = ("train", "val", "test")
@@ -48,7 +50,7 @@ def evaluate_volumes(
     Without ``config``: the default scores, bone at 500 mg HA/cm3 when HR is calibrated,
     else at Otsu's threshold of HR.
     """
-    config = config or ScoreConfig(morphometry=default_morphometry(hr.calibration is not None))
+    config = config or ScoreConfig(morphometry=default_morphometry(is_density(hr.calibration)))
     return score_stacks(volume_stacks(hr, lr, sr, name=name), config, mask=mask)
 
 
@@ -69,7 +71,7 @@ def evaluate_files(
     vols = [read_volume(p, spacing_mm=spacing_mm) if p else None for p in (hr, lr, sr)]
     config = config or ScoreConfig()
     if default_threshold:
-        morph = default_morphometry(vols[0].calibration is not None)
+        morph = default_morphometry(is_density(vols[0].calibration))
         config = config.model_copy(update={"morphometry": morph})
     return [evaluate_volumes(*vols, name=stacks_source(lr), config=config)]
 
@@ -123,8 +125,8 @@ def _means(frame: pd.DataFrame) -> dict:
     out = {m: float(np.mean(frame[m].to_numpy(float))) for m in METRICS if m in frame}
     for key in ("lr", "sr"):
         if f"ba_ta_{key}" in frame:
-            err = (frame[f"ba_ta_{key}"] - frame["ba_ta_hr"]).abs().to_numpy(float)
-            out[f"ba_ta_abserr_{key}"] = float(np.nanmean(err)) if len(err) else float("nan")
+            err = ba_ta_abserr(frame, key).to_numpy(float)
+            out[f"{BA_TA_ABSERR}_{key}"] = float(np.nanmean(err)) if len(err) else float("nan")
     return out | {"n_slices": len(frame)}
 
 
@@ -178,7 +180,7 @@ def _fmt(value: float, digits: int) -> str:
 def format_summary(summary: dict) -> str:
     """A short table: interpolated LR vs model, PSNR (dB), SSIM and |BA/TA error|."""
     has_sr = "psnr_sr" in summary
-    cols = [("psnr", 2, "PSNR"), ("ssim", 4, "SSIM"), ("ba_ta_abserr", 4, "|dBA/TA|")]
+    cols = [("psnr", 2, "PSNR"), ("ssim", 4, "SSIM"), (BA_TA_ABSERR, 4, "|dBA/TA|")]
     head = f"{'specimen':<22}{'slices':>7}"
     for _, _, label in cols:
         head += f"{label + ' LR':>14}" + (f"{label + ' SR':>14}" if has_sr else "")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from microsr.evaluation.scores import BA_TA_ABSERR, ba_ta_abserr
 from microsr.stats.agreement import bland_altman
 from microsr.stats.describe import mean_ci
 from microsr.stats.paired import paired_comparison
@@ -32,7 +33,7 @@ def add_errors(slices: pd.DataFrame) -> pd.DataFrame:
     for key in ("lr", "sr"):
         if f"ba_ta_{key}" in out and "ba_ta_hr" in out:
             out[f"ba_ta_err_{key}"] = out[f"ba_ta_{key}"] - out["ba_ta_hr"]
-            out[f"ba_ta_abserr_{key}"] = out[f"ba_ta_err_{key}"].abs()
+            out[f"{BA_TA_ABSERR}_{key}"] = ba_ta_abserr(out, key)
     return out
 
 
