@@ -13,7 +13,7 @@ from microsr.compare.candidates import Candidate, CompareConfig
 from microsr.compare.scoring import score_candidate, time_prediction
 from microsr.compare.table import BILINEAR, format_table, summary_table
 from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
-from microsr.demo import simulated_manifest
+from microsr.data.simulated import simulated_manifest
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
 from microsr.evaluation.scores import dataset_scoring
