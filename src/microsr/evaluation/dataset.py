@@ -17,11 +17,14 @@ from microsr.data.dataset import SlicePairs
 from microsr.data.normalize import NormalizationConfig, lr_in_hr_units
 from microsr.evaluation.stacks import PairedStacks, centre_flags
 from microsr.inference.checkpoint import LoadedModel
-from microsr.inference.engine import super_resolve
+from microsr.inference.engine import super_resolve_batched
 from microsr.inference.runner import PredictOptions, image_fn
 from microsr.volume import Calibration
 
-#: Scoring runs the model as loaded, in fp32 (the reference numbers; ``predict`` may use bf16).
+#: The one precision rule of scored predictions: ``evaluate DATASET``, ``compare``, ``study``
+#: and ``demo`` run the model as loaded, in fp32 (no bf16 autocast, no BatchNorm folding, no
+#: channels-last), so one model gets one score whatever the command. Only ``predict`` (SR
+#: files for use, not for scores) defaults to ``precision="auto"`` (bf16 where the CPU/GPU has it).
 SCORING = PredictOptions(fuse_bn=False, precision="32", channels_last=False)
 
 
@@ -52,11 +55,10 @@ def dataset_stacks(
         if fn is not None and "sr" in keys:
             stacks = torch.from_numpy(np.stack([lr for lr, _ in raw]))
             with torch.inference_mode():
-                out["sr"] = torch.cat([
-                    super_resolve(fn, stacks[i : i + batch], model_norm, options=options,
-                                  compute_device=loaded.device)
-                    for i in range(0, len(stacks), batch)
-                ]).numpy()  # fmt: skip
+                out["sr"] = super_resolve_batched(
+                    fn, stacks, model_norm, options=options, compute_device=loaded.device,
+                    batch=batch,
+                ).numpy()  # fmt: skip
         return out
 
     calibration = Calibration(**meta["calibration"]) if meta.get("calibration") else None
