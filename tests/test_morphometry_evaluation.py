@@ -42,8 +42,8 @@ def test_zeros_outside_the_hr_contour_are_the_ta_of_all_images():
 def test_sweep_at_factor_one_is_the_slice_table_error():
     """The sweep's level 1.0 reuses the resolved segmentation: its error is the table's."""
     from microsr.evaluation import ScoreConfig, array_stacks, score_stacks
-    from microsr.evaluation.scores import ba_ta_abserr
     from microsr.morphometry import MorphometryConfig
+    from microsr.morphometry.area import ba_ta_abserr
 
     rng = np.random.default_rng(3)
     hr = rng.uniform(0, 1000, (6, 23, 19)).astype(np.float32)

@@ -22,9 +22,9 @@ import torch
 
 from microsr.evaluation import ScoreConfig, score_stacks
 from microsr.evaluation.dataset import SCORING, dataset_stacks
-from microsr.evaluation.scores import BA_TA_ABSERR, ba_ta_abserr
 from microsr.inference.checkpoint import LoadedModel
 from microsr.inference.runner import image_fn
+from microsr.morphometry.area import BA_TA_ABSERR, ba_ta_abserr
 
 __all__ = ["SLICE_METRICS", "SPECIMEN_METRICS", "score_candidate", "time_prediction"]
 

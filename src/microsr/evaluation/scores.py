@@ -48,14 +48,6 @@ from microsr.morphometry import (
 from microsr.morphometry.segment import fixed_threshold, require_density, smoothed_otsu
 
 IMAGES = ("lr", "sr")
-#: The one name of the absolute BA/TA error of an image against HR (a fraction, not %):
-#: column ``ba_ta_abserr_<image>`` = ``|ba_ta_<image> - ba_ta_hr|`` (:func:`ba_ta_abserr`).
-BA_TA_ABSERR = "ba_ta_abserr"
-
-
-def ba_ta_abserr(slices: pd.DataFrame, image: str) -> pd.Series:
-    """``|BA/TA(image) - BA/TA(HR)|`` per row of a slice table (``ba_ta_<image>``, ``ba_ta_hr``)."""
-    return (slices[f"ba_ta_{image}"] - slices["ba_ta_hr"]).abs()
 
 
 _MINMAX = NormalizationConfig(mode="minmax")

@@ -1,8 +1,9 @@
-"""``microsr evaluate``: score volumes or a dataset's split, write the tables, print a summary.
+"""``microsr evaluate``'s tables: slice scores of several specimens in, files and text out.
 
 Outputs (:func:`write_evaluation`): ``slices.csv`` (one row per paired HR-grid slice),
 ``specimens.csv`` (per-specimen means, intensity bias, 3D features) and ``summary.json``
-(means over all slices, over the slices at and between LR slice centres, and per specimen).
+(means over all slices, over the slices at and between LR slice centres, and per specimen);
+:func:`format_summary` is the printed table.
 """
 
 from __future__ import annotations
@@ -14,111 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from microsr.data.prepare import load_dataset_info
-from microsr.errors import MicrosrError
-from microsr.evaluation.dataset import dataset_stacks
-from microsr.evaluation.scores import (
-    BA_TA_ABSERR,
-    ScoreConfig,
-    SpecimenScores,
-    ba_ta_abserr,
-    dataset_scoring,
-    default_morphometry,
-    score_stacks,
-)
-from microsr.evaluation.stacks import stacks_source, volume_stacks
-from microsr.inference.checkpoint import LoadedModel
-from microsr.io import read_volume
+from microsr.evaluation.scores import SpecimenScores
 from microsr.io.atomic import atomic_path
-from microsr.volume import Volume, is_density
+from microsr.morphometry.area import BA_TA_ABSERR, ba_ta_abserr
 
 METRICS = ("psnr_lr", "psnr_sr", "ssim_lr", "ssim_sr", "ba_ta_lr", "ba_ta_sr", "ba_ta_hr")
-SPLITS = ("train", "val", "test")
-
-
-def evaluate_volumes(
-    hr: Volume,
-    lr: Volume,
-    sr: Volume | None = None,
-    *,
-    name: str = "volume",
-    config: ScoreConfig | None = None,
-    mask: np.ndarray | None = None,
-) -> SpecimenScores:
-    """Scores of LR (interpolated) and optionally SR against HR, on every paired HR slice.
-
-    Without ``config``: the default scores, bone at 500 mg HA/cm3 when HR is calibrated,
-    else at Otsu's threshold of HR.
-    """
-    config = config or ScoreConfig(morphometry=default_morphometry(is_density(hr.calibration)))
-    return score_stacks(volume_stacks(hr, lr, sr, name=name), config, mask=mask)
-
-
-def evaluate_files(
-    hr: str | Path,
-    lr: str | Path,
-    sr: str | Path | None = None,
-    *,
-    spacing_mm: float | tuple[float, float, float] | None = None,
-    config: ScoreConfig | None = None,
-    default_threshold: bool = True,
-) -> list[SpecimenScores]:
-    """Read and score three volume files (``microsr evaluate --hr --lr --sr``).
-
-    ``default_threshold``: segment bone at 500 mg HA/cm3 when HR is calibrated, else with
-    Otsu's threshold of HR (instead of ``config``'s morphometry threshold).
-    """
-    vols = [read_volume(p, spacing_mm=spacing_mm) if p else None for p in (hr, lr, sr)]
-    config = config or ScoreConfig()
-    if default_threshold:
-        morph = default_morphometry(is_density(vols[0].calibration))
-        config = config.model_copy(update={"morphometry": morph})
-    return [evaluate_volumes(*vols, name=stacks_source(lr), config=config)]
-
-
-def evaluate_dataset(
-    dataset_dir: str | Path,
-    model: LoadedModel | str | Path,
-    *,
-    split: str = "test",
-    device: str = "auto",
-    config: ScoreConfig | None = None,
-    default_threshold: bool = True,
-) -> list[SpecimenScores]:
-    """Scores of a model on every specimen of a prepared dataset's ``split``.
-
-    ``model``: a loaded model, a checkpoint, or a run folder (its ``best.ckpt``). The
-    intensity window of the scores is the dataset's HR window (window mode), so every
-    specimen is scored on one scale; ``default_threshold`` as in :func:`evaluate_files`.
-    """
-    if split not in SPLITS:
-        raise MicrosrError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
-    info, splits = load_dataset_info(dataset_dir)
-    loaded = model if isinstance(model, LoadedModel) else _load(Path(model), device)
-    if loaded.factor != info["factor"]:
-        raise MicrosrError(
-            f"{loaded.path}: model factor {loaded.factor} != dataset factor {info['factor']}"
-        )
-    if not splits[split]:
-        raise MicrosrError(f"{dataset_dir}: the {split} split has no specimens")
-    config, dataset = config or ScoreConfig(), dataset_scoring(info)
-    if config.window is None:
-        config = config.model_copy(update={"window": dataset.window})
-    if default_threshold:
-        config = config.model_copy(update={"morphometry": dataset.morphometry})
-    return [
-        score_stacks(dataset_stacks(dataset_dir, info, sid, loaded), config)
-        for sid in splits[split]
-    ]
-
-
-def _load(path: Path, device: str) -> LoadedModel:
-    from microsr.device import resolve_device
-    from microsr.inference.checkpoint import load_checkpoint
-
-    return load_checkpoint(
-        path / "best.ckpt" if path.is_dir() else path, device=resolve_device(device)
-    )
 
 
 def _means(frame: pd.DataFrame) -> dict:
