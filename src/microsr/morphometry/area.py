@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from microsr.morphometry.segment import MorphometryConfig
+from microsr.morphometry.config import MorphometryConfig
 from microsr.morphometry.total_area import choose_total_area
 
 #: The one name of the absolute BA/TA error of an image against HR (a fraction, not %):

@@ -27,49 +27,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
-from microsr.data.normalize import NormalizationConfig, normalize, sample_voxels
 from microsr.errors import MicrosrError
+from microsr.morphometry.config import MorphometryConfig
 from microsr.volume import Calibration, Volume, is_density
-
-ThresholdKind = Literal["mgha", "value", "fraction", "otsu"]
-
-
-class MorphometryConfig(BaseModel):
-    """How bone is segmented and what the total area is.
-
-    ``ta="auto"`` (default) picks the total area that fits the data
-    (:func:`~microsr.morphometry.total_area.choose_total_area`): a given ROI mask;
-    ``"nonzero"`` (voxels != 0) for a VOI exported with zeros outside its contour;
-    ``"envelope"`` for a whole-bone section with a cortical shell: the area inside the
-    periosteal envelope (the segmentation closed with a disk of radius ``closing_vox``,
-    grown up to 4x in a slice whose thin cortex the threshold broke open, holes filled,
-    the largest component kept), the "total cross-sectional area" Tt.Ar of
-    Bouxsein et al. 2010 (doi:10.1002/jbmr.141); else ``"roi"``: the whole image (a
-    trabecular VOI filling the field). Each rule can also be asked for by name.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    threshold: ThresholdKind = "mgha"
-    threshold_value: float | None = Field(
-        500.0, description="mg HA/cm3 | grey value | fraction in (0, 1); unused for otsu"
-    )
-    sigma_vox: float = Field(1.2, ge=0, description="Gaussian sigma in in-plane voxels")
-    ta: Literal["auto", "envelope", "roi", "nonzero"] = "auto"
-    closing_vox: int = Field(5, ge=0, description="disk radius closing the envelope, voxels")
-
-    @model_validator(mode="after")
-    def _check(self) -> MorphometryConfig:
-        if self.threshold != "otsu" and self.threshold_value is None:
-            raise ValueError(f"threshold {self.threshold!r} needs a threshold_value")
-        if self.threshold == "fraction" and not 0 < self.threshold_value < 1:
-            raise ValueError(f"a fraction threshold must lie in (0, 1), got {self.threshold_value}")
-        return self
 
 
 @dataclass(frozen=True)
@@ -103,6 +67,8 @@ def to_space(
     if space == "density":
         return require_density(calibration, name).apply(slices)
     if space == "normalised":
+        from microsr.data.normalize import NormalizationConfig, normalize  # torch, only here
+
         return normalize(slices, NormalizationConfig())
     return slices
 
@@ -153,6 +119,8 @@ def smoothed_otsu(
     MicrosrError
         No voxels, or all smoothed values equal (the threshold is undefined).
     """
+    from microsr.data.normalize import sample_voxels  # torch; this module stays torch-free
+
     values = []
     for chunk in chunks:
         smoothed = smooth(np.asarray(chunk, np.float32), sigma_vox)

@@ -19,7 +19,7 @@ from microsr.data.simulated import (
 from microsr.errors import MicrosrError
 from microsr.evaluation.scores import default_morphometry
 from microsr.io import read_volume
-from microsr.morphometry.segment import MorphometryConfig
+from microsr.morphometry.config import MorphometryConfig
 from microsr.simulate import AcquisitionConfig
 from microsr.study.acquisitions import FRAMES_PROTOCOLS, acquisition_manifest
 from microsr.study.config import StudyConfig

@@ -25,7 +25,8 @@ import numpy as np
 from microsr.data.dataset import SlicePairs
 from microsr.data.normalize import NormalizationConfig, normalize
 from microsr.errors import MicrosrError
-from microsr.morphometry.segment import MorphometryConfig, smoothed_otsu
+from microsr.morphometry.config import MorphometryConfig
+from microsr.morphometry.segment import smoothed_otsu
 from microsr.volume import Calibration, is_density
 
 log = logging.getLogger(__name__)
