@@ -168,3 +168,21 @@ def test_prepare_paper_flag_is_the_minmax_preset(pair_manifest, tmp_path):
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "ds/dataset.json").read_text())
     assert info["normalization"]["mode"] == "minmax" and info["normalization"]["inverse"]
+
+
+def test_typed_dataset_records_read_dataset_json_and_keep_extra_keys(pair_manifest, tmp_path):
+    """``DatasetInfo.of`` types what ``load_dataset_info`` reads; unknown keys pass through."""
+    from microsr.data.normalize import NormalizationConfig
+    from microsr.data.records import DatasetInfo
+
+    out = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24), progress=False)
+    info, _ = load_dataset_info(out)
+    info["specimens"]["s0"]["acquisition_file"] = "a.json"  # a newer writer's key
+    typed = DatasetInfo.of(info)
+    assert DatasetInfo.of(typed) is typed
+    assert typed.normalization == NormalizationConfig.model_validate(info["normalization"])
+    record = typed.specimens["s0"]
+    assert record.model_extra["acquisition_file"] == "a.json"
+    assert record.hr_slices == info["specimens"]["s0"]["hr_slices"]
+    assert record.n_slices == len(record.hr_slices) and record.crop_yxhw[2:] == (24, 24)
+    assert typed.factor == info["factor"] and set(typed.specimens) == set(info["specimens"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from microsr.data.prepare import load_dataset_info
+from microsr.data.records import DatasetInfo
 from microsr.errors import MicrosrError
 from microsr.evaluation.dataset import dataset_stacks
 from microsr.evaluation.scores import (
@@ -87,9 +88,10 @@ def evaluate_dataset(
         raise MicrosrError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     info, splits = load_dataset_info(dataset_dir)
     loaded = model if isinstance(model, LoadedModel) else _load(Path(model), device)
-    if loaded.factor != info["factor"]:
+    factor = DatasetInfo.of(info).factor
+    if loaded.factor != factor:
         raise MicrosrError(
-            f"{loaded.path}: model factor {loaded.factor} != dataset factor {info['factor']}"
+            f"{loaded.path}: model factor {loaded.factor} != dataset factor {factor}"
         )
     if not splits[split]:
         raise MicrosrError(f"{dataset_dir}: the {split} split has no specimens")

@@ -33,6 +33,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from microsr.data.normalize import NormalizationConfig, fit_window, normalize, sample_voxels
+from microsr.data.records import DatasetInfo
 from microsr.errors import MicrosrError
 from microsr.evaluation.stacks import PairedStacks
 from microsr.metrics import psnr, ssim
@@ -81,21 +82,22 @@ def default_morphometry(calibrated: bool) -> MorphometryConfig:
     return MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu")
 
 
-def dataset_window(normalization: dict) -> tuple[float, float] | None:
+def dataset_window(normalization: dict | NormalizationConfig) -> tuple[float, float] | None:
     """A prepared dataset's HR window (its ``normalization`` record), ``None`` in minmax mode."""
-    if normalization["mode"] != "window":
-        return None
-    return normalization["low"], normalization["high"]
+    norm = NormalizationConfig.model_validate(normalization)
+    return norm.hr_window if norm.mode == "window" else None
 
 
-def dataset_scoring(info: dict, *, morphometry: MorphometryConfig | None = None) -> ScoreConfig:
+def dataset_scoring(
+    info: dict | DatasetInfo, *, morphometry: MorphometryConfig | None = None
+) -> ScoreConfig:
     """How a prepared dataset (``dataset.json``) is scored: on its HR window, with
     ``morphometry`` or, by default, the threshold its units call for
     (:func:`default_morphometry`: every specimen calibrated or not)."""
-    calibrated = all(m.get("calibrated") for m in info["specimens"].values())
+    typed = DatasetInfo.of(info)
     return ScoreConfig(
-        window=dataset_window(info["normalization"]),
-        morphometry=morphometry or default_morphometry(calibrated),
+        window=dataset_window(typed.normalization),
+        morphometry=morphometry or default_morphometry(typed.calibrated),
     )
 
 

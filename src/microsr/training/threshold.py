@@ -23,11 +23,11 @@ import logging
 import numpy as np
 
 from microsr.data.dataset import SlicePairs
-from microsr.data.normalize import NormalizationConfig, normalize
+from microsr.data.normalize import normalize
+from microsr.data.records import DatasetInfo
 from microsr.errors import MicrosrError
 from microsr.morphometry.config import MorphometryConfig
 from microsr.morphometry.segment import smoothed_otsu
-from microsr.volume import Calibration, is_density
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ OTSU_SLICES = 16
 
 
 def calibrated_threshold(
-    info: dict, specimens: list[str], density: float | None = None
+    info: dict | DatasetInfo, specimens: list[str], density: float | None = None
 ) -> float | None:
     """``density`` (mg HA/cm3; default the morphometry's 500) in unit range, or ``None``.
 
@@ -46,17 +46,18 @@ def calibrated_threshold(
     calibration. Specimens with different calibrations get the mean of their unit-range
     thresholds (a warning names the spread).
     """
-    norm = NormalizationConfig.model_validate(info["normalization"])
+    typed = DatasetInfo.of(info)
+    norm = typed.normalization
     density = MorphometryConfig().threshold_value if density is None else density
     if norm.mode != "window" or not specimens:
         return None
     low, high = norm.hr_window
     values = []
     for s in specimens:
-        cal = info["specimens"][s].get("calibration")
-        if not is_density(cal):
+        record = typed.specimens[s]
+        if not record.is_density:
             return None
-        stored = float(Calibration(**cal).invert(density))
+        stored = float(record.density_calibration.invert(density))
         values.append((stored - low) / (high - low))
     if max(values) - min(values) > 0.01:
         log.warning(
@@ -86,7 +87,7 @@ def otsu_threshold(pairs: SlicePairs, *, sigma_vox: float, n_slices: int = OTSU_
         ) from None
 
 
-def structure_threshold(info: dict, pairs: SlicePairs, *, sigma_vox: float) -> float:
+def structure_threshold(info: dict | DatasetInfo, pairs: SlicePairs, *, sigma_vox: float) -> float:
     """The default structure threshold of a dataset (see the module docstring).
 
     Parameters
