@@ -27,6 +27,7 @@ from skimage.filters import threshold_otsu
 from microsr.calibration import check_threshold_units, to_units
 from microsr.data.manifest import SpecimenRow
 from microsr.data.normalize import lr_slice_stats, sample_voxels
+from microsr.data.prepare_config import PrepareConfig
 from microsr.errors import MicrosrError
 from microsr.pairing.geometry import check_pair
 from microsr.pairing.registration import (
@@ -71,11 +72,10 @@ def roi_box(
     return y0, x0, h, w
 
 
-def align(lr: Volume, hr: Volume, row: SpecimenRow, config) -> tuple:
+def align(lr: Volume, hr: Volume, row: SpecimenRow, config: PrepareConfig) -> tuple:
     """Units, orientation, optional registration and the residual misalignment check.
 
-    ``config`` is a :class:`~microsr.data.prepare.PrepareConfig`. Returns ``(lr, hr,
-    geometry, alignment record)``.
+    Returns ``(lr, hr, geometry, alignment record)``.
     """
     check_orientation(lr, hr, name=row.specimen)
     if config.units == "mgha":
@@ -113,7 +113,7 @@ def align(lr: Volume, hr: Volume, row: SpecimenRow, config) -> tuple:
 
 
 def write_specimen(
-    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config, *, sample: bool
+    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config: PrepareConfig, *, sample: bool
 ) -> tuple[dict, SpecimenSamples | None]:
     """Write ``out/lr.npy`` and ``out/hr.npy``; return the record and (``sample``) samples."""
     lr, hr, geo, alignment = align(lr, hr, row, config)
@@ -157,7 +157,14 @@ def lr_draw_name(draw: int) -> str:
 
 
 def write_lr_draw(
-    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config, record: dict, *, draw: int
+    lr: Volume,
+    hr: Volume,
+    row: SpecimenRow,
+    out: Path,
+    config: PrepareConfig,
+    record: dict,
+    *,
+    draw: int,
 ) -> None:
     """Write the ``draw``-th LR scan of a specimen (a simulated draw) beside ``out/lr.npy``.
 
