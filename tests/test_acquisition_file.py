@@ -198,14 +198,17 @@ def test_simulation_config_from_file_is_consistent():
 
 
 def test_demo_pairs_dataset_and_checkpoint_record_the_file(tmp_path):
-    from microsr.demo import file_prepare_config, make_pairs
+    from microsr.data.prepare_config import file_prepare_config
+    from microsr.data.simulated import SimulationConfig, simulate_pairs
     from microsr.models.factory import ModelConfig
     from microsr.training.config import TrainConfig
     from microsr.training.train import train
 
     specimens = [(f"s{i}", "femur", make_pair(i, shape=(8, 40, 40))[1]) for i in range(4)]
     file = _file()
-    manifest = make_pairs(specimens, tmp_path / "data", AcquisitionConfig(seed=5), file=file)
+    manifest = simulate_pairs(
+        specimens, tmp_path / "data", SimulationConfig.from_file(file, seed=5)
+    )
     records = json.loads((tmp_path / "data/acquisitions.json").read_text())
     assert {r["acquisition"]["photons"] for r in records.values()} == {800.0}
     assert read_acquisition_file(tmp_path / "data/acquisition_file.json") == file
@@ -219,8 +222,9 @@ def test_demo_pairs_dataset_and_checkpoint_record_the_file(tmp_path):
 
     meta, _ = parse_checkpoint(result.last)
     assert meta.provenance["acquisition_file"] == file.record()
-    drawn = make_pairs(specimens[:2], tmp_path / "d2", AcquisitionConfig(seed=5), file=file,
-                       randomize=True)  # fmt: skip
+    drawn = simulate_pairs(
+        specimens[:2], tmp_path / "d2", SimulationConfig.from_file(file, seed=5, randomize=True)
+    )
     records = json.loads((drawn.parent / "acquisitions.json").read_text())
     assert all(r["randomized"] and r["acquisition"]["photons"] != 800.0 for r in records.values())
 

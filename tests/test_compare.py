@@ -159,30 +159,29 @@ def test_compare_and_study_give_the_same_ba_ta(pair_manifest, tmp_path):
     from microsr.data.normalize import NormalizationConfig
     from microsr.data.prepare import load_dataset_info
     from microsr.evaluation import score_stacks
-    from microsr.evaluation.dataset import SCORING
     from microsr.evaluation.stacks import volume_stacks
     from microsr.inference.checkpoint import load_checkpoint
-    from microsr.inference.predict import predict_file
     from microsr.io import read_volume
     from microsr.morphometry import MorphometryConfig
     from microsr.study import StudyConfig
-    from microsr.study.evaluate import score_config
+    from microsr.study.evaluate import predict_specimen, score_config
 
     ds = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=400))  # whole slices
     info, splits = load_dataset_info(ds)
     norm = NormalizationConfig.model_validate(info["normalization"])
     ckpt = save_model(tmp_path / "m.ckpt", ModelConfig(width=4, depth=1), normalization=norm)
-    study = StudyConfig(morphometry=MorphometryConfig(threshold="otsu"), features_3d=False)
+    study = StudyConfig(
+        morphometry=MorphometryConfig(threshold="otsu"), features_3d=False, device="cpu"
+    )
     config = score_config(study, info["normalization"])
     sid = splits["test"][0]
     by_compare, _ = score_candidate(
         ds, info, [sid], load_checkpoint(ckpt, device="cpu"), name="m", config=config
     )
     row = next(r for r in read_manifest(pair_manifest) if r.specimen == sid)
-    sr = predict_file(ckpt, row.lr_path, tmp_path / "sr.mha", device="cpu", options=SCORING,
-                      progress=False)  # fmt: skip
+    sr = predict_specimen(ckpt, row, tmp_path / "sr.mha", study)  # the options study uses
     vols = [read_volume(p) for p in (row.hr_path, row.lr_path, sr)]
     by_study = score_stacks(volume_stacks(*vols, name=sid), config).slices
-    expected = 100 * (by_study["ba_ta_sr"] - by_study["ba_ta_hr"]).abs()
-    np.testing.assert_allclose(by_compare["baf_err"], expected, atol=1e-6)
+    expected = (by_study["ba_ta_sr"] - by_study["ba_ta_hr"]).abs()
+    np.testing.assert_allclose(by_compare["ba_ta_abserr"], expected, atol=1e-8)
     np.testing.assert_allclose(by_compare["psnr"], by_study["psnr_sr"], rtol=1e-4)

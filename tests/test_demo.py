@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from microsr.demo import run_demo, slab_specimens
+from microsr.data.simulated import slab_specimens
+from microsr.demo import run_demo
 from microsr.errors import MicrosrError
 from microsr.evaluation import evaluate_volumes
 from microsr.io import read_volume

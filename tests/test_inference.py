@@ -148,3 +148,19 @@ def test_checkpoint_sanity_nan_weights_bad_factor_and_channels(tmp_path):
     torch.save(ckpt, tmp_path / "channels.ckpt")
     with pytest.raises(InputFileError, match="3 input channel"):
         load_checkpoint(tmp_path / "channels.ckpt")
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7])
+def test_batched_super_resolve_is_the_centre_slice_through_an_identity(batch):
+    """The one batched SR loop: an identity on the centre channel returns the LR slice in HR
+    units (same window in and out), whatever the batch size."""
+    from microsr.inference.engine import super_resolve_batched
+
+    stacks = torch.rand((7, 3, 9, 11), generator=torch.Generator().manual_seed(0)) * 800 + 100
+    norm = NormalizationConfig(mode="window", low=0, high=1000)
+    sr = super_resolve_batched(
+        lambda x: x[:, 1:2], stacks, norm, options=PredictOptions(),
+        compute_device=torch.device("cpu"), batch=batch,
+    )  # fmt: skip
+    assert sr.shape == (7, 9, 11)
+    torch.testing.assert_close(sr, stacks[:, 1], rtol=0, atol=1e-3)

@@ -140,3 +140,37 @@ def test_cli_morphometry_uncalibrated_is_a_clear_error(tmp_path):
     assert res.exit_code == 2
     assert "needs density-calibrated data" in res.output
     assert not out.exists()
+
+
+def test_one_density_rule():
+    """``Calibration.is_density`` is the one "calibrated" rule (units in mg, slope != 0)."""
+    from dataclasses import asdict
+
+    from microsr.volume import is_density
+
+    assert MGHA.is_density and is_density(MGHA) and is_density(asdict(MGHA))
+    assert not Calibration(1.0, 0.0, "HU").is_density
+    assert not Calibration(0.0, 0.0, "mg HA/cm3").is_density
+    assert not is_density(None) and not is_density({})
+    with pytest.raises(MicrosrError, match="needs density-calibrated"):
+        resolve_threshold(Volume(np.ones((1, 4, 4), np.float32), (1.0,) * 3,
+                                 calibration=Calibration(1.0, 0.0, "HU")), MorphometryConfig())  # fmt: skip
+
+
+def test_smoothed_otsu_pools_chunks_and_matches_skimage():
+    """One Otsu kernel: chunks pooled = the whole stack; = skimage's Otsu of the smoothed voxels."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    from microsr.morphometry.segment import smoothed_otsu
+
+    arr = np.random.default_rng(0).normal(size=(5, 17, 13)).astype(np.float32)
+    arr[:, 5:12] += 4
+    ref = threshold_otsu(ndimage.gaussian_filter(arr, (0, 1.2, 1.2), mode="nearest"))
+    assert smoothed_otsu([arr], 1.2) == pytest.approx(ref, rel=1e-6)
+    assert smoothed_otsu([arr[:2], arr[2:]], 1.2) == pytest.approx(ref, rel=1e-6)
+    assert resolve_threshold(arr, MorphometryConfig(threshold="otsu")).value == pytest.approx(ref)
+    with pytest.raises(MicrosrError, match="constant"):
+        smoothed_otsu([np.ones((2, 4, 4))], 1.0)
+    with pytest.raises(MicrosrError, match="empty"):
+        smoothed_otsu([], 1.0)

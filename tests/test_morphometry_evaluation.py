@@ -37,3 +37,24 @@ def test_zeros_outside_the_hr_contour_are_the_ta_of_all_images():
     result = evaluate_volumes(hr.with_array(arr), lr, None, name="s1", config=cfg)
     assert result.summary["ta_rule"] == "nonzero", result.summary["ta_reason"]
     assert (result.slices["ta"] == (~outside).sum()).all()
+
+
+def test_sweep_at_factor_one_is_the_slice_table_error():
+    """The sweep's level 1.0 reuses the resolved segmentation: its error is the table's."""
+    from microsr.evaluation import ScoreConfig, array_stacks, score_stacks
+    from microsr.morphometry import MorphometryConfig
+    from microsr.morphometry.area import ba_ta_abserr
+
+    rng = np.random.default_rng(3)
+    hr = rng.uniform(0, 1000, (6, 23, 19)).astype(np.float32)
+    lr = hr + rng.normal(0, 150, hr.shape).astype(np.float32)
+    config = ScoreConfig(
+        morphometry=MorphometryConfig(threshold="otsu", ta="roi"), features_3d=False
+    )
+    stacks = array_stacks(
+        "s", {"lr": lr, "hr": hr}, lr_t=np.arange(6.0), n_lr=6, spacing_mm=(0.01,) * 3
+    )
+    result = score_stacks(stacks, config)
+    at_one = next(r for r in result.summary["sweep"] if r["factor"] == 1.0)
+    assert at_one["abs_err_lr"] == pytest.approx(ba_ta_abserr(result.slices, "lr").mean())
+    assert at_one["abs_err_lr"] > 0

@@ -97,9 +97,8 @@ def test_bone_centre_and_roi_box():
     vol[:, 30:40, 10:20] = 1000
     cy, cx = bone_centre(vol)
     assert (cy, cx) == pytest.approx((34.5, 14.5))
-    assert roi_box((cy, cx), (50, 60), 20) == (24, 4, 20, 20) or roi_box((cy, cx), (50, 60), 20)[
-        2:
-    ] == (20, 20)
+    # centre (34.5, 14.5), side 20: y0 = round(24.5) = 24 (banker's), x0 = round(4.5) = 4
+    assert roi_box((cy, cx), (50, 60), 20) == (24, 4, 20, 20)
     assert roi_box((0, 0), (50, 60), 20) == (0, 0, 20, 20)
     assert roi_box((49, 59), (50, 60), 20) == (30, 40, 20, 20)
     assert roi_box((25, 30), (50, 60), 400) == (0, 0, 50, 60)
@@ -169,3 +168,21 @@ def test_prepare_paper_flag_is_the_minmax_preset(pair_manifest, tmp_path):
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "ds/dataset.json").read_text())
     assert info["normalization"]["mode"] == "minmax" and info["normalization"]["inverse"]
+
+
+def test_typed_dataset_records_read_dataset_json_and_keep_extra_keys(pair_manifest, tmp_path):
+    """``DatasetInfo.of`` types what ``load_dataset_info`` reads; unknown keys pass through."""
+    from microsr.data.normalize import NormalizationConfig
+    from microsr.data.records import DatasetInfo
+
+    out = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24), progress=False)
+    info, _ = load_dataset_info(out)
+    info["specimens"]["s0"]["acquisition_file"] = "a.json"  # a newer writer's key
+    typed = DatasetInfo.of(info)
+    assert DatasetInfo.of(typed) is typed
+    assert typed.normalization == NormalizationConfig.model_validate(info["normalization"])
+    record = typed.specimens["s0"]
+    assert record.model_extra["acquisition_file"] == "a.json"
+    assert record.hr_slices == info["specimens"]["s0"]["hr_slices"]
+    assert record.n_slices == len(record.hr_slices) and record.crop_yxhw[2:] == (24, 24)
+    assert typed.factor == info["factor"] and set(typed.specimens) == set(info["specimens"])

@@ -52,13 +52,37 @@ def test_help_imports_no_torch_and_sets_a_passive_omp_policy():
 
 
 def test_cli_train_defaults_are_train_configs():
+    """Every ``microsr train`` option that sets a TrainConfig field defaults to its value."""
+    import inspect
+
     from microsr.cli import pipeline
     from microsr.training.config import DEFAULT_MODEL, TrainConfig
 
-    assert TrainConfig.model_fields["loss"].default == pipeline.DEFAULT_LOSS
-    assert DEFAULT_MODEL.name == pipeline.DEFAULT_MODEL_NAME
-    assert DEFAULT_MODEL.context_slices == pipeline.DEFAULT_CONTEXT
-    assert TrainConfig.model_fields["structure_weight"].default == pipeline.DEFAULT_STRUCTURE_WEIGHT
+    fields = {"learning_rate": "lr", "workers": "num_workers"}
+    model = {"width": DEFAULT_MODEL.width, "depth": DEFAULT_MODEL.depth,
+             "model": DEFAULT_MODEL.name, "context": DEFAULT_MODEL.context_slices}  # fmt: skip
+    checked = 0
+    for name, param in inspect.signature(pipeline.train).parameters.items():
+        field = fields.get(name, name)
+        if field in TrainConfig.model_fields and field not in ("model", "device"):
+            assert param.default == TrainConfig.model_fields[field].default, name
+            checked += 1
+        elif name in model:
+            assert param.default == model[name], name
+            checked += 1
+    assert checked >= 20
+
+
+def test_config_modules_are_torch_free():
+    code = (
+        "import sys\nimport microsr.training.config, microsr.models.config\n"
+        "import microsr.morphometry.config, microsr.data.config\n"
+        "print('torch' in sys.modules)"
+    )
+    env = dict(os.environ) | {"PYTHONPATH": SRC}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"]
 
 
 def test_log_progress_writes_about_ten_lines_and_no_carriage_returns(monkeypatch, caplog):

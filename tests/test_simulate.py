@@ -216,9 +216,15 @@ def test_quick_mode_without_blur_or_noise_is_block_average(factor):
     np.testing.assert_allclose(lr, _block_mean(array.astype(np.float64), factor), rtol=1e-5)
 
 
-def test_progress_bar_runs():
+def test_progress_reports_and_does_not_change_the_result(monkeypatch, caplog):
+    """progress=True logs the slice count (log mode) and gives the same LR as progress=False."""
+    monkeypatch.setenv("MICROSR_PROGRESS", "log")
     hr = _disk_volume((2, 20, 20), (9.5, 9.5), 6.0)
-    lr = simulate_acquisition(hr, AcquisitionConfig(), progress=True)
+    with caplog.at_level("INFO"):
+        lr = simulate_acquisition(hr, AcquisitionConfig(), progress=True)
+    assert any("simulate LR: 1/1 slice" in r.getMessage() for r in caplog.records)
+    quiet = simulate_acquisition(hr, AcquisitionConfig(), progress=False)
+    np.testing.assert_array_equal(lr.array, quiet.array)
     assert lr.shape == (1, 10, 10)
 
 

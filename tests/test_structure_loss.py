@@ -131,16 +131,22 @@ def test_structure_config_defaults():
         TrainConfig(structure_threshold=1.5)
 
 
+def _info(norm: dict, calibrations: dict) -> dict:
+    """A ``dataset.json`` of one-slice specimens with these calibrations."""
+    record = {"n_slices": 1, "n_lr_slices": 1, "crop_yxhw": [0, 0, 1, 1], "hr_slices": [0],
+              "lr_t": [0.0], "hr_spacing_mm": [1.0, 1.0, 1.0]}  # fmt: skip
+    specimens = {k: record | {"calibration": c} for k, c in calibrations.items()}
+    return {"factor": 2, "normalization": norm, "specimens": specimens}
+
+
 def test_calibrated_threshold_maps_500_mgha_through_the_hr_window():
     norm = {"mode": "window", "low": -200.0, "high": 1800.0}
     cal = {"slope": 2.0, "intercept": -100.0, "units": "mg HA/cm3"}
-    info = {"normalization": norm, "specimens": {"a": {"calibration": cal}}}
     # 500 mg HA/cm3 is stored value 300, at (300 + 200) / 2000 of the window
-    assert calibrated_threshold(info, ["a"]) == pytest.approx(0.25)
-    info["specimens"]["b"] = {"calibration": None}
-    assert calibrated_threshold(info, ["a", "b"]) is None  # an uncalibrated specimen: Otsu
-    minmax = {"normalization": {"mode": "minmax"}, "specimens": info["specimens"]}
-    assert calibrated_threshold(minmax, ["a"]) is None
+    assert calibrated_threshold(_info(norm, {"a": cal}), ["a"]) == pytest.approx(0.25)
+    both = _info(norm, {"a": cal, "b": None})
+    assert calibrated_threshold(both, ["a", "b"]) is None  # an uncalibrated specimen: Otsu
+    assert calibrated_threshold(_info({"mode": "minmax"}, {"a": cal}), ["a"]) is None
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from microsr.data.manifest import SpecimenRow, read_manifest, write_manifest
 from microsr.errors import InputFileError, MicrosrError
 from microsr.evaluation import ScoreConfig, evaluate_files
-from microsr.evaluation.report import evaluate_volumes
+from microsr.evaluation.run import evaluate_volumes
 from microsr.io import write_volume
 from microsr.morphometry import MorphometryConfig
 from microsr.simulate import AcquisitionConfig, simulate_acquisition

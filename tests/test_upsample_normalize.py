@@ -34,9 +34,21 @@ def test_bilinear_equals_skimage_resize_order1_edge(factor, shape):
 
 
 def test_scipy_zoom_default_differs():
-    """The trap the interface warns about: scipy's zoom uses another grid."""
-    x = np.random.default_rng(1).random((9, 11)).astype(np.float32)
-    assert np.abs(upsample_bilinear(x, factor=2) - zoom(x, 2, order=1)).max() > 1e-2
+    """The trap the interface warns about: scipy's zoom uses another grid.
+
+    On a ramp ``x[j] = j`` the pixel-centre grid gives output ``i`` the value
+    ``clip((i + 0.5) / f - 0.5, 0, n - 1)``; scipy's corner-aligned grid gives
+    ``i (n - 1) / (n f - 1)``.
+    """
+    n, f = 11, 2
+    x = np.broadcast_to(np.arange(n, dtype=np.float32), (9, n)).copy()
+    i = np.arange(n * f)
+    centres = np.clip((i + 0.5) / f - 0.5, 0, n - 1)
+    corners = i * (n - 1) / (n * f - 1)
+    ours = upsample_bilinear(x, factor=f)
+    np.testing.assert_allclose(ours, np.broadcast_to(centres, ours.shape), atol=1e-5)
+    np.testing.assert_allclose(zoom(x, f, order=1), np.broadcast_to(corners, ours.shape), atol=1e-5)
+    assert np.abs(ours - zoom(x, f, order=1)).max() > 1e-2
 
 
 def test_bilinear_batch_and_tensor_forms_agree():

@@ -33,7 +33,7 @@ from microsr import __version__
 from microsr.data.normalize import NormalizationConfig
 from microsr.errors import InputFileError
 from microsr.io.atomic import atomic_path
-from microsr.models.factory import ModelConfig
+from microsr.models.config import ModelConfig
 
 __all__ = [
     "CHECKPOINT_KEY",

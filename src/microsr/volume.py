@@ -27,6 +27,11 @@ class Calibration:
     mu_scaling: float | None = None
     mu_water: float | None = None
 
+    @property
+    def is_density(self) -> bool:
+        """The one "calibrated" rule: stored values map to a density (``mg`` in the units)."""
+        return self.slope != 0 and "mg" in self.units.lower()
+
     def apply(self, values: np.ndarray) -> np.ndarray:
         """Grey values -> calibrated density (float32)."""
         return (self.slope * np.asarray(values, dtype=np.float64) + self.intercept).astype(
@@ -38,6 +43,14 @@ class Calibration:
         return ((np.asarray(density, dtype=np.float64) - self.intercept) / self.slope).astype(
             np.float32
         )
+
+
+def is_density(calibration: Calibration | dict | None) -> bool:
+    """Whether ``calibration`` (a :class:`Calibration`, its ``asdict`` record, or ``None``)
+    maps stored values to a density: :attr:`Calibration.is_density`; ``None`` is not."""
+    if isinstance(calibration, dict):
+        calibration = Calibration(**calibration) if calibration else None
+    return calibration is not None and calibration.is_density
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,12 @@ from microsr.cli._app import (
     use_threads,
 )
 from microsr.errors import MicrosrError
+from microsr.training.config import DEFAULT_MODEL, TrainConfig
 
-# TrainConfig's defaults, written out so that `microsr --help` needs no torch (a test checks
-# that they agree with microsr.training.config).
-DEFAULT_LOSS, DEFAULT_MODEL_NAME, DEFAULT_CONTEXT = "l1_ssim", "unet_residual", 1
-DEFAULT_STRUCTURE_WEIGHT = 0.5
+# TrainConfig's defaults, read from the torch-free config (`microsr --help` needs no torch).
+_TRAIN = {name: field.default for name, field in TrainConfig.model_fields.items()}
+DEFAULT_LOSS, DEFAULT_MODEL_NAME = _TRAIN["loss"], DEFAULT_MODEL.name
+DEFAULT_CONTEXT, DEFAULT_STRUCTURE_WEIGHT = DEFAULT_MODEL.context_slices, _TRAIN["structure_weight"]
 
 
 @command
@@ -114,13 +115,15 @@ def train(
     ctx: typer.Context,
     dataset_dir: Path,
     run_dir: Path,
-    epochs: int = 100,
-    max_minutes: float | None = None,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
+    epochs: int = _TRAIN["epochs"],
+    max_minutes: float | None = _TRAIN["max_minutes"],
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = _TRAIN["lr"],
     loss: Annotated[
         str, typer.Option(help="l1_ssim (default) | bce (paper) | l1 | mse | ssim")
     ] = DEFAULT_LOSS,
-    grad_weight: Annotated[float, typer.Option(help="weight of an edge (gradient L1) term")] = 0.0,
+    grad_weight: Annotated[
+        float, typer.Option(help="weight of an edge (gradient L1) term")
+    ] = _TRAIN["grad_weight"],
     structure_weight: Annotated[
         float,
         typer.Option(
@@ -134,10 +137,10 @@ def train(
             help="its bone threshold in the model's unit range (default: 500 mg HA/cm3 "
             "through the HR window if calibrated, else Otsu of the training targets)"
         ),
-    ] = None,
+    ] = _TRAIN["structure_threshold"],
     cldice: Annotated[
         bool, typer.Option(help="add the clDice topology term to the structure term")
-    ] = False,
+    ] = _TRAIN["cldice"],
     model: Annotated[
         str, typer.Option(help="unet_residual (default) | unet (paper) | rcan; microsr compare")
     ] = DEFAULT_MODEL_NAME,
@@ -155,22 +158,32 @@ def train(
         typer.Option(
             help="extra LR noise at training time, std up to this (the window = 1; CT texture)"
         ),
-    ] = 0.0,
-    batch_size: int = 8,
-    patch: int = 96,
+    ] = _TRAIN["noise_augment"],
+    batch_size: int = _TRAIN["batch_size"],
+    patch: int = _TRAIN["patch"],
     device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="continue from RUN_DIR/last.ckpt")] = False,
-    width: int = 16,
-    depth: int = 3,
-    seed: int | None = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
-    precision: Annotated[str, typer.Option(help="32 | 16-mixed | bf16-mixed")] = "32",
-    devices: Annotated[int, typer.Option(help="GPUs (or CPU processes) per node; >1: DDP")] = 1,
-    num_nodes: Annotated[int, typer.Option(help="nodes (torchrun / SLURM), DDP")] = 1,
-    accumulate: Annotated[int, typer.Option(help="batches per optimizer step")] = 1,
+    width: int = DEFAULT_MODEL.width,
+    depth: int = DEFAULT_MODEL.depth,
+    seed: int | None = _TRAIN["seed"],
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = _TRAIN[
+        "num_workers"
+    ],
+    precision: Annotated[str, typer.Option(help="32 | 16-mixed | bf16-mixed")] = _TRAIN[
+        "precision"
+    ],
+    devices: Annotated[
+        int, typer.Option(help="GPUs (or CPU processes) per node; >1: DDP")
+    ] = _TRAIN["devices"],
+    num_nodes: Annotated[int, typer.Option(help="nodes (torchrun / SLURM), DDP")] = _TRAIN[
+        "num_nodes"
+    ],
+    accumulate: Annotated[int, typer.Option(help="batches per optimizer step")] = _TRAIN[
+        "accumulate"
+    ],
     channels_last: Annotated[
         bool, typer.Option(help="channels-last memory layout (measured faster; same values)")
-    ] = True,
+    ] = _TRAIN["channels_last"],
     init: Annotated[
         Path | None,
         typer.Option(
@@ -188,8 +201,8 @@ def train(
     fine-tunes a trained model."""
     import torch
 
-    from microsr.models.factory import ModelConfig
-    from microsr.training.config import PAPER_MODEL, TrainConfig
+    from microsr.models.config import ModelConfig
+    from microsr.training.config import PAPER_MODEL
     from microsr.training.train import train as run_train
 
     on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())

@@ -164,6 +164,7 @@ def study_demo(
 ) -> None:
     """Study demo: phantom femur + spine sites (or slabs of --data, or --masks), then `study`."""
     from microsr.cli._simulate import acquisition_file
+    from microsr.data.manifest import hr_is_density
     from microsr.study import run_study, study_config
 
     use_threads(threads)
@@ -178,7 +179,9 @@ def study_demo(
     if not manifest.is_file():
         manifest = _demo_manifest(out_dir / "data", data, masks, frames, per_site, spacing, crop,
                                   file)  # fmt: skip
-    cfg = study_config(minutes=minutes, device=device, calibrated=data is None, acquisition=file)
+    cfg = study_config(
+        minutes=minutes, device=device, calibrated=hr_is_density(manifest), acquisition=file
+    )
     if folds is not None:
         cfg = cfg.model_copy(update={"folds": folds})
     typer.echo(f"manifest: {manifest}")

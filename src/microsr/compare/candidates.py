@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from microsr.models.factory import ModelConfig
-from microsr.morphometry.segment import MorphometryConfig
+from microsr.models.config import ModelConfig
+from microsr.morphometry.config import MorphometryConfig
 from microsr.training.config import DEFAULT_STRUCTURE_WEIGHT
 
 __all__ = ["DEFAULT_CANDIDATES", "REFERENCE", "Candidate", "CompareConfig"]

@@ -13,7 +13,9 @@ from microsr.compare.candidates import Candidate, CompareConfig
 from microsr.compare.scoring import score_candidate, time_prediction
 from microsr.compare.table import BILINEAR, format_table, summary_table
 from microsr.data.prepare import PrepareConfig, load_dataset_info, prepare_dataset
-from microsr.demo import file_prepare_config, simulated_manifest
+from microsr.data.prepare_config import file_prepare_config
+from microsr.data.records import DatasetInfo
+from microsr.data.simulated import simulated_manifest
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
 from microsr.evaluation.scores import dataset_scoring
@@ -166,7 +168,7 @@ def score_runs(
     info, splits = load_dataset_info(dataset_dir)
     if not splits["test"]:
         raise MicrosrError(f"{dataset_dir}: the test split is empty")
-    shape = tuple(info["specimens"][splits["test"][0]]["crop_yxhw"][2:])
+    shape = DatasetInfo.of(info).specimens[splits["test"][0]].crop_yxhw[2:]
     scoring = dataset_scoring(info, morphometry=config.morphometry)
     slices, specimens, models = [], [], {}
     for i, candidate in enumerate(config.candidates):
@@ -239,9 +241,11 @@ def check_disjoint(train_dataset: str | Path, test_dataset: str | Path) -> None:
     """Refuse a cross-test whose test bones (ids or subjects) were trained on."""
     info, splits = load_dataset_info(train_dataset)
     other_info, other_splits = load_dataset_info(test_dataset)
+    info, other_info = DatasetInfo.of(info), DatasetInfo.of(other_info)
 
-    def bone(meta: dict, sid: str) -> str:
-        return meta["specimens"].get(sid, {}).get("subject") or sid
+    def bone(meta: DatasetInfo, sid: str) -> str:
+        record = meta.specimens.get(sid)
+        return (record.subject if record is not None else None) or sid
 
     seen = {bone(info, s) for s in splits["train"] + splits["val"]}
     leak = sorted(s for s in other_splits["test"] if bone(other_info, s) in seen)

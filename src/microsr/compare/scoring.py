@@ -3,7 +3,9 @@
 Every number comes from the one evaluation path (:func:`microsr.evaluation.score_stacks` on
 :func:`microsr.evaluation.dataset.dataset_stacks`): PSNR/SSIM on the dataset's intensity
 window, BA/TA with the study's definition, intensity bias, 3D morphometry. Slice-level
-metrics (``psnr``, ``ssim``, ``baf_err``: |BA/TA - BA/TA(HR)| in percentage points) and
+metrics (``psnr``, ``ssim``, ``ba_ta_abserr``: |BA/TA - BA/TA(HR)|, a fraction, the name
+and unit of :data:`microsr.evaluation.scores.BA_TA_ABSERR`; tables show it in percentage
+points) and
 specimen-level ones (also ``bias_bone``, ``bias_marrow``: mean image - HR as % of the
 window; ``bv_tv_err`` and ``tb_th_err``: |3D BV/TV - HR's| in percentage points and
 |local-thickness Tb.Th - HR's| in um, Hildebrand & Rüegsegger 1997,
@@ -22,10 +24,11 @@ from microsr.evaluation import ScoreConfig, score_stacks
 from microsr.evaluation.dataset import SCORING, dataset_stacks
 from microsr.inference.checkpoint import LoadedModel
 from microsr.inference.runner import image_fn
+from microsr.morphometry.area import BA_TA_ABSERR, ba_ta_abserr
 
 __all__ = ["SLICE_METRICS", "SPECIMEN_METRICS", "score_candidate", "time_prediction"]
 
-SLICE_METRICS = ("psnr", "ssim", "baf_err")
+SLICE_METRICS = ("psnr", "ssim", BA_TA_ABSERR)
 SPECIMEN_METRICS = (*SLICE_METRICS, "bias_bone", "bias_marrow", "bv_tv_err", "tb_th_err")
 #: 3D features compared (key in bone_features_3d, metric name, scale to the reported unit)
 FEATURES = (("bv_tv", "bv_tv_err", 100.0), ("tb_th_lt_mm", "tb_th_err", 1000.0))
@@ -36,7 +39,7 @@ def _rows(result, image: str, name: str) -> tuple[pd.DataFrame, dict]:
     slices = pd.DataFrame({
         "candidate": name, "specimen": s["specimen"], "slice": s["hr_slice"],
         "at_lr_centre": s["at_lr_centre"], "psnr": s[f"psnr_{image}"], "ssim": s[f"ssim_{image}"],
-        "baf_err": 100.0 * (s[f"ba_ta_{image}"] - s["ba_ta_hr"]).abs(),
+        BA_TA_ABSERR: ba_ta_abserr(s, image),
     })  # fmt: skip
     summary = result.summary
     spec = {"candidate": name, "specimen": summary["specimen"]}

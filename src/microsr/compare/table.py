@@ -1,15 +1,5 @@
-"""Means, 95% confidence intervals and paired tests of the per-slice scores.
-
-Statistics (:mod:`microsr.stats`, i.e. statsmodels/scipy.stats): a Student-t interval for each mean; for each candidate against
-bilinear and against the reference model, the mean paired difference with its t interval,
-the paired t-test and the Wilcoxon signed-rank test (two-sided). Both are computed at two
-levels, because neither is right alone:
-
-* ``slice``: slices are the units. Neighbouring slices of one specimen are correlated, so
-  these intervals are too narrow and the p-values too small;
-* ``specimen``: per-specimen means are the units; they are independent, but with the few
-  test specimens of a CPU-sized benchmark the intervals are wide (and undefined for one).
-"""
+"""compare's table: the statistics of :func:`microsr.stats.tables.candidate_table` (the one
+owner of two-level slice/specimen statistics tables) as markdown (:func:`format_table`)."""
 
 from __future__ import annotations
 
@@ -18,58 +8,24 @@ import math
 import pandas as pd
 
 from microsr.compare.scoring import SLICE_METRICS, SPECIMEN_METRICS
-from microsr.stats import mean_ci, paired_comparison
+from microsr.stats.tables import candidate_table
 
 __all__ = ["BILINEAR", "format_table", "summary_table"]
 
 BILINEAR = "bilinear"
 HIGHER_IS_BETTER = {
-    "psnr": True, "ssim": True, "baf_err": False, "bias_bone": None, "bias_marrow": None,
+    "psnr": True, "ssim": True, "ba_ta_abserr": False, "bias_bone": None, "bias_marrow": None,
     "bv_tv_err": False, "tb_th_err": False,
 }  # fmt: skip
 LEVEL_METRICS = {"slice": SLICE_METRICS, "specimen": SPECIMEN_METRICS}
 
 
-def _wide(frame: pd.DataFrame, level: str, metrics) -> pd.DataFrame:
-    """One row per unit, one column per (metric, candidate)."""
-    key = frame["specimen"].astype(str)
-    if level == "slice":
-        key = key + ":" + frame["slice"].astype(str)
-    return frame.assign(unit=key).pivot(index="unit", columns="candidate", values=list(metrics))
-
-
 def summary_table(slices: pd.DataFrame, specimens: pd.DataFrame, *, reference: str) -> pd.DataFrame:
-    """Long table: one row per (level, candidate, metric) with mean, CI and paired tests.
-
-    Parameters
-    ----------
-    slices, specimens
-        Per-slice and per-specimen scores of all candidates and ``"bilinear"``
-        (:func:`microsr.compare.scoring.score_candidate`).
-    reference
-        Candidate name for the ``*_ref`` columns (the paper's U-Net + BCE by default).
-
-    The paired differences are ``candidate - other`` (:func:`microsr.stats.paired_comparison`
-    reports ``b - a``), with their 95 % t interval, paired t-test and Wilcoxon p-values.
-    """
-    rows = []
-    for level, frame in (("slice", slices), ("specimen", specimens)):
-        metrics = [m for m in LEVEL_METRICS[level] if m in frame]
-        wide = _wide(frame, level, metrics)
-        for name in frame["candidate"].unique():
-            for metric in metrics:
-                ci = mean_ci(wide[metric][name])
-                row = {"level": level, "candidate": name, "metric": metric, "n": len(wide)}
-                row |= {"mean": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
-                for tag, other in (("bilinear", BILINEAR), ("ref", reference)):
-                    test = paired_comparison(wide[metric][other], wide[metric][name])
-                    row |= {
-                        f"diff_{tag}": test["mean_diff"], f"diff_low_{tag}": test["diff_ci_low"],
-                        f"diff_high_{tag}": test["diff_ci_high"], f"p_t_{tag}": test["p_t"],
-                        f"p_wilcoxon_{tag}": test["p_wilcoxon"],
-                    }  # fmt: skip
-                rows.append(row)
-    return pd.DataFrame(rows)
+    """compare's statistics: :func:`microsr.stats.tables.candidate_table` of its metrics,
+    against :data:`BILINEAR` and ``reference``."""
+    return candidate_table(
+        slices, specimens, metrics=LEVEL_METRICS, baseline=BILINEAR, reference=reference
+    )
 
 
 def _cell(mean: float, low: float, high: float, digits: int) -> str:
@@ -85,10 +41,12 @@ def _p(value: float) -> str:
 
 
 _HEADERS = {
-    "psnr": ("PSNR dB", 2), "ssim": ("SSIM", 4), "baf_err": ("BA/TA err pp", 2),
+    "psnr": ("PSNR dB", 2), "ssim": ("SSIM", 4), "ba_ta_abserr": ("BA/TA err pp", 2),
     "bias_bone": ("bias bone %", 2), "bias_marrow": ("bias marrow %", 2),
     "bv_tv_err": ("BV/TV err pp", 2), "tb_th_err": ("Tb.Th err um", 1),
 }  # fmt: skip
+#: shown scaled: the BA/TA error is stored as a fraction and shown in percentage points
+_SCALE = {"ba_ta_abserr": 100.0}
 
 
 def format_table(table: pd.DataFrame, runs: pd.DataFrame, *, level: str, reference: str) -> str:
@@ -113,8 +71,10 @@ def format_table(table: pd.DataFrame, runs: pd.DataFrame, *, level: str, referen
         else:
             cells = [name, "–", "–", "–"]
         cells += [
-            _cell(r[m]["mean"], r[m]["ci_low"], r[m]["ci_high"], _HEADERS[m][1]) for m in metrics
-        ]
+            _cell(*(_SCALE.get(m, 1.0) * r[m][k] for k in ("mean", "ci_low", "ci_high")),
+                  _HEADERS[m][1])
+            for m in metrics
+        ]  # fmt: skip
         for m in ("psnr", "ssim"):
             d = r[m]
             diff = _cell(d["diff_ref"], d["diff_low_ref"], d["diff_high_ref"], _HEADERS[m][1] + 1)

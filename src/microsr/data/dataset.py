@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from microsr.data.normalize import NormalizationConfig, normalize
+from microsr.data.normalize import normalize
+from microsr.data.records import DatasetInfo
 from microsr.data.specimen import lr_draw_name
 from microsr.errors import MicrosrError
 from microsr.pairing.upsample import sample_z, z_span
@@ -60,7 +61,7 @@ class SlicePairs:
     def __init__(
         self,
         dataset_dir: str | Path,
-        info: dict,
+        info: dict | DatasetInfo,
         specimens: list[str],
         *,
         context: int = 0,
@@ -71,10 +72,11 @@ class SlicePairs:
         self.dataset_dir = Path(dataset_dir)
         self.context = context
         self.specimens = list(specimens)
-        self.normalization = NormalizationConfig.model_validate(info["normalization"])
-        meta = [info["specimens"][s] for s in self.specimens]
-        self.n_draws = [m.get("n_lr_draws", 1) if draws else 1 for m in meta]
-        counts = [m["n_slices"] for m in meta]
+        typed = DatasetInfo.of(info)
+        self.normalization = typed.normalization
+        meta = [typed.specimens[s] for s in self.specimens]
+        self.n_draws = [m.n_lr_draws if draws else 1 for m in meta]
+        counts = [m.n_slices for m in meta]
         # One entry per (specimen, LR draw, HR slice).
         per = [(i, d, c) for i, (c, nd) in enumerate(zip(counts, self.n_draws)) for d in range(nd)]
         self.spec_index = np.repeat([i for i, _, _ in per], [c for *_, c in per]).astype(int)
@@ -82,11 +84,10 @@ class SlicePairs:
         self.slice_index = (
             np.concatenate([np.arange(c) for *_, c in per]) if per else np.zeros(0, int)
         )
-        self.shapes = [tuple(m["crop_yxhw"][2:]) for m in meta]
-        self.lr_t = [np.asarray(m["lr_t"], np.float64) for m in meta]
+        self.shapes = [tuple(m.crop_yxhw[2:]) for m in meta]
+        self.lr_t = [np.asarray(m.lr_t, np.float64) for m in meta]
         self._expected = [
-            ((m["n_lr_slices"], *m["crop_yxhw"][2:]), (m["n_slices"], *m["crop_yxhw"][2:]))
-            for m in meta
+            ((m.n_lr_slices, *m.crop_yxhw[2:]), (m.n_slices, *m.crop_yxhw[2:])) for m in meta
         ]
         self._arrays  # noqa: B018 - check every file now, before any training starts
 

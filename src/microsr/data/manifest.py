@@ -202,3 +202,15 @@ def write_manifest(rows: list[SpecimenRow], path: str | Path) -> Path:
             cells = [r.specimen, r.site, *rel[:2], *spacing, *rel[2:]]
             w.writerow([*cells, *(r.extra.get(k, "") for k in extras)])
     return path
+
+
+def hr_is_density(path: str | Path) -> bool:
+    """Whether every HR scan of the manifest ``path`` is density-calibrated
+    (:attr:`microsr.volume.Calibration.is_density`; only file headers are read)."""
+    from microsr.io import open_slices
+    from microsr.volume import is_density
+
+    rows = read_manifest(path, allow_missing_lr=True)
+    return bool(rows) and all(
+        is_density(open_slices(r.hr_path, spacing_mm=r.hr_spacing_mm).calibration) for r in rows
+    )

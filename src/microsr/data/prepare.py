@@ -25,10 +25,8 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from microsr import __version__
 from microsr.data.manifest import read_manifest
@@ -37,7 +35,8 @@ from microsr.data.normalize import (
     fit_minmax_inverse,
     fit_window,
 )
-from microsr.data.simulated import SimulationConfig, simulate_specimen_lr
+from microsr.data.prepare_config import PrepareConfig
+from microsr.data.simulated import simulate_specimen_lr
 from microsr.data.specimen import (
     SpecimenSamples,
     bone_centre,
@@ -45,11 +44,10 @@ from microsr.data.specimen import (
     write_lr_draw,
     write_specimen,
 )
-from microsr.data.splits import DEFAULT_FRACTIONS, load_splits, make_splits
+from microsr.data.splits import load_splits, make_splits
 from microsr.errors import MicrosrError
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_folder, check_output
-from microsr.pairing.registration import RegistrationConfig
 from microsr.runtime import progress as make_progress
 
 __all__ = [
@@ -69,50 +67,6 @@ CHUNK = 16  # slices processed at once: bounds memory by the chunk, not the volu
 DATASET_FORMAT = 2
 #: The entries of a dataset folder that ``prepare --overwrite`` replaces.
 OWNED = ("dataset.json", "splits.json", "specimens")
-
-
-class PrepareConfig(BaseModel):
-    """Options of :func:`prepare_dataset`.
-
-    ``normalize="window"`` (default): one intensity window for all slices, fixed (``window``,
-    e.g. -200..1800 mg HA/cm3) or fitted on the training specimens' HR voxels (robust
-    percentiles); the LR input uses the same window (``lr_window="same"``: LR and HR in the
-    same units), its own fitted one (``"fit"``: e.g. another scanner or export scaling) or a
-    given one. ``normalize="minmax"``: the paper's per-slice min-max (see
-    :mod:`microsr.data.normalize`).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    roi: int = Field(400, ge=8, description="side of the bone-centred square ROI, in HR voxels")
-    normalize: Literal["window", "minmax"] = "window"
-    window: tuple[float, float] | None = Field(None, description="fixed HR window (low, high)")
-    lr_window: Literal["same", "fit"] | tuple[float, float] = "same"
-    split_seed: int = 0
-    split_file: Path | None = None
-    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
-    tolerance_lr_voxels: float = Field(1.0, gt=0)
-    register_lr: bool = Field(False, description="rigidly register each LR scan onto its HR scan")
-    registration: RegistrationConfig = RegistrationConfig()
-    units: Literal["native", "mgha"] = Field(
-        "native", description="convert both scans to mg HA/cm3 (calibration) before pairing"
-    )
-    simulation: SimulationConfig = Field(
-        SimulationConfig(), description="how LR scans missing from the manifest are simulated"
-    )
-
-    @field_validator("window", "lr_window")
-    @classmethod
-    def _ordered(cls, value):
-        if isinstance(value, tuple) and not value[1] > value[0]:
-            raise ValueError(f"a window needs LOW < HIGH, got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _check_windows(self) -> PrepareConfig:
-        if self.normalize == "minmax" and (self.window is not None or self.lr_window != "same"):
-            raise ValueError("a window is not used with per-slice min-max normalisation")
-        return self
 
 
 def fit_normalization(

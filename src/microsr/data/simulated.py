@@ -1,12 +1,17 @@
-"""LR scans simulated during ``prepare`` for manifest rows without one.
+"""Simulated specimens: the one library (``prepare``, ``demo``, ``study-demo``, ``compare``).
+
+:func:`simulate_specimen_lr` is the one seeding rule: a specimen's LR scan (its acquisition
+draw and its noise) is seeded by the simulation seed and the specimen **id**
+(:func:`microsr.simulate.randomize.specimen_rng`), never by its position in a list.
+:func:`phantom_specimens` / :func:`slab_specimens` make HR specimens and
+:func:`simulate_pairs` / :func:`simulated_manifest` write them with their LR scans and a
+manifest.
+
+LR scans simulated during ``prepare`` for manifest rows without one:
 
 A manifest row with an empty ``lr_path`` gets its LR scan simulated from its HR scan
 (:func:`microsr.simulate.simulate_acquisition`) with the prepare config's acquisition, or,
 with ``randomize``, a draw from its ranges (:func:`microsr.simulate.draw_acquisition`).
-With an acquisition file (``prepare --acquisition``, :mod:`microsr.simulate.acquisition_file`)
-the acquisition is the file's, and ``randomize`` draws within the file's uncertainty
-(:func:`~microsr.simulate.acquisition_file.draw_within_uncertainty`); the whole file is
-recorded in ``dataset.json`` (``config.simulation.acquisition_file``).
 Each specimen is seeded by the simulation seed and its id, so its draw and noise do not
 depend on the manifest's order. The record of what was simulated goes to the specimen's
 entry of ``dataset.json`` (``"simulated"``).
@@ -21,18 +26,29 @@ test specimens get one.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from microsr.data.manifest import SpecimenRow, write_manifest
+from microsr.errors import MicrosrError
+from microsr.io import read_volume, write_volume
 from microsr.simulate import (
     AcquisitionConfig,
     AcquisitionRanges,
     draw_acquisition,
     draw_record,
+    make_phantom,
     simulate_acquisition,
 )
-from microsr.simulate.acquisition_file import AcquisitionFile, draw_within_uncertainty
+from microsr.simulate.acquisition_file import (
+    AcquisitionFile,
+    draw_within_uncertainty,
+    write_acquisition_file,
+)
 from microsr.simulate.randomize import specimen_rng
 from microsr.volume import Volume
 
@@ -112,3 +128,102 @@ def simulate_specimen_lr(
         "attenuation": lr.metadata["acquisition_resolved"]["attenuation"],
     }
     return lr, record
+
+
+#: Shape (Z, Y, X) of a demo phantom at 10 um.
+PHANTOM_SHAPE = (48, 160, 160)
+
+
+def phantom_specimens(
+    n: int,
+    *,
+    seed: int = 0,
+    shape: tuple[int, int, int] = PHANTOM_SHAPE,
+    site: str = "femur",
+    prefix: str = "phantom",
+) -> list[tuple[str, str, Volume]]:
+    """``n`` phantom HR volumes of ``site`` at 10 um, as ``(id, site, volume)``.
+
+    Specimen ``<prefix><i:02d>`` is the phantom of seed ``seed + i``: its index is its id.
+    """
+    return [
+        (f"{prefix}{i:02d}", site, make_phantom(shape, spacing_mm=0.01, site=site, seed=seed + i))
+        for i in range(n)
+    ]
+
+
+def slab_specimens(
+    hr: Volume, n: int, *, factor: int, site: str = "user"
+) -> list[tuple[str, str, Volume]]:
+    """Cut an HR volume along z into ``n`` slabs (pseudo-specimens) of equal thickness.
+
+    Each slab's thickness is a multiple of ``factor`` HR slices; its origin is moved to its
+    first slice.
+    """
+    thick = (hr.shape[0] // n) // factor * factor
+    if thick < factor:
+        raise MicrosrError(f"volume has {hr.shape[0]} slices: too few for {n} slabs")
+    out = []
+    for i in range(n):
+        z0 = i * thick
+        origin = (hr.origin_mm[0] + z0 * hr.spacing_mm[0],) + hr.origin_mm[1:]
+        arr = np.ascontiguousarray(hr.array[z0 : z0 + thick], dtype=np.float32)
+        out.append((f"slab{i:02d}", site, hr.with_array(arr, origin_mm=origin)))
+    return out
+
+
+def simulate_pairs(specimens, data_dir: str | Path, config: SimulationConfig) -> Path:
+    """Simulate each HR specimen's LR scan, write both volumes and a manifest.
+
+    Every specimen is simulated by :func:`simulate_specimen_lr` (the one seeding rule:
+    ``config.seed`` and the specimen id, whatever the order). ``data_dir/acquisitions.json``
+    records each specimen's settings and attenuation rule, ``data_dir/acquisition_file.json``
+    a copy of ``config.acquisition_file`` (if any). Returns the manifest path.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rows, records = [], {}
+    for sid, site, hr in specimens:
+        lr, records[sid] = simulate_specimen_lr(hr, sid, config)
+        hr_path = write_volume(hr, data_dir / f"{sid}_hr.mha")
+        lr_path = write_volume(lr, data_dir / f"{sid}_lr.mha")
+        rows.append(SpecimenRow(sid, site, lr_path, hr_path))
+    (data_dir / "acquisitions.json").write_text(json.dumps(records, indent=2))
+    if config.acquisition_file is not None:
+        write_acquisition_file(config.acquisition_file, data_dir / "acquisition_file.json")
+    return write_manifest(rows, data_dir / "manifest.csv")
+
+
+def simulated_manifest(
+    out_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    spacing_mm: float | tuple[float, float, float] | None = None,
+    n_specimens: int,
+    seed: int = 0,
+    site: str = "user",
+    ranges: AcquisitionRanges | None = None,
+    file: AcquisitionFile | None = None,
+    randomize: bool = False,
+) -> Path:
+    """Phantom femurs (``data=None``) or ``n_specimens`` z-slabs of the HR volume ``data``
+    (pseudo-specimens of ``site``), with simulated LR scans, in ``out_dir`` with a manifest.
+
+    The simulator works in physical attenuation (``reference_value="auto"``: a calibrated
+    volume's own, else the 99.5th percentile taken as bone), so the noise level is
+    plausible whatever the grey-value range. ``ranges``: randomised acquisitions; ``file``:
+    an acquisition file's protocol (``randomize``: drawn within its uncertainty).
+    """
+    if file is not None:
+        config = SimulationConfig.from_file(file, seed=seed, randomize=randomize)
+    else:
+        config = SimulationConfig(
+            acquisition=AcquisitionConfig(seed=seed), seed=seed, randomize=ranges is not None,
+            ranges=ranges or AcquisitionRanges(),
+        )  # fmt: skip
+    if data is None:
+        specimens = phantom_specimens(n_specimens, seed=seed)
+    else:
+        hr = read_volume(data, spacing_mm=spacing_mm)
+        specimens = slab_specimens(hr, n_specimens, factor=config.acquisition.factor, site=site)
+    return simulate_pairs(specimens, out_dir, config)

@@ -27,6 +27,7 @@ from skimage.filters import threshold_otsu
 from microsr.calibration import check_threshold_units, to_units
 from microsr.data.manifest import SpecimenRow
 from microsr.data.normalize import lr_slice_stats, sample_voxels
+from microsr.data.prepare_config import PrepareConfig
 from microsr.errors import MicrosrError
 from microsr.pairing.geometry import check_pair
 from microsr.pairing.registration import (
@@ -36,7 +37,7 @@ from microsr.pairing.registration import (
     register_pair,
 )
 from microsr.pairing.upsample import sample_z, upsample_bilinear, z_span
-from microsr.volume import Volume
+from microsr.volume import Volume, is_density
 
 log = logging.getLogger(__name__)
 CHUNK = 16  # slices processed at once: bounds memory by the chunk, not the volume
@@ -71,11 +72,10 @@ def roi_box(
     return y0, x0, h, w
 
 
-def align(lr: Volume, hr: Volume, row: SpecimenRow, config) -> tuple:
+def align(lr: Volume, hr: Volume, row: SpecimenRow, config: PrepareConfig) -> tuple:
     """Units, orientation, optional registration and the residual misalignment check.
 
-    ``config`` is a :class:`~microsr.data.prepare.PrepareConfig`. Returns ``(lr, hr,
-    geometry, alignment record)``.
+    Returns ``(lr, hr, geometry, alignment record)``.
     """
     check_orientation(lr, hr, name=row.specimen)
     if config.units == "mgha":
@@ -113,7 +113,7 @@ def align(lr: Volume, hr: Volume, row: SpecimenRow, config) -> tuple:
 
 
 def write_specimen(
-    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config, *, sample: bool
+    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config: PrepareConfig, *, sample: bool
 ) -> tuple[dict, SpecimenSamples | None]:
     """Write ``out/lr.npy`` and ``out/hr.npy``; return the record and (``sample``) samples."""
     lr, hr, geo, alignment = align(lr, hr, row, config)
@@ -141,7 +141,7 @@ def write_specimen(
         "hr_path": str(row.hr_path),
         "lr_spacing_mm": list(lr.spacing_mm),
         "hr_spacing_mm": list(hr.spacing_mm),
-        "calibrated": hr.calibration is not None,
+        "calibrated": is_density(hr.calibration),
         "calibration": asdict(hr.calibration) if hr.calibration else None,
         "offset_mm": list(geo.offset_mm),
         "alignment": alignment,
@@ -157,7 +157,14 @@ def lr_draw_name(draw: int) -> str:
 
 
 def write_lr_draw(
-    lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config, record: dict, *, draw: int
+    lr: Volume,
+    hr: Volume,
+    row: SpecimenRow,
+    out: Path,
+    config: PrepareConfig,
+    record: dict,
+    *,
+    draw: int,
 ) -> None:
     """Write the ``draw``-th LR scan of a specimen (a simulated draw) beside ``out/lr.npy``.
 

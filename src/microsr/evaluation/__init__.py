@@ -4,19 +4,15 @@
   (:func:`volume_stacks`) or arrays; :mod:`~microsr.evaluation.dataset`: from a prepared
   dataset with a model's prediction (:func:`dataset_stacks`);
 - :mod:`~microsr.evaluation.scores`: every score (:func:`score_stacks`);
-- :mod:`~microsr.evaluation.report`: tables, ``summary.json`` and the printed summary.
+- :mod:`~microsr.evaluation.run`: ``microsr evaluate``'s entry points (volumes, files, a
+  dataset's split with a model);
+- :mod:`~microsr.evaluation.summary`: the tables, ``summary.json`` and the printed summary.
 """
 
-from microsr.evaluation.report import (
-    evaluate_dataset,
-    evaluate_files,
-    evaluate_volumes,
-    format_summary,
-    summarize,
-    write_evaluation,
-)
+from microsr.evaluation.run import evaluate_dataset, evaluate_files, evaluate_volumes
 from microsr.evaluation.scores import ScoreConfig, SpecimenScores, default_morphometry, score_stacks
 from microsr.evaluation.stacks import PairedStacks, array_stacks, volume_stacks
+from microsr.evaluation.summary import format_summary, summarize, write_evaluation
 
 __all__ = [
     "PairedStacks",

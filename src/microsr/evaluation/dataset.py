@@ -14,20 +14,23 @@ import numpy as np
 import torch
 
 from microsr.data.dataset import SlicePairs
-from microsr.data.normalize import NormalizationConfig, lr_in_hr_units
+from microsr.data.normalize import lr_in_hr_units
+from microsr.data.records import DatasetInfo
 from microsr.evaluation.stacks import PairedStacks, centre_flags
 from microsr.inference.checkpoint import LoadedModel
-from microsr.inference.engine import super_resolve
+from microsr.inference.engine import super_resolve_batched
 from microsr.inference.runner import PredictOptions, image_fn
-from microsr.volume import Calibration
 
-#: Scoring runs the model as loaded, in fp32 (the reference numbers; ``predict`` may use bf16).
+#: The one precision rule of scored predictions: ``evaluate DATASET``, ``compare``, ``study``
+#: and ``demo`` run the model as loaded, in fp32 (no bf16 autocast, no BatchNorm folding, no
+#: channels-last), so one model gets one score whatever the command. Only ``predict`` (SR
+#: files for use, not for scores) defaults to ``precision="auto"`` (bf16 where the CPU/GPU has it).
 SCORING = PredictOptions(fuse_bn=False, precision="32", channels_last=False)
 
 
 def dataset_stacks(
     dataset_dir: str | Path,
-    info: dict,
+    info: dict | DatasetInfo,
     specimen: str,
     loaded: LoadedModel | None = None,
     *,
@@ -37,8 +40,8 @@ def dataset_stacks(
     """Paired stacks of one prepared specimen; SR from ``loaded`` (``None``: no SR)."""
     k = 0 if loaded is None else loaded.context_slices
     pairs = SlicePairs(dataset_dir, info, [specimen], context=k)
-    norm = NormalizationConfig.model_validate(info["normalization"])
-    meta = info["specimens"][specimen]
+    typed = DatasetInfo.of(info)
+    norm, meta = typed.normalization, typed.specimens[specimen]
     fn = None if loaded is None else image_fn(loaded, options)
     model_norm = None if loaded is None else loaded.meta.normalization
 
@@ -52,16 +55,14 @@ def dataset_stacks(
         if fn is not None and "sr" in keys:
             stacks = torch.from_numpy(np.stack([lr for lr, _ in raw]))
             with torch.inference_mode():
-                out["sr"] = torch.cat([
-                    super_resolve(fn, stacks[i : i + batch], model_norm, options=options,
-                                  compute_device=loaded.device)
-                    for i in range(0, len(stacks), batch)
-                ]).numpy()  # fmt: skip
+                out["sr"] = super_resolve_batched(
+                    fn, stacks, model_norm, options=options, compute_device=loaded.device,
+                    batch=batch,
+                ).numpy()  # fmt: skip
         return out
 
-    calibration = Calibration(**meta["calibration"]) if meta.get("calibration") else None
     return PairedStacks(
-        specimen, np.asarray(meta["hr_slices"]), np.asarray(meta["lr_t"]),
-        centre_flags(np.asarray(meta["lr_t"]), meta["n_lr_slices"]),
-        tuple(meta["hr_spacing_mm"]), calibration, loaded is not None, read,
+        specimen, np.asarray(meta.hr_slices), np.asarray(meta.lr_t),
+        centre_flags(np.asarray(meta.lr_t), meta.n_lr_slices),
+        meta.hr_spacing_mm, meta.density_calibration, loaded is not None, read,
     )  # fmt: skip

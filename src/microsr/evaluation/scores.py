@@ -38,6 +38,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from microsr.data.normalize import NormalizationConfig, fit_window, normalize, sample_voxels
+from microsr.data.records import DatasetInfo
 from microsr.errors import MicrosrError
 from microsr.evaluation.stacks import PairedStacks
 from microsr.metrics import psnr, ssim
@@ -48,14 +49,13 @@ from microsr.morphometry import (
     bone_area_fraction,
     bone_features_3d,
     choose_total_area,
-    resolve_threshold,
     segment,
-    smooth,
 )
-from microsr.morphometry.segment import to_space
-from microsr.volume import Volume
+from microsr.morphometry.segment import fixed_threshold, require_density, smoothed_otsu
 
 IMAGES = ("lr", "sr")
+
+
 _MINMAX = NormalizationConfig(mode="minmax")
 
 
@@ -87,21 +87,22 @@ def default_morphometry(calibrated: bool) -> MorphometryConfig:
     return MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu")
 
 
-def dataset_window(normalization: dict) -> tuple[float, float] | None:
+def dataset_window(normalization: dict | NormalizationConfig) -> tuple[float, float] | None:
     """A prepared dataset's HR window (its ``normalization`` record), ``None`` in minmax mode."""
-    if normalization["mode"] != "window":
-        return None
-    return normalization["low"], normalization["high"]
+    norm = NormalizationConfig.model_validate(normalization)
+    return norm.hr_window if norm.mode == "window" else None
 
 
-def dataset_scoring(info: dict, *, morphometry: MorphometryConfig | None = None) -> ScoreConfig:
+def dataset_scoring(
+    info: dict | DatasetInfo, *, morphometry: MorphometryConfig | None = None
+) -> ScoreConfig:
     """How a prepared dataset (``dataset.json``) is scored: on its HR window, with
     ``morphometry`` or, by default, the threshold its units call for
     (:func:`default_morphometry`: every specimen calibrated or not)."""
-    calibrated = all(m.get("calibrated") for m in info["specimens"].values())
+    typed = DatasetInfo.of(info)
     return ScoreConfig(
-        window=dataset_window(info["normalization"]),
-        morphometry=morphometry or default_morphometry(calibrated),
+        window=dataset_window(typed.normalization),
+        morphometry=morphometry or default_morphometry(typed.calibrated),
     )
 
 
@@ -121,22 +122,30 @@ def _reference(stacks: PairedStacks, config: ScoreConfig) -> tuple[ResolvedThres
         carries the window as ``window``.
     """
     morph = config.morphometry
-    smoothed, raw = [], []
-    for _, _, chunk in _chunks(stacks, config.chunk, ("hr",)):
-        values = to_space(chunk["hr"], stacks.calibration, "grey")
-        smoothed.append(sample_voxels(smooth(values, morph.sigma_vox), max_voxels=4_000_000))
-        raw.append(sample_voxels(chunk["hr"], max_voxels=4_000_000))
-    # Otsu on the smoothed HR voxels (a strided sample of large stacks); sigma 0: smoothed already
-    reference = Volume(
-        np.concatenate(smoothed)[None, None], (1.0,) * 3, calibration=stacks.calibration
-    )
-    cfg = morph.model_copy(update={"sigma_vox": 0.0})
-    window = config.window or fit_window(np.concatenate(raw), name=f"{stacks.name} (HR)")
+    raw: list[np.ndarray] = []
+
+    def hr_chunks():  # one pass over HR: the window's sample on the way
+        for _, _, chunk in _chunks(stacks, config.chunk, ("hr",)):
+            raw.append(sample_voxels(chunk["hr"], max_voxels=4_000_000))
+            yield chunk["hr"]
+
+    name = f"{stacks.name} (HR)"
     try:
-        threshold = resolve_threshold(reference, cfg, name=f"{stacks.name} (HR)")
+        if (
+            morph.threshold == "otsu"
+        ):  # on the smoothed HR voxels (a strided sample of large stacks)
+            value = smoothed_otsu(hr_chunks(), morph.sigma_vox, max_voxels=4_000_000, name=name)
+            threshold = ResolvedThreshold("grey", value)
+        else:
+            for _ in hr_chunks():
+                pass
+            if morph.threshold == "mgha":
+                require_density(stacks.calibration, name)
+            threshold = fixed_threshold(morph)
     except MicrosrError as exc:
-        exc.window = window
+        exc.window = config.window or fit_window(np.concatenate(raw), name=name)
         raise
+    window = config.window or fit_window(np.concatenate(raw), name=name)
     return threshold, window
 
 
@@ -220,7 +229,7 @@ def score_stacks(
         for key in bones.keys() - {"hr", "truth"}:
             bones[key][s:e] = _segment(chunk[key], threshold, stacks, morph)
         sums.append(_bias_sums(chunk, bone_hr[s:e], ta[s:e]))
-        sweep.add(chunk, ta[s:e], stacks, morph)
+        sweep.add(chunk, ta[s:e], stacks, morph, {k: b[s:e] for k, b in bones.items()})
     table = _slice_table(stacks, pd.concat(rows, ignore_index=True), bones, ta)
     summary = {
         "specimen": stacks.name,
@@ -332,13 +341,15 @@ class _Sweep:
         self.factors = factors
         self.errors: dict[tuple[int, str], list[np.ndarray]] = {}
 
-    def add(self, chunk: dict, ta: np.ndarray, stacks: PairedStacks, morph) -> None:
-        area = np.maximum(ta.reshape(len(ta), -1).sum(1), 1)
-        for i, level in enumerate(self.levels):
+    def add(self, chunk: dict, ta: np.ndarray, stacks: PairedStacks, morph, bones: dict) -> None:
+        """Errors of one chunk; ``bones``: its segmentation at the resolved threshold (reused
+        for factor 1.0 instead of segmenting again)."""
+        for i, (factor, level) in enumerate(zip(self.factors, self.levels)):
             fractions = {}
             for key in (k for k in ("hr", *IMAGES) if k in chunk):
-                bone = _segment(chunk[key], level, stacks, morph) & ta
-                fractions[key] = bone.reshape(len(bone), -1).sum(1) / area
+                bone = bones[key] if factor == 1.0 else _segment(chunk[key], level, stacks, morph)
+                # an empty TA counts as BA/TA 0 in every image (agreement), as it always has
+                fractions[key] = bone_area_fraction(bone, ta)["ba_ta"].fillna(0.0).to_numpy()
             for key in (k for k in IMAGES if k in chunk):
                 err = np.abs(fractions[key] - fractions["hr"])
                 self.errors.setdefault((i, key), []).append(err)

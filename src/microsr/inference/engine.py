@@ -110,6 +110,27 @@ def super_resolve(
     return from_unit(out[:, 0], low, high)
 
 
+def super_resolve_batched(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    stacks: torch.Tensor,
+    norm: NormalizationConfig,
+    *,
+    options: PredictOptions,
+    compute_device: torch.device,
+    batch: int,
+) -> torch.Tensor:
+    """:func:`super_resolve` of ``(N, 2k + 1, H, W)`` stacks, ``batch`` at a time: ``(N, H, W)``.
+
+    The one batched SR loop: ``predict`` (:func:`predict_slices`) and scoring
+    (:func:`microsr.evaluation.dataset.dataset_stacks`) both run it.
+    """
+    return torch.cat([
+        super_resolve(fn, stacks[i : i + batch], norm, options=options,
+                      compute_device=compute_device)
+        for i in range(0, len(stacks), batch)
+    ])  # fmt: skip
+
+
 def _blocks(
     source: SliceSource, grid: OutputGrid, k: int, zrange: tuple[int, int]
 ) -> Iterator[tuple]:
@@ -162,10 +183,9 @@ def predict_slices(
             t = torch.from_numpy(block).to(work)
             up = upsample_bilinear(t, factor=f)
             stacks = sample_z(up, positions, n=source.shape[0], first=first)
-            out = torch.cat([
-                super_resolve(fn, stacks[i : i + batch], norm, options=opts, compute_device=device)
-                for i in range(0, len(stacks), batch)
-            ])  # fmt: skip
+            out = super_resolve_batched(
+                fn, stacks, norm, options=opts, compute_device=device, batch=batch
+            )
             sr = out.float().cpu().numpy()
             if not np.isfinite(sr).all():
                 raise MicrosrError(

@@ -9,9 +9,9 @@ itk-bonemorphometry in :mod:`~microsr.morphometry.features3d`, beside direct Tb.
 """
 
 from microsr.morphometry.area import bone_area_fraction, total_area_mask
+from microsr.morphometry.config import MorphometryConfig
 from microsr.morphometry.features3d import FEATURE_NOTES, bone_features_3d
 from microsr.morphometry.segment import (
-    MorphometryConfig,
     ResolvedThreshold,
     periosteal_envelope,
     resolve_threshold,

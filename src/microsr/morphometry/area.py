@@ -11,8 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from microsr.morphometry.segment import MorphometryConfig
+from microsr.morphometry.config import MorphometryConfig
 from microsr.morphometry.total_area import choose_total_area
+
+#: The one name of the absolute BA/TA error of an image against HR (a fraction, not %):
+#: column ``ba_ta_abserr_<image>`` = ``|ba_ta_<image> - ba_ta_hr|`` (:func:`ba_ta_abserr`).
+BA_TA_ABSERR = "ba_ta_abserr"
+
+
+def ba_ta_abserr(slices: pd.DataFrame, image: str) -> pd.Series:
+    """``|BA/TA(image) - BA/TA(HR)|`` per row of a slice table (``ba_ta_<image>``, ``ba_ta_hr``)."""
+    return (slices[f"ba_ta_{image}"] - slices["ba_ta_hr"]).abs()
 
 
 def total_area_mask(

@@ -22,53 +22,18 @@ Thresholds (:class:`MorphometryConfig`):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
-from microsr.data.normalize import NormalizationConfig, normalize
 from microsr.errors import MicrosrError
-from microsr.volume import Calibration, Volume
-
-ThresholdKind = Literal["mgha", "value", "fraction", "otsu"]
-
-
-class MorphometryConfig(BaseModel):
-    """How bone is segmented and what the total area is.
-
-    ``ta="auto"`` (default) picks the total area that fits the data
-    (:func:`~microsr.morphometry.total_area.choose_total_area`): a given ROI mask;
-    ``"nonzero"`` (voxels != 0) for a VOI exported with zeros outside its contour;
-    ``"envelope"`` for a whole-bone section with a cortical shell: the area inside the
-    periosteal envelope (the segmentation closed with a disk of radius ``closing_vox``,
-    grown up to 4x in a slice whose thin cortex the threshold broke open, holes filled,
-    the largest component kept), the "total cross-sectional area" Tt.Ar of
-    Bouxsein et al. 2010 (doi:10.1002/jbmr.141); else ``"roi"``: the whole image (a
-    trabecular VOI filling the field). Each rule can also be asked for by name.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    threshold: ThresholdKind = "mgha"
-    threshold_value: float | None = Field(
-        500.0, description="mg HA/cm3 | grey value | fraction in (0, 1); unused for otsu"
-    )
-    sigma_vox: float = Field(1.2, ge=0, description="Gaussian sigma in in-plane voxels")
-    ta: Literal["auto", "envelope", "roi", "nonzero"] = "auto"
-    closing_vox: int = Field(5, ge=0, description="disk radius closing the envelope, voxels")
-
-    @model_validator(mode="after")
-    def _check(self) -> MorphometryConfig:
-        if self.threshold != "otsu" and self.threshold_value is None:
-            raise ValueError(f"threshold {self.threshold!r} needs a threshold_value")
-        if self.threshold == "fraction" and not 0 < self.threshold_value < 1:
-            raise ValueError(f"a fraction threshold must lie in (0, 1), got {self.threshold_value}")
-        return self
+from microsr.morphometry.config import MorphometryConfig
+from microsr.volume import Calibration, Volume, is_density
 
 
 @dataclass(frozen=True)
@@ -83,8 +48,9 @@ class ResolvedThreshold:
         return f">= {self.value:.6g}{unit[self.space]}"
 
 
-def _check_calibrated(calibration: Calibration | None, name: str) -> Calibration:
-    if calibration is None or "mg" not in calibration.units.lower():
+def require_density(calibration: Calibration | None, name: str) -> Calibration:
+    """``calibration`` if it is a density calibration (:attr:`Calibration.is_density`)."""
+    if not is_density(calibration):
         raise MicrosrError(
             f"{name}: a threshold in mg HA/cm3 needs density-calibrated data, but this volume "
             f"has {'no calibration' if calibration is None else repr(calibration.units)}; "
@@ -99,8 +65,10 @@ def to_space(
     """``(N, Y, X)`` stored values -> float32 values in the threshold's ``space``."""
     slices = np.asarray(slices, dtype=np.float32)
     if space == "density":
-        return _check_calibrated(calibration, name).apply(slices)
+        return require_density(calibration, name).apply(slices)
     if space == "normalised":
+        from microsr.data.normalize import NormalizationConfig, normalize  # torch, only here
+
         return normalize(slices, NormalizationConfig())
     return slices
 
@@ -114,23 +82,57 @@ def smooth(slices: np.ndarray, sigma_vox: float) -> np.ndarray:
     )
 
 
+def fixed_threshold(config: MorphometryConfig) -> ResolvedThreshold | None:
+    """The threshold of an ``mgha``, ``value`` or ``fraction`` config; ``None`` for Otsu."""
+    space = {"mgha": "density", "value": "grey", "fraction": "normalised"}.get(config.threshold)
+    return None if space is None else ResolvedThreshold(space, float(config.threshold_value))
+
+
 def resolve_threshold(
     reference: Volume | np.ndarray, config: MorphometryConfig, *, name: str = "volume"
 ) -> ResolvedThreshold:
     """The threshold for ``config``; Otsu is computed on the smoothed ``reference`` slices."""
-    if config.threshold == "mgha":
-        if isinstance(reference, Volume):
-            _check_calibrated(reference.calibration, name)
-        return ResolvedThreshold("density", float(config.threshold_value))
-    if config.threshold == "value":
-        return ResolvedThreshold("grey", float(config.threshold_value))
-    if config.threshold == "fraction":
-        return ResolvedThreshold("normalised", float(config.threshold_value))
+    if config.threshold == "mgha" and isinstance(reference, Volume):
+        require_density(reference.calibration, name)
+    fixed = fixed_threshold(config)
+    if fixed is not None:
+        return fixed
     arr = reference.array if isinstance(reference, Volume) else reference
-    values = smooth(np.asarray(arr, np.float32), config.sigma_vox)
-    if float(values.max()) == float(values.min()):
-        raise MicrosrError(f"{name}: constant image, Otsu's threshold is undefined")
-    return ResolvedThreshold("grey", float(threshold_otsu(values)))
+    return ResolvedThreshold("grey", smoothed_otsu([arr], config.sigma_vox, name=name))
+
+
+def smoothed_otsu(
+    chunks: Iterable[np.ndarray],
+    sigma_vox: float,
+    *,
+    max_voxels: int | None = None,
+    name: str = "volume",
+) -> float:
+    """Otsu's threshold of in-plane smoothed voxels: the one Otsu of the package.
+
+    Otsu 1979, doi:10.1109/TSMC.1979.4310076. Each ``(N, Y, X)`` chunk is smoothed by
+    :func:`smooth` (as :func:`segment` smooths before thresholding), optionally reduced to an
+    evenly strided sample of ``max_voxels`` voxels, and the values of all chunks are pooled.
+
+    Raises
+    ------
+    MicrosrError
+        No voxels, or all smoothed values equal (the threshold is undefined).
+    """
+    from microsr.data.normalize import sample_voxels  # torch; this module stays torch-free
+
+    values = []
+    for chunk in chunks:
+        smoothed = smooth(np.asarray(chunk, np.float32), sigma_vox)
+        values.append(
+            smoothed.ravel()
+            if max_voxels is None
+            else sample_voxels(smoothed, max_voxels=max_voxels)
+        )
+    pooled = np.concatenate(values) if values else np.zeros(0, np.float32)
+    if pooled.size == 0 or float(pooled.max()) == float(pooled.min()):
+        raise MicrosrError(f"{name}: empty or constant image, Otsu's threshold is undefined")
+    return float(threshold_otsu(pooled))
 
 
 def segment(

@@ -35,7 +35,8 @@ import numpy as np
 from scipy import ndimage
 
 from microsr.errors import MicrosrError
-from microsr.morphometry.segment import MorphometryConfig, periosteal_envelope
+from microsr.morphometry.config import MorphometryConfig
+from microsr.morphometry.segment import periosteal_envelope
 
 #: thresholds of the ``auto`` rule (see the module notes)
 OUTSIDE_ZEROS_MIN = 0.05

@@ -14,8 +14,9 @@ from microsr import __version__
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
 from microsr.morphometry.area import bone_area_fraction
+from microsr.morphometry.config import MorphometryConfig
 from microsr.morphometry.features3d import FEATURE_NOTES, bone_features_3d
-from microsr.morphometry.segment import MorphometryConfig, resolve_threshold, segment
+from microsr.morphometry.segment import resolve_threshold, segment
 from microsr.morphometry.total_area import choose_total_area
 from microsr.volume import Volume
 

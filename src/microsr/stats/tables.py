@@ -1,13 +1,22 @@
-"""The study's statistics as tables, from one slice-wise table.
+"""Two-level (slice, specimen) statistics tables: the study's and compare's.
 
-Input columns: ``specimen, site, psnr_lr, psnr_sr, ssim_lr, ssim_sr, ba_ta_lr, ba_ta_sr,
-ba_ta_hr`` (and ``model`` for the generalisation matrix). LR is always the LR scan
+Statistics (:mod:`microsr.stats`, scipy.stats): a Student-t interval for each mean, and
+paired differences with their t interval, the paired t-test and the Wilcoxon signed-rank
+test (two-sided), at two levels, because neither is right alone:
+
+* ``slice``: slices are the units. Neighbouring slices of one specimen are correlated, so
+  these intervals are too narrow and the p-values too small;
+* ``specimen``: per-specimen means are the units; they are independent, but with the few
+  test specimens of a CPU-sized benchmark the intervals are wide (and undefined for one).
+
+The study's tables (:func:`run_stats`) compare LR with SR from one slice-wise table; compare's
+(:func:`candidate_table`) compare candidates with a baseline and a reference. Metric names
+are the same in both: ``psnr``, ``ssim``, ``ba_ta_abserr``.
+
+The study's input columns: ``specimen, site, psnr_lr, psnr_sr, ssim_lr, ssim_sr, ba_ta_lr,
+ba_ta_sr, ba_ta_hr`` (and ``model`` for the generalisation matrix). LR is always the LR scan
 interpolated trilinearly onto the HR grid (bilinear in-plane, linear along z:
 :mod:`microsr.evaluation.stacks`); every score is against HR on the paired slices.
-
-Two units of analysis are reported side by side: **specimen** (per-specimen means; the
-independent unit, n = specimens) and **slice** (all slices pooled; more power, but
-slices of one specimen are not independent, so read its p-values as descriptive).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from microsr.morphometry.area import BA_TA_ABSERR, ba_ta_abserr
 from microsr.stats.agreement import bland_altman
 from microsr.stats.describe import mean_ci
 from microsr.stats.paired import paired_comparison
@@ -23,7 +33,7 @@ from microsr.stats.paired import paired_comparison
 COMPARED = {
     "psnr": ("psnr_lr", "psnr_sr", "higher"),
     "ssim": ("ssim_lr", "ssim_sr", "higher"),
-    "ba_ta_abs_error": ("ba_ta_abserr_lr", "ba_ta_abserr_sr", "lower"),
+    BA_TA_ABSERR: (f"{BA_TA_ABSERR}_lr", f"{BA_TA_ABSERR}_sr", "lower"),
 }
 
 
@@ -33,7 +43,7 @@ def add_errors(slices: pd.DataFrame) -> pd.DataFrame:
     for key in ("lr", "sr"):
         if f"ba_ta_{key}" in out and "ba_ta_hr" in out:
             out[f"ba_ta_err_{key}"] = out[f"ba_ta_{key}"] - out["ba_ta_hr"]
-            out[f"ba_ta_abserr_{key}"] = out[f"ba_ta_err_{key}"].abs()
+            out[f"{BA_TA_ABSERR}_{key}"] = ba_ta_abserr(out, key)
     return out
 
 
@@ -108,6 +118,58 @@ def generalisation_matrix(per_specimen: pd.DataFrame) -> pd.DataFrame:
         row = {"model": model, "site": site, "n_specimens": len(g)}
         row |= {c: float(np.nanmean(g[c])) if g[c].notna().any() else float("nan") for c in cols}
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _wide(frame: pd.DataFrame, level: str, metrics) -> pd.DataFrame:
+    """One row per unit, one column per (metric, candidate)."""
+    key = frame["specimen"].astype(str)
+    if level == "slice":
+        key = key + ":" + frame["slice"].astype(str)
+    return frame.assign(unit=key).pivot(index="unit", columns="candidate", values=list(metrics))
+
+
+def candidate_table(
+    slices: pd.DataFrame,
+    specimens: pd.DataFrame,
+    *,
+    metrics: dict[str, tuple[str, ...]],
+    baseline: str,
+    reference: str,
+) -> pd.DataFrame:
+    """Long table: one row per (level, candidate, metric) with mean, CI and paired tests.
+
+    Parameters
+    ----------
+    slices, specimens
+        Long per-slice (``specimen, slice``) and per-specimen scores with a ``candidate``
+        column (:func:`microsr.compare.scoring.score_candidate`), ``baseline`` among them.
+    metrics
+        Level (``"slice"``, ``"specimen"``) -> metric columns.
+    baseline, reference
+        Candidates for the ``*_bilinear`` and ``*_ref`` columns (bilinear LR; the paper's
+        U-Net + BCE by default).
+
+    The paired differences are ``candidate - other`` (:func:`microsr.stats.paired_comparison`
+    reports ``b - a``), with their 95 % t interval, paired t-test and Wilcoxon p-values.
+    """
+    rows = []
+    for level, frame in (("slice", slices), ("specimen", specimens)):
+        present = [m for m in metrics[level] if m in frame]
+        wide = _wide(frame, level, present)
+        for name in frame["candidate"].unique():
+            for metric in present:
+                ci = mean_ci(wide[metric][name])
+                row = {"level": level, "candidate": name, "metric": metric, "n": len(wide)}
+                row |= {"mean": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
+                for tag, other in (("bilinear", baseline), ("ref", reference)):
+                    test = paired_comparison(wide[metric][other], wide[metric][name])
+                    row |= {
+                        f"diff_{tag}": test["mean_diff"], f"diff_low_{tag}": test["diff_ci_low"],
+                        f"diff_high_{tag}": test["diff_ci_high"], f"p_t_{tag}": test["p_t"],
+                        f"p_wilcoxon_{tag}": test["p_wilcoxon"],
+                    }  # fmt: skip
+                rows.append(row)
     return pd.DataFrame(rows)
 
 

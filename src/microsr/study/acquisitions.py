@@ -13,14 +13,9 @@ import logging
 from pathlib import Path
 
 from microsr.data.manifest import SpecimenRow, write_manifest
+from microsr.data.simulated import SimulationConfig, simulate_specimen_lr
 from microsr.io import write_volume
-from microsr.simulate import (
-    AcquisitionConfig,
-    AcquisitionRanges,
-    draw_acquisition,
-    simulate_acquisition,
-)
-from microsr.simulate.randomize import specimen_rng
+from microsr.simulate import AcquisitionConfig, AcquisitionRanges
 from microsr.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -34,12 +29,11 @@ FRAMES_PROTOCOLS: dict[str, dict | AcquisitionRanges] = {
 }
 
 
-def _protocol(fields, base: AcquisitionConfig, seed: int, sid: str) -> AcquisitionConfig:
+def _protocol(fields, base: AcquisitionConfig) -> SimulationConfig:
+    """The simulation of one protocol: ``base`` with ``fields``, or a draw from ranges."""
     if isinstance(fields, AcquisitionRanges):
-        return draw_acquisition(
-            fields, base.model_copy(update={"seed": seed}), specimen_rng(seed, sid)
-        )
-    return base.model_copy(update={**fields, "seed": seed})
+        return SimulationConfig(acquisition=base, randomize=True, ranges=fields, seed=base.seed)
+    return SimulationConfig(acquisition=base.model_copy(update=fields), seed=base.seed)
 
 
 def acquisition_manifest(
@@ -59,7 +53,8 @@ def acquisition_manifest(
         Folder of the volumes and ``manifest.csv``.
     protocols
         Protocol name -> :class:`AcquisitionConfig` fields overriding ``base``, or
-        :class:`AcquisitionRanges` to draw one acquisition per bone (seeded by its id).
+        :class:`AcquisitionRanges` to draw one acquisition per bone; every LR scan is
+        seeded by ``base.seed`` and the bone's id (:func:`simulate_specimen_lr`).
     base
         The acquisition the protocols start from (default: the simulator's defaults).
 
@@ -70,11 +65,11 @@ def acquisition_manifest(
     """
     out_dir, base = Path(out_dir), base or AcquisitionConfig()
     rows = []
-    for index, (sid, _site, hr) in enumerate(specimens):
+    for sid, _site, hr in specimens:
         hr_path = write_volume(hr, out_dir / f"{sid}_hr.mha")
         for name, fields in protocols.items():
-            acq = _protocol(fields, base, base.seed + index, sid)
-            lr = simulate_acquisition(hr, acq)
+            # seeded by the bone's id: one bone has the same noise seed under every protocol
+            lr, _ = simulate_specimen_lr(hr, sid, _protocol(fields, base))
             lr_path = write_volume(lr, out_dir / f"{sid}_{name}_lr.mha")
             rows.append(
                 SpecimenRow(f"{sid}_{name}", name, lr_path, hr_path, extra={"subject": sid})

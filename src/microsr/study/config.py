@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from microsr.data.prepare import PrepareConfig
-from microsr.morphometry.segment import MorphometryConfig
+from microsr.morphometry.config import MorphometryConfig
 from microsr.training.config import TrainConfig
 
 POOLED = "pooled"

@@ -9,22 +9,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from microsr.data.prepare import PrepareConfig
-from microsr.demo import (
-    demo_train_config,
-    file_prepare_config,
-    make_pairs,
+from microsr.data.prepare_config import file_prepare_config
+from microsr.data.simulated import (
+    SimulationConfig,
     phantom_specimens,
+    simulate_pairs,
     simulated_manifest,
     slab_specimens,
 )
 from microsr.errors import MicrosrError
 from microsr.evaluation.scores import default_morphometry
 from microsr.io import read_volume
-from microsr.morphometry.segment import MorphometryConfig
-from microsr.simulate import AcquisitionConfig, make_phantom
+from microsr.morphometry.config import MorphometryConfig
+from microsr.simulate import AcquisitionConfig
 from microsr.simulate.acquisition_file import AcquisitionFile
 from microsr.study.acquisitions import FRAMES_PROTOCOLS, acquisition_manifest
 from microsr.study.config import StudyConfig
+from microsr.training.config import TrainConfig
 
 #: Train/val/test fractions of the demos: 8 specimens per site -> 4 / 1 / 3.
 DEMO_FRACTIONS = (0.5, 0.125, 0.375)
@@ -43,12 +44,16 @@ def phantom_manifest(
     specimens at 10 um with simulated 20 um LR scans (``file``: that acquisition file's
     protocol); returns the manifest path."""
     specimens = [
-        (f"{site}{i:02d}", site, make_phantom(shape, spacing_mm=0.01, site=site, seed=seed + i))
+        spec
         for site in ("femur", "spine")
-        for i in range(per_site)
+        for spec in phantom_specimens(per_site, seed=seed, shape=shape, site=site, prefix=site)
     ]
     acq = AcquisitionConfig(seed=seed, quick=quick)
-    return make_pairs(specimens, Path(out_dir), acq, file=file)
+    if file is not None:
+        sim = SimulationConfig.from_file(file, seed=seed)
+    else:
+        sim = SimulationConfig(acquisition=acq, seed=seed)
+    return simulate_pairs(specimens, out_dir, sim)
 
 
 def slab_manifest(
@@ -89,6 +94,13 @@ def frames_manifest(
     else:
         specimens = slab_specimens(read_volume(data, spacing_mm=spacing_mm), n, factor=base.factor)
     return acquisition_manifest(specimens, out_dir, FRAMES_PROTOCOLS, base=base)
+
+
+def demo_train_config(*, minutes: float, seed: int = 0) -> TrainConfig:
+    """The demos' training: the default model and loss, 64 px patches, a wall-time budget."""
+    return TrainConfig(
+        epochs=10_000, max_minutes=minutes, patch=64, batch_size=8, seed=seed, device="auto"
+    )
 
 
 def demo_config(

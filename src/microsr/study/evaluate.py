@@ -18,10 +18,10 @@ import pandas as pd
 
 from microsr.data.manifest import SpecimenRow
 from microsr.evaluation import ScoreConfig, score_stacks, volume_stacks
-from microsr.evaluation.report import read_truth
+from microsr.evaluation.dataset import SCORING
+from microsr.evaluation.run import read_truth
 from microsr.evaluation.scores import dataset_window
 from microsr.inference.predict import predict_file
-from microsr.inference.runner import PredictOptions
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_path
 from microsr.study.config import StudyConfig, StudyLayout
@@ -58,6 +58,17 @@ def score_config(config: StudyConfig, normalization: dict) -> ScoreConfig:
     )
 
 
+def predict_specimen(
+    checkpoint: Path, row: SpecimenRow, sr_path: Path, config: StudyConfig
+) -> Path:
+    """The study's SR file of one specimen: :data:`SCORING` options (fp32, as compare)."""
+    options = SCORING.model_copy(update={"batch_size": config.predict_batch_size})
+    return predict_file(
+        checkpoint, row.lr_path, sr_path, spacing_mm=row.lr_spacing_mm, device=config.device,
+        options=options, progress=False,
+    )  # fmt: skip
+
+
 def evaluate_specimen(
     layout: StudyLayout,
     model: str,
@@ -72,11 +83,7 @@ def evaluate_specimen(
         return out
     sr_path = layout.prediction(model, row.specimen)
     if not sr_path.is_file():
-        predict_file(
-            checkpoint, row.lr_path, sr_path, spacing_mm=row.lr_spacing_mm,
-            device=config.device, options=PredictOptions(batch_size=config.predict_batch_size),
-            progress=False,
-        )  # fmt: skip
+        predict_specimen(checkpoint, row, sr_path, config)
     hr = read_volume(row.hr_path, spacing_mm=row.hr_spacing_mm)
     lr = read_volume(row.lr_path, spacing_mm=row.lr_spacing_mm)
     truth = read_truth(row.truth_path, hr) if row.truth_path else None

@@ -1,4 +1,6 @@
-"""Training configuration (saved, in full, inside every checkpoint)."""
+"""Training configuration (saved, in full, inside every checkpoint), torch-free.
+
+The CLI reads its defaults from here (``microsr --help`` needs no torch)."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from microsr.models.factory import ModelConfig
-from microsr.morphometry.segment import MorphometryConfig
+from microsr.models.config import ModelConfig
+from microsr.morphometry.config import MorphometryConfig
 
 #: The paper's U-Net (David et al.; Ronneberger et al. 2015), width 16 for CPUs.
 PAPER_MODEL = ModelConfig(name="unet", width=16, depth=3, in_channels=1)

@@ -21,13 +21,13 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from skimage.filters import threshold_otsu
 
 from microsr.data.dataset import SlicePairs
-from microsr.data.normalize import NormalizationConfig, normalize
+from microsr.data.normalize import normalize
+from microsr.data.records import DatasetInfo
 from microsr.errors import MicrosrError
-from microsr.morphometry.segment import MorphometryConfig, smooth
-from microsr.volume import Calibration
+from microsr.morphometry.config import MorphometryConfig
+from microsr.morphometry.segment import smoothed_otsu
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ OTSU_SLICES = 16
 
 
 def calibrated_threshold(
-    info: dict, specimens: list[str], density: float | None = None
+    info: dict | DatasetInfo, specimens: list[str], density: float | None = None
 ) -> float | None:
     """``density`` (mg HA/cm3; default the morphometry's 500) in unit range, or ``None``.
 
@@ -46,17 +46,18 @@ def calibrated_threshold(
     calibration. Specimens with different calibrations get the mean of their unit-range
     thresholds (a warning names the spread).
     """
-    norm = NormalizationConfig.model_validate(info["normalization"])
+    typed = DatasetInfo.of(info)
+    norm = typed.normalization
     density = MorphometryConfig().threshold_value if density is None else density
     if norm.mode != "window" or not specimens:
         return None
     low, high = norm.hr_window
     values = []
     for s in specimens:
-        cal = info["specimens"][s].get("calibration")
-        if not cal or not cal.get("slope") or "mg" not in str(cal.get("units", "")).lower():
+        record = typed.specimens[s]
+        if not record.is_density:
             return None
-        stored = float(Calibration(**cal).invert(density))
+        stored = float(record.density_calibration.invert(density))
         values.append((stored - low) / (high - low))
     if max(values) - min(values) > 0.01:
         log.warning(
@@ -69,22 +70,24 @@ def calibrated_threshold(
 
 def otsu_threshold(pairs: SlicePairs, *, sigma_vox: float, n_slices: int = OTSU_SLICES) -> float:
     """Otsu's threshold of smoothed unit-range HR targets of ``pairs`` (evenly spaced slices)."""
-    samples = []
-    for spec in range(len(pairs.specimens)):  # memory-mapped: only the chosen slices are read
-        hr = pairs.hr_slices(spec)
-        index = np.unique(np.linspace(0, len(hr) - 1, min(n_slices, len(hr))).round().astype(int))
-        unit = normalize(np.asarray(hr[index], np.float32), pairs.normalization, role="hr")
-        samples.append(smooth(unit, sigma_vox).ravel())
-    values = np.concatenate(samples) if samples else np.zeros(0)
-    if values.size == 0 or float(values.max()) == float(values.min()):
+
+    def targets():  # memory-mapped: only the chosen slices are read
+        for spec in range(len(pairs.specimens)):
+            hr = pairs.hr_slices(spec)
+            n = min(n_slices, len(hr))
+            index = np.unique(np.linspace(0, len(hr) - 1, n).round().astype(int))
+            yield normalize(np.asarray(hr[index], np.float32), pairs.normalization, role="hr")
+
+    try:
+        return smoothed_otsu(targets(), sigma_vox, name="training targets")
+    except MicrosrError:
         raise MicrosrError(
             "training targets are empty or constant: no Otsu threshold for the structure term "
             "(give --structure-threshold)"
-        )
-    return float(threshold_otsu(values))
+        ) from None
 
 
-def structure_threshold(info: dict, pairs: SlicePairs, *, sigma_vox: float) -> float:
+def structure_threshold(info: dict | DatasetInfo, pairs: SlicePairs, *, sigma_vox: float) -> float:
     """The default structure threshold of a dataset (see the module docstring).
 
     Parameters
