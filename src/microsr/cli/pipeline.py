@@ -251,9 +251,17 @@ def predict(
             "from SLURM_ARRAY_TASK_ID and the array's size when set, else all (0/1)"
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="run an input already at or finer than the model's HR voxel (refused otherwise)"
+        ),
+    ] = False,
     threads: Threads = None,
 ) -> None:
-    """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint."""
+    """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint.
+
+    Each axis is upsampled to the model's HR voxel size from the input's own voxel size."""
     from microsr.inference.batch import plan_jobs, predict_batch, select_shard
     from microsr.inference.predict import predict_file
     from microsr.inference.runner import PredictOptions
@@ -263,7 +271,7 @@ def predict(
     with option_errors():
         opts = PredictOptions(
             batch_size=batch_size, tile=tile, precision=precision, channels_last=channels_last,
-            compile=compile, tta=tta, z_grid=z_grid,
+            compile=compile, tta=tta, z_grid=z_grid, force=force,
         )  # fmt: skip
     sp = parse_spacing(spacing)
     if manifest is None and out_dir is None:

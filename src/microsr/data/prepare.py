@@ -237,6 +237,7 @@ def _dataset_info(manifest, meta: dict, config: PrepareConfig, norm) -> dict:
             f"{manifest}: specimens have different scale factors (in-plane, z) {sorted(factors)}"
         )
     factor, z_factor = factors.pop()
+    _warn_spacings(meta)
     return {
         "format": "microsr-dataset",
         "format_version": DATASET_FORMAT,
@@ -248,6 +249,34 @@ def _dataset_info(manifest, meta: dict, config: PrepareConfig, norm) -> dict:
         "normalization": norm.model_dump(mode="json"),
         "specimens": meta,
     }
+
+
+def _warn_spacings(meta: dict) -> None:
+    """Warn about specimens whose LR voxel is > 10 % off the median LR voxel (per axis):
+    the model learns one physical scale, and ``predict`` compares inputs with the median."""
+    median = training_spacings({"specimens": meta}).get("lr_spacing_mm")
+    for sid, m in meta.items():
+        off = [
+            f"{a} {s:.4g} vs {t:.4g} mm"
+            for a, s, t in zip("zyx", m.get("lr_spacing_mm") or (), median or ())
+            if abs(s - t) > 0.1 * t
+        ]
+        if off:
+            log.warning(
+                "%s: LR voxel size more than 10 %% off the dataset's median LR voxel (%s); "
+                "the model will learn structures at mixed physical scales", sid, "; ".join(off),
+            )  # fmt: skip
+
+
+def training_spacings(info: dict) -> dict:
+    """``{"lr_spacing_mm": (z, y, x), "hr_spacing_mm": (z, y, x)}``: the median voxel sizes
+    (mm) of a dataset's specimens, which a checkpoint records; ``{}`` if none are recorded."""
+    out = {}
+    for key in ("lr_spacing_mm", "hr_spacing_mm"):
+        values = [m[key] for m in info.get("specimens", {}).values() if m.get(key)]
+        if values:
+            out[key] = [float(v) for v in np.median(np.asarray(values, float), axis=0)]
+    return out
 
 
 def load_dataset_info(dataset_dir: str | Path) -> tuple[dict, dict]:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from microsr.errors import MicrosrError
-from microsr.pairing.geometry import check_pair
+from microsr.pairing.geometry import check_boxes, check_pair
 from microsr.pairing.upsample import sample_z, upsample_bilinear, z_span
 from microsr.volume import Calibration, Volume
 
@@ -100,12 +100,13 @@ def volume_stacks(hr: Volume, lr: Volume, sr: Volume | None = None, *, name: str
     ------
     MicrosrError
         Bad pair geometry (:func:`~microsr.pairing.geometry.check_pair`), SR not on the HR
-        in-plane grid or not covering the paired slices, no slice to pair.
+        in-plane grid, not covering HR's physical box or the paired slices, no slice to pair.
     """
     geo = check_pair(lr, hr, name=name)
     f = geo.factor
     h, w = min(lr.shape[1] * f, hr.shape[1]), min(lr.shape[2] * f, hr.shape[2])
-    if sr is not None:
+    if sr is not None:  # SR covers the same physical box as HR, within one LR voxel
+        check_boxes(sr, hr, name=name, tolerance_mm=lr.spacing_mm, labels=("SR", "HR"))
         h, w = min(h, sr.shape[1]), min(w, sr.shape[2])
         t_sr = _sr_positions(sr, hr, geo.hr_slices, name)
     if len(geo.hr_slices) == 0:

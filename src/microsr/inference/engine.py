@@ -7,11 +7,12 @@ for a 2.5D model; :mod:`microsr.pairing.upsample`), normalised with the checkpoi
 :class:`~microsr.data.normalize.NormalizationConfig`; the model's [0, 1] output is mapped back
 to HR units (:func:`super_resolve`).
 
-Output grids (``PredictOptions.z_grid``): ``"hr"``: ``z_factor`` x the LR slice count,
-spacing divided by the factor on all three axes (isotropic for an isotropic LR scan), origin
-from the convention of :mod:`microsr.pairing.geometry`; ``"lr"``: the LR slices, in-plane
-upsampling only; ``"auto"``: the grid the checkpoint was trained for (microsr 0.1
-checkpoints: ``"lr"``).
+Output grids: each axis is upsampled by the factor that brings the input's voxel size to the
+model's HR target voxel (:func:`microsr.inference.scale.plan_scale`: an axis already at the
+target is kept, an HR scan given as LR is refused unless ``force``), origin from the
+convention of :mod:`microsr.pairing.geometry`. ``PredictOptions.z_grid``: ``"hr"``: z too;
+``"lr"``: the LR slices, in-plane upsampling only; ``"auto"``: the grid the checkpoint was
+trained for (microsr 0.1 checkpoints: ``"lr"``).
 
 Three stages overlap (:mod:`microsr.inference.threads`): a background thread reads LR blocks
 ahead, the calling thread computes, a second thread writes SR slices behind; memory is
@@ -40,6 +41,7 @@ from microsr.data.normalize import (
 from microsr.errors import MicrosrError
 from microsr.inference.checkpoint import LoadedModel
 from microsr.inference.runner import PredictOptions, autocast_dtype, batch_size, image_fn
+from microsr.inference.scale import plan_scale
 from microsr.inference.threads import BackgroundWriter, prefetched
 from microsr.inference.tiling import predict_tiled
 from microsr.io import SliceSource, template, write_slices
@@ -62,20 +64,27 @@ class OutputGrid:
     origin_mm: tuple[float, float, float]
     t: np.ndarray
     z_grid: str
+    factor: int = 1  # in-plane factor (y and x)
 
 
-def output_grid(source: SliceSource, loaded: LoadedModel, z_grid: str = "auto") -> OutputGrid:
+def output_grid(
+    source: SliceSource, loaded: LoadedModel, z_grid: str = "auto", *, force: bool = False
+) -> OutputGrid:
     """The SR volume's grid for ``source`` (see the module notes).
 
     Raises
     ------
     MicrosrError
-        The HR grid asked of a one-slice LR volume.
+        The HR grid asked of a one-slice LR volume; an input already at the HR target
+        (unless ``force``; :func:`~microsr.inference.scale.plan_scale`).
     """
     grid = loaded.meta.z_grid if z_grid == "auto" else z_grid
-    f, z = loaded.factor, source.shape[0]
-    fz = loaded.meta.slice_factor if grid == "hr" else 1
-    if grid == "hr" and z < 2:
+    plan = plan_scale(
+        source.spacing_mm, loaded.meta, z_grid=grid, force=force, name=str(source.path)
+    )
+    fz, f, _ = plan.factors
+    z = source.shape[0]
+    if fz > 1 and z < 2:
         raise MicrosrError(
             f"{source.path}: {z} LR slice; the HR z grid interpolates between LR slices and "
             "needs at least 2 (use --z-grid lr to sharpen the slice in-plane only)"
@@ -83,7 +92,7 @@ def output_grid(source: SliceSource, loaded: LoadedModel, z_grid: str = "auto") 
     shape, spacing, origin = hr_grid(
         source.shape, source.spacing_mm, source.origin_mm, f, z_factor=fz
     )
-    return OutputGrid(shape, spacing, origin, output_positions(shape[0], fz), grid)
+    return OutputGrid(shape, spacing, origin, output_positions(shape[0], fz), grid, f)
 
 
 def super_resolve(
@@ -126,16 +135,17 @@ def predict_slices(
     *,
     options: PredictOptions | None = None,
     progress: bool = True,
+    grid: OutputGrid | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, sr)`` for consecutive blocks of output slices of ``source``.
 
-    ``sr`` is float32 ``(stop - start, Y f, X f)`` in HR units, on the grid of
-    :func:`output_grid`. A reader thread reads ahead; a 2.5D model gets its ``k``
+    ``sr`` is float32 ``(stop - start, Y f, X f)`` in HR units, on ``grid`` (default:
+    :func:`output_grid`). A reader thread reads ahead; a 2.5D model gets its ``k``
     neighbouring slices on each side, clamped at the volume's ends.
     """
     opts = options or PredictOptions()
-    grid = output_grid(source, loaded, opts.z_grid)
-    norm, k, f = loaded.meta.normalization, loaded.context_slices, loaded.factor
+    grid = grid or output_grid(source, loaded, opts.z_grid, force=opts.force)
+    norm, k, f = loaded.meta.normalization, loaded.context_slices, grid.factor
     if not norm.output_in_hr_units:
         log.warning(
             "%s: a microsr %s checkpoint without a fitted output range: SR is mapped back "
@@ -196,7 +206,7 @@ def predict_stream(
         written only if every slice succeeded.
     """
     opts = options or PredictOptions()
-    grid = output_grid(source, loaded, opts.z_grid)
+    grid = output_grid(source, loaded, opts.z_grid, force=opts.force)
     dtype = autocast_dtype(loaded.device, opts.precision) or torch.float32
     meta = {
         **source.metadata,
@@ -213,7 +223,7 @@ def predict_stream(
     )
     ok, t0 = False, time.perf_counter()
     try:
-        for _, _, sr in predict_slices(loaded, source, options=opts, progress=progress):
+        for _, _, sr in predict_slices(loaded, source, options=opts, progress=progress, grid=grid):
             writer.put(sr)
         ok = True
     finally:

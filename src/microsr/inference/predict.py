@@ -52,10 +52,10 @@ def predict_volume(
     """
     opts = options or PredictOptions()
     source = volume_source(lr)
-    grid = output_grid(source, loaded, opts.z_grid)
+    grid = output_grid(source, loaded, opts.z_grid, force=opts.force)
     if out is None:
         out = np.empty(grid.shape, np.float32)
-    for s, e, sr in predict_slices(loaded, source, options=opts, progress=progress):
+    for s, e, sr in predict_slices(loaded, source, options=opts, progress=progress, grid=grid):
         out[s:e] = sr
     meta = {**lr.metadata, "microsr_checkpoint": str(loaded.path), "microsr_z_grid": grid.z_grid}
     return Volume(out, grid.spacing_mm, grid.origin_mm, lr.calibration, meta)

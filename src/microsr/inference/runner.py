@@ -27,7 +27,8 @@ from microsr.inference.checkpoint import LoadedModel
 class PredictOptions(BaseModel):
     """How prediction runs (:mod:`microsr.inference.engine`).
 
-    ``z_grid`` chooses the output slices; the other options change only speed and float
+    ``z_grid`` chooses the output slices and ``force`` runs an input at the HR target
+    (:mod:`microsr.inference.scale`); the other options change only speed and float
     rounding (``tta``: averaging over flips and rotations).
 
     ``precision="auto"``: bf16 autocast on CUDA (fp16 where bf16 is unsupported) and on
@@ -53,6 +54,11 @@ class PredictOptions(BaseModel):
         "auto",
         description="output slices: hr (factor x the LR slices, isotropic), lr (the LR slices, "
         "in-plane only), auto (the grid the checkpoint was trained for)",
+    )
+    force: bool = Field(
+        False,
+        description="run an input already at or finer than the model's HR target voxel (an HR "
+        "scan given as LR) with the trained factors instead of refusing it",
     )
 
 

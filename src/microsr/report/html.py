@@ -196,7 +196,6 @@ def build_report(study_dir: str | Path) -> Path:
     names = [p.stem for p in sorted(stats.glob("*.csv"))]
     tables = {n: _read(stats, n) for n in names}
     with atomic_path(study / "report", directory=True, replace_folder=True) as tmp:  # ours
-        tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
         figs = _figures(study, tables, tmp / "figures")
         (tmp / "tables").mkdir()
         for n in names:

@@ -82,6 +82,8 @@ class SRModule(L.LightningModule):
             train_config=self.cfg.model_dump(mode="json"),
             seed=self.cfg.seed,
             model_class=type(self.model).__name__,
+            lr_spacing_mm=self.hparams["data"].get("lr_spacing_mm"),
+            hr_spacing_mm=self.hparams["data"].get("hr_spacing_mm"),
         )
         checkpoint[CHECKPOINT_KEY] = meta.to_dict()
 
