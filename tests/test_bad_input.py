@@ -58,6 +58,8 @@ def ws(tmp_path_factory) -> Path:
     raw = torch.load(ckpt, weights_only=False)  # trained on 0.02 mm LR for a 0.01 mm target
     raw["microsr"].update(lr_spacing_mm=[0.02] * 3, hr_spacing_mm=[0.01] * 3)
     torch.save(raw, w / "spaced.ckpt")
+    raw["microsr"]["units"] = {"kind": "mgha"}  # a model in mg HA/cm3
+    torch.save(raw, w / "mgha.ckpt")
     write_volume(make_pair(9, shape=(32, 96, 96))[0], w / "big_lr.mha")  # SR: 1.2 MB
     (w / "badbytes.csv").write_bytes(
         b"specimen,site,lr_path,hr_path\ns\xff0,femur,lr0.mha,hr0.mha\n"
@@ -218,6 +220,14 @@ CASES = [
     Case("predict onto a full disk (64 KiB tmpfs)",
          ["predict", "{w}/model.ckpt", "{w}/big_lr.mha", "{s}/sr"], "no space left on device",
          _tiny_tmpfs, _unmount),
+    # units (issue 25): grey values into a mg HA/cm3 model
+    Case("predict grey values with a mg HA/cm3 model",
+         ["predict", "{w}/mgha.ckpt", "{w}/lr0.mha", "{o}/sr.mha"], "cannot be converted"),
+    Case("predict --output-units mgha with a grey-value input and model",
+         ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.mha", "--output-units", "mgha"],
+         "needs density units"),
+    Case("predict --input-units foo", ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.mha",
+                                       "--input-units", "foo"], "--input-units"),
 ]  # fmt: skip
 
 

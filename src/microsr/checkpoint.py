@@ -16,7 +16,8 @@ Format versions: 1 (microsr 0.1): LR-slice pairing, per-slice min-max or a fixed
 ``z_grid``; 2: adds ``z_grid`` (``"hr"``: trained on every HR slice, predicts the full HR grid)
 and fitted intensity windows. Version-1 checkpoints still load and predict on their LR grid.
 Optional fields added later without a version change (older files lack them, readers default
-them): ``lr_spacing_mm`` / ``hr_spacing_mm`` (the training voxel sizes).
+them): ``lr_spacing_mm`` / ``hr_spacing_mm`` (the training voxel sizes), ``units`` (the
+window's density units).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationErro
 from torch import nn
 
 from microsr import __version__
+from microsr.calibration import WindowUnits
 from microsr.data.normalize import NormalizationConfig
 from microsr.errors import InputFileError
 from microsr.io.atomic import atomic_path
@@ -70,6 +72,10 @@ class CheckpointMeta(BaseModel):
         The training LR voxel and the HR target voxel ``(z, y, x)`` in mm (the median over
         the training dataset's specimens); ``None`` in checkpoints written before they were
         recorded (``predict`` then states what it assumes, :mod:`microsr.inference.scale`).
+    units
+        The units of the intensity window (:class:`~microsr.calibration.WindowUnits`:
+        mg HA/cm3, native scanner values with their calibration, or uncalibrated grey
+        values); ``None`` in older checkpoints (inputs are then taken to be in its units).
     train_config
         The full :class:`~microsr.training.config.TrainConfig` as a dict.
     """
@@ -88,6 +94,7 @@ class CheckpointMeta(BaseModel):
     normalization: NormalizationConfig
     lr_spacing_mm: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
     hr_spacing_mm: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
+    units: WindowUnits | None = None
     train_config: dict = Field(default_factory=dict)
     seed: int | None = None
 
@@ -120,6 +127,7 @@ def new_meta(
     model_class: str = "",
     lr_spacing_mm: tuple[float, float, float] | None = None,
     hr_spacing_mm: tuple[float, float, float] | None = None,
+    units: WindowUnits | dict | None = None,
 ) -> CheckpointMeta:
     """A current-format record (format 2, HR grid, this package's version)."""
     return CheckpointMeta(
@@ -133,6 +141,7 @@ def new_meta(
         normalization=normalization,
         lr_spacing_mm=lr_spacing_mm,
         hr_spacing_mm=hr_spacing_mm,
+        units=units,
         train_config=train_config or {},
         seed=seed,
     )

@@ -254,9 +254,20 @@ def predict(
     force: Annotated[
         bool,
         typer.Option(
-            help="run an input already at or finer than the model's HR voxel (refused otherwise)"
+            help="run an input already at or finer than the model's HR voxel, or in units "
+            "that do not convert into the model's (refused otherwise)"
         ),
     ] = False,
+    input_units: Annotated[
+        str,
+        typer.Option(
+            help="auto (the input's calibration) | mgha (its values are mg HA/cm3) | model "
+            "(already in the model's units)"
+        ),
+    ] = "auto",
+    output_units: Annotated[
+        str, typer.Option(help="input (its own units and calibration) | mgha (mg HA/cm3)")
+    ] = "input",
     threads: Threads = None,
 ) -> None:
     """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint.
@@ -271,7 +282,8 @@ def predict(
     with option_errors():
         opts = PredictOptions(
             batch_size=batch_size, tile=tile, precision=precision, channels_last=channels_last,
-            compile=compile, tta=tta, z_grid=z_grid, force=force,
+            compile=compile, tta=tta, z_grid=z_grid, force=force, input_units=input_units,
+            output_units=output_units,
         )  # fmt: skip
     sp = parse_spacing(spacing)
     if manifest is None and out_dir is None:

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from microsr import __version__
+from microsr.calibration import units_of
 from microsr.data.manifest import read_manifest
 from microsr.data.normalize import (
     NormalizationConfig,
@@ -51,6 +52,7 @@ from microsr.io import read_volume
 from microsr.io.atomic import atomic_folder, check_output
 from microsr.pairing.registration import RegistrationConfig
 from microsr.runtime import progress as make_progress
+from microsr.volume import Calibration
 
 __all__ = [
     "DATASET_FORMAT",
@@ -277,6 +279,25 @@ def training_spacings(info: dict) -> dict:
         if values:
             out[key] = [float(v) for v in np.median(np.asarray(values, float), axis=0)]
     return out
+
+
+def dataset_units(info: dict) -> dict | None:
+    """The units of a dataset's HR window (:class:`~microsr.calibration.WindowUnits` as a
+    dict): mg HA/cm3 (``--units mgha`` or density-valued scans), native values with the
+    specimens' calibration, or grey values; ``None`` when specimens disagree."""
+    found = {}
+    for sid, m in info.get("specimens", {}).items():
+        cal = Calibration(**m["calibration"]) if m.get("calibration") else None
+        meta = {"value_units": "mgha"} if m.get("units") == "mgha" else {}
+        found.setdefault(units_of(cal, meta).model_dump_json(), sid)
+    if len(found) != 1:
+        log.warning(
+            "the specimens' HR scans come in %d different units (e.g. %s): the checkpoint "
+            "records none, and predict takes inputs to be in the model's units",
+            len(found), ", ".join(list(found.values())[:3]),
+        )  # fmt: skip
+        return None
+    return json.loads(next(iter(found)))
 
 
 def load_dataset_info(dataset_dir: str | Path) -> tuple[dict, dict]:

@@ -1,4 +1,4 @@
-"""Streaming prediction: an LR volume in, an SR volume in the HR scan's units out.
+"""Streaming prediction: an LR volume in, an SR volume in stated units out.
 
 For each output slice the engine builds the model's input exactly as training did
 (:mod:`microsr.data.dataset`): the LR volume is upsampled bilinearly in-plane and
@@ -13,6 +13,10 @@ target is kept, an HR scan given as LR is refused unless ``force``), origin from
 convention of :mod:`microsr.pairing.geometry`. ``PredictOptions.z_grid``: ``"hr"``: z too;
 ``"lr"``: the LR slices, in-plane upsampling only; ``"auto"``: the grid the checkpoint was
 trained for (microsr 0.1 checkpoints: ``"lr"``).
+
+Units (:mod:`microsr.inference.units`): a calibrated input is converted into the model's
+window units before normalisation, and the SR is written in the input's own units with its
+calibration (or in mg HA/cm3 with ``output_units="mgha"``).
 
 Three stages overlap (:mod:`microsr.inference.threads`): a background thread reads LR blocks
 ahead, the calling thread computes, a second thread writes SR slices behind; memory is
@@ -44,6 +48,7 @@ from microsr.inference.runner import PredictOptions, autocast_dtype, batch_size,
 from microsr.inference.scale import plan_scale
 from microsr.inference.threads import BackgroundWriter, prefetched
 from microsr.inference.tiling import predict_tiled
+from microsr.inference.units import UnitsPlan, apply_map, output_metadata, plan_units
 from microsr.io import SliceSource, template, write_slices
 from microsr.pairing.geometry import hr_grid, output_positions
 from microsr.pairing.upsample import sample_z, upsample_bilinear, z_span
@@ -95,6 +100,15 @@ def output_grid(
     return OutputGrid(shape, spacing, origin, output_positions(shape[0], fz), grid, f)
 
 
+def units_plan(source: SliceSource, loaded: LoadedModel, options: PredictOptions) -> UnitsPlan:
+    """How ``source``'s values reach the model's units and the output's (:mod:`.units`)."""
+    return plan_units(
+        source.calibration, source.metadata, loaded.meta.units,
+        input_units=options.input_units, output_units=options.output_units,
+        force=options.force, name=str(source.path),
+    )  # fmt: skip
+
+
 def super_resolve(
     fn: Callable[[torch.Tensor], torch.Tensor],
     stack: torch.Tensor,
@@ -136,15 +150,18 @@ def predict_slices(
     options: PredictOptions | None = None,
     progress: bool = True,
     grid: OutputGrid | None = None,
+    units: UnitsPlan | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, sr)`` for consecutive blocks of output slices of ``source``.
 
-    ``sr`` is float32 ``(stop - start, Y f, X f)`` in HR units, on ``grid`` (default:
-    :func:`output_grid`). A reader thread reads ahead; a 2.5D model gets its ``k``
-    neighbouring slices on each side, clamped at the volume's ends.
+    ``sr`` is float32 ``(stop - start, Y f, X f)`` on ``grid`` (default: :func:`output_grid`)
+    in the units of ``units`` (default: :func:`units_plan`; the input's own). A reader thread
+    reads ahead; a 2.5D model gets its ``k`` neighbouring slices on each side, clamped at the
+    volume's ends.
     """
     opts = options or PredictOptions()
     grid = grid or output_grid(source, loaded, opts.z_grid, force=opts.force)
+    units = units or units_plan(source, loaded, opts)
     norm, k, f = loaded.meta.normalization, loaded.context_slices, grid.factor
     if not norm.output_in_hr_units:
         log.warning(
@@ -159,6 +176,7 @@ def predict_slices(
     )
     with bar, torch.inference_mode():
         for s, e, positions, first, block in prefetched(_blocks(source, grid, k), opts.prefetch):
+            block = apply_map(block, units.to_model)  # into the model's units
             if s == 0:  # once per file: are these intensities what the model was trained on?
                 check_input_range(block, norm, name=str(source.path))
             t = torch.from_numpy(block).to(work)
@@ -168,7 +186,7 @@ def predict_slices(
                 super_resolve(fn, stacks[i : i + batch], norm, options=opts, compute_device=device)
                 for i in range(0, len(stacks), batch)
             ])  # fmt: skip
-            sr = out.float().cpu().numpy()
+            sr = apply_map(out.float().cpu().numpy(), units.to_output)
             if not np.isfinite(sr).all():
                 raise MicrosrError(
                     f"{source.path}: the model produced NaN or Inf values in output slices "
@@ -202,28 +220,31 @@ def predict_stream(
     Returns
     -------
     Path
-        ``out_path``: a float32 volume in HR units on the grid of :func:`output_grid`,
+        ``out_path``: a float32 volume in the units of :func:`units_plan`, on the grid of
+        :func:`output_grid`,
         written only if every slice succeeded.
     """
     opts = options or PredictOptions()
     grid = output_grid(source, loaded, opts.z_grid, force=opts.force)
+    units = units_plan(source, loaded, opts)
     dtype = autocast_dtype(loaded.device, opts.precision) or torch.float32
     meta = {
-        **source.metadata,
+        **output_metadata(source.metadata, units),
         "microsr_checkpoint": str(loaded.path),
         "microsr_precision": str(dtype).removeprefix("torch."),  # provenance: bf16 or fp32
         "microsr_z_grid": grid.z_grid,
-        "microsr_units": "HR scan units"
-        if loaded.meta.normalization.output_in_hr_units
-        else "legacy",
     }
-    target = template(grid.shape, grid.spacing_mm, grid.origin_mm, source.calibration, meta)
+    if not loaded.meta.normalization.output_in_hr_units:
+        meta["microsr_units"] = "legacy"
+    target = template(grid.shape, grid.spacing_mm, grid.origin_mm, units.calibration, meta)
     writer = BackgroundWriter(
         lambda b: write_slices(target, b, out_path, overwrite=overwrite), opts.prefetch
     )
     ok, t0 = False, time.perf_counter()
     try:
-        for _, _, sr in predict_slices(loaded, source, options=opts, progress=progress, grid=grid):
+        for _, _, sr in predict_slices(
+            loaded, source, options=opts, progress=progress, grid=grid, units=units
+        ):
             writer.put(sr)
         ok = True
     finally:

@@ -84,6 +84,7 @@ class SRModule(L.LightningModule):
             model_class=type(self.model).__name__,
             lr_spacing_mm=self.hparams["data"].get("lr_spacing_mm"),
             hr_spacing_mm=self.hparams["data"].get("hr_spacing_mm"),
+            units=self.hparams["data"].get("units"),
         )
         checkpoint[CHECKPOINT_KEY] = meta.to_dict()
 
