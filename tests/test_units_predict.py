@@ -156,3 +156,22 @@ def _empty() -> dict:
     fields = WindowUnits(kind="grey").model_dump()
     fields.pop("kind")
     return fields
+
+
+def test_evaluate_converts_lr_and_sr_into_hr_units():
+    from conftest import make_pair
+
+    from microsr.evaluation.stacks import volume_stacks
+
+    lr, hr = make_pair(0, shape=(8, 36, 36))  # grey values 100..1000, taken as mg HA/cm3
+    hr = hr.with_array(hr.array, calibration=Calibration(1.0, 0.0))
+    lr_mgha = lr.with_array(lr.array, calibration=Calibration(1.0, 0.0))
+    lr_native = lr.with_array(SCANCO.invert(lr.array), calibration=SCANCO)  # same densities
+    sr_native = hr.with_array(SCANCO.invert(hr.array), calibration=SCANCO)
+    ref = volume_stacks(hr, lr_mgha, hr, name="s").read(0, 8, ("lr", "sr", "hr"))
+    got = volume_stacks(hr, lr_native, sr_native, name="s").read(0, 8, ("lr", "sr", "hr"))
+    for key in ("lr", "sr", "hr"):
+        np.testing.assert_allclose(got[key], ref[key], atol=0.05)
+    other = lr.with_array(lr.array, calibration=Calibration(1.0, 0.0, "mg/cm3"))
+    with pytest.raises(MicrosrError, match=r"LR holds mg/cm3 and HR mg HA/cm3; these cannot"):
+        volume_stacks(hr, other, name="s")

@@ -323,3 +323,11 @@ def linear_map(source: WindowUnits, target: WindowUnits) -> tuple[float, float] 
         return None
     s, t = source.calibration(), target.calibration()
     return s.slope / t.slope, (s.intercept - t.intercept) / t.slope  # type: ignore[union-attr]
+
+
+def apply_map(values: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
+    """``a * values + b`` in float32 (the input unchanged when the map is the identity)."""
+    a, b = ab
+    if (a, b) == (1.0, 0.0):
+        return values
+    return (np.asarray(values, np.float64) * a + b).astype(np.float32)

@@ -24,9 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import numpy as np
-
-from microsr.calibration import DENSITY_UNITS, WindowUnits, linear_map, units_of
+from microsr.calibration import DENSITY_UNITS, WindowUnits, apply_map, linear_map, units_of
 from microsr.errors import MicrosrError
 from microsr.volume import Calibration
 
@@ -56,14 +54,6 @@ class UnitsPlan:
     calibration: Calibration | None = None
     value_units: str | None = None
     label: str = "the model's units"
-
-
-def apply_map(values: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
-    """``a * values + b`` in float32 (the input unchanged when the map is the identity)."""
-    a, b = ab
-    if (a, b) == (1.0, 0.0):
-        return values
-    return (np.asarray(values, np.float64) * a + b).astype(np.float32)
 
 
 def _inverse(ab: tuple[float, float]) -> tuple[float, float]:
