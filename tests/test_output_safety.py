@@ -180,3 +180,19 @@ def test_read_ahead_stops_when_the_consumer_stops_after_the_last_item():
     closer.start()
     closer.join(timeout=5)
     assert not closer.is_alive()
+
+
+def test_a_read_only_file_system_is_named_before_any_work(tmp_path):
+    from microsr.io.atomic import check_output
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)],
+                          capture_output=True, timeout=20)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with pytest.raises(MicrosrError, match="read-only file system"):
+            check_output(mnt / "sr.mha")
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=20)

@@ -175,3 +175,36 @@ def test_evaluate_converts_lr_and_sr_into_hr_units():
     other = lr.with_array(lr.array, calibration=Calibration(1.0, 0.0, "mg/cm3"))
     with pytest.raises(MicrosrError, match=r"LR holds mg/cm3 and HR mg HA/cm3; these cannot"):
         volume_stacks(hr, other, name="s")
+
+
+def test_cli_predict_of_a_scanco_aim_keeps_its_calibration(tmp_path):
+    """The issue's command: a real checkpoint in mg HA/cm3 and a native AIM, then `info`."""
+    import json
+
+    from conftest import save_model
+    from typer.testing import CliRunner
+
+    from microsr.checkpoint import parse_checkpoint, save_checkpoint
+    from microsr.cli import app
+    from microsr.models.factory import ModelConfig, build_model
+
+    path = save_model(tmp_path / "m.ckpt", ModelConfig(width=4, depth=1))
+    meta, _ = parse_checkpoint(path)
+    meta = meta.model_copy(update={"units": MGHA, "lr_spacing_mm": SPACINGS[0]})
+    meta = meta.model_copy(update={"hr_spacing_mm": SPACINGS[1]})
+    ckpt = save_checkpoint(tmp_path / "mgha.ckpt", build_model(meta.network), meta)
+    lr = write_volume(_native_scan(), tmp_path / "lr.aim")
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict", str(ckpt), str(lr), str(tmp_path / "sr.aim")])
+    assert res.exit_code == 0, res.output
+    info = json.loads(runner.invoke(app, ["info", str(tmp_path / "sr.aim"), "--json"]).output)
+    assert info["scanco_header"]["RescaleSlope"] == pytest.approx(1662.524)
+    low, high = info["density_range_mgha"]  # within the model's window 0..1000 mg HA/cm3
+    assert -1.0 <= low < high <= 1001.0  # relabelled native values would read -399..-196
+
+
+def test_declared_mgha_into_a_grey_model_is_still_refused():
+    grey = WindowUnits(kind="grey")
+    with pytest.raises(MicrosrError, match="input holds mg HA/cm3 and the model was trained on"):
+        plan_units(None, {}, grey, input_units="mgha")
+    assert plan_units(None, {}, grey, input_units="model").to_model == (1.0, 0.0)

@@ -65,20 +65,24 @@ def _declared(
     given: WindowUnits, model: WindowUnits, input_units: str, force: bool, name: str
 ) -> WindowUnits:
     """The input's units after ``input_units`` / ``force`` (see the module notes)."""
-    if input_units == "mgha":
-        return WindowUnits(kind="mgha")
     if input_units == "model":
         return model
-    if linear_map(given, model) is not None:
-        return given
+    source = WindowUnits(kind="mgha") if input_units == "mgha" else given
+    if linear_map(source, model) is not None:
+        return source
     text = (
-        f"{name}: the input holds {given.describe()} and the model was trained on "
+        f"{name}: the input holds {source.describe()} and the model was trained on "
         f"{model.describe()}; these cannot be converted into each other"
     )
     if not force:
+        hint = (
+            ""
+            if input_units == "mgha"
+            else "--input-units mgha if the input's values are mg HA/cm3, "
+        )
         raise MicrosrError(
-            text + ". Give --input-units mgha if the input's values are mg HA/cm3, "
-            "--input-units model if they are already in the model's units, or --force"
+            f"{text}. Give {hint}--input-units model if they are already in the model's units, "
+            "or --force"
         )
     log.warning("%s; --force: its values are taken as the model's units", text)
     return model

@@ -350,7 +350,9 @@ def _check_writable(path: Path) -> None:
     if not parent.is_dir():
         raise InputFileError(path, f"cannot be created: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputFileError(path, f"cannot be written: no write permission in {parent}")
+        readonly = hasattr(os, "statvfs") and bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        cause = "a read-only file system" if readonly else "no write permission"
+        raise InputFileError(path, f"cannot be written: {cause} in {parent}")
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
