@@ -56,10 +56,13 @@ def pair_manifest(tmp_path: Path) -> Path:
     return write_manifest(rows, tmp_path / "manifest.csv")
 
 
-def loaded_model(model, *, in_channels=1, normalization=None, z_grid="hr", factor=2, version=2):
+def loaded_model(
+    model, *, in_channels=1, normalization=None, z_grid="hr", factor=2, version=2, spacings=None
+):
     """A LoadedModel around any module, with a current-format metadata record.
 
-    The default normalisation is the window 0..1000 (the grey range of the tests' volumes).
+    The default normalisation is the window 0..1000 (the grey range of the tests' volumes);
+    ``spacings``: the recorded training ``(lr_spacing_mm, hr_spacing_mm)`` (default: none).
     """
     from microsr.checkpoint import CheckpointMeta
     from microsr.data.normalize import NormalizationConfig
@@ -72,6 +75,8 @@ def loaded_model(model, *, in_channels=1, normalization=None, z_grid="hr", facto
         factor=factor,
         z_grid=z_grid,
         normalization=normalization or NormalizationConfig(mode="window", low=0, high=1000),
+        lr_spacing_mm=spacings[0] if spacings else None,
+        hr_spacing_mm=spacings[1] if spacings else None,
     )
     return LoadedModel(model, meta, Path("x.ckpt"))
 

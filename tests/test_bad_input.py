@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def ws(tmp_path_factory) -> Path:
     (w / "newacq.json").write_text(
         '{"format": "microsr-acquisition", "version": 99, "acquisition": {"future": 1}}'
     )
+    raw = torch.load(ckpt, weights_only=False)  # trained on 0.02 mm LR for a 0.01 mm target
+    raw["microsr"].update(lr_spacing_mm=[0.02] * 3, hr_spacing_mm=[0.01] * 3)
+    torch.save(raw, w / "spaced.ckpt")
+    raw["microsr"]["units"] = {"kind": "mgha"}  # a model in mg HA/cm3
+    torch.save(raw, w / "mgha.ckpt")
+    write_volume(make_pair(9, shape=(32, 96, 96))[0], w / "big_lr.mha")  # SR: 1.2 MB
     (w / "badbytes.csv").write_bytes(
         b"specimen,site,lr_path,hr_path\ns\xff0,femur,lr0.mha,hr0.mha\n"
     )
@@ -152,12 +159,43 @@ def _locked_store(ws: Path, out: Path) -> Path:
     return out / "sr.zarr"
 
 
+def _sr_off_the_hr_box(ws: Path, out: Path) -> Path:
+    from microsr.io import read_volume
+
+    hr = read_volume(ws / "hr0.mha")
+    return write_volume(hr.with_array(np.asarray(hr.array)[:, :24]), out / "sr.mha")
+
+
+def _hr_as_lr_manifest(ws: Path, out: Path) -> Path:
+    rows = [SpecimenRow(f"s{i}", "femur", ws / f"hr{i}.mha", ws / f"hr{i}.mha") for i in range(3)]
+    return write_manifest(rows, out / "same.csv")
+
+
+def _tiny_tmpfs(ws: Path, out: Path) -> Path:
+    """A 64 KiB tmpfs in ``out`` (skipped where the tests may not mount one)."""
+    mnt = out / "tiny"
+    mnt.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                              capture_output=True, timeout=20)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    return mnt
+
+
+def _unmount(mnt: Path) -> None:
+    subprocess.run(["umount", str(mnt)], capture_output=True, timeout=20)
+
+
 @dataclass
 class Case:
     name: str
     args: list[str]  # {w}: the shared inputs, {o}: this case's own folder
     message: str  # a fragment the one error message must hold
     setup: object = None  # optional callable(ws, out) -> Path, available as {s}
+    teardown: object = None  # optional callable(setup's path), after the checks
 
 
 CASES = [
@@ -272,6 +310,27 @@ CASES = [
          "not valid JSON"),
     Case("prepare --acquisition, newer-format file",
          ["prepare", "{w}/manifest.csv", "{o}/ds", "--acquisition", "{w}/newacq.json"], "newer"),
+    # geometry and disks (issue 19)
+    Case("predict an HR scan given as LR", ["predict", "{w}/spaced.ckpt", "{w}/hr0.mha",
+                                            "{o}/sr.mha"], "already at or finer than"),
+    Case("evaluate an HR scan given as LR",
+         ["evaluate", "{o}/ev", "--hr", "{w}/hr0.mha", "--lr", "{w}/hr0.mha"], "not coarser"),
+    Case("evaluate an SR off the HR box",
+         ["evaluate", "{o}/ev", "--hr", "{w}/hr0.mha", "--lr", "{w}/lr0.mha", "--sr", "{s}"],
+         "SR and HR extents disagree", _sr_off_the_hr_box),
+    Case("prepare an HR scan given as LR", ["prepare", "{s}", "{o}/ds"], "not coarser",
+         _hr_as_lr_manifest),
+    Case("predict onto a full disk (64 KiB tmpfs)",
+         ["predict", "{w}/model.ckpt", "{w}/big_lr.mha", "{s}/sr"], "no space left on device",
+         _tiny_tmpfs, _unmount),
+    # units (issue 25): grey values into a mg HA/cm3 model
+    Case("predict grey values with a mg HA/cm3 model",
+         ["predict", "{w}/mgha.ckpt", "{w}/lr0.mha", "{o}/sr.mha"], "cannot be converted"),
+    Case("predict --output-units mgha with a grey-value input and model",
+         ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.mha", "--output-units", "mgha"],
+         "needs density units"),
+    Case("predict --input-units foo", ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{o}/sr.mha",
+                                       "--input-units", "foo"], "--input-units"),
 ]  # fmt: skip
 
 
@@ -290,16 +349,20 @@ def test_bad_input_is_one_message_and_nothing_changes(case, ws, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     special = case.setup(ws, out) if case.setup else None
-    before_inputs, before_out = _hashes(ws), _hashes(out)
-    args = [a.format(w=ws, o=out, s=special) for a in case.args]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, f"exit {res.exit_code}: {res.output}"
-    assert "Traceback" not in res.output
-    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, res.output
-    assert case.message in errors[0], errors[0]
-    assert _hashes(ws) == before_inputs  # inputs unchanged, nothing added beside them
-    assert _hashes(out) == before_out  # nothing left behind, not even a temporary
+    try:
+        before_inputs, before_out = _hashes(ws), _hashes(out)
+        args = [a.format(w=ws, o=out, s=special) for a in case.args]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, f"exit {res.exit_code}: {res.output}"
+        assert "Traceback" not in res.output
+        errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, res.output
+        assert case.message in errors[0], errors[0]
+        assert _hashes(ws) == before_inputs  # inputs unchanged, nothing added beside them
+        assert _hashes(out) == before_out  # nothing left behind, not even a temporary
+    finally:
+        if case.teardown:
+            case.teardown(special)
 
 
 def test_unexpected_errors_are_one_line_unless_debug(monkeypatch, ws, tmp_path):

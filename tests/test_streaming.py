@@ -27,8 +27,12 @@ class _Channel(torch.nn.Module):
         return torch.logit(x[:, self.c : self.c + 1].clamp(1e-6, 1 - 1e-6))
 
 
+#: Trained on _lr()'s anisotropic voxels, for an HR target half their size on every axis.
+SPACINGS = ((0.04, 0.02, 0.03), (0.02, 0.01, 0.015))
+
+
 def _loaded(model=None, in_channels=1):
-    return loaded_model(model or _Channel(), in_channels=in_channels)
+    return loaded_model(model or _Channel(), in_channels=in_channels, spacings=SPACINGS)
 
 
 def _trilinear(array: np.ndarray) -> np.ndarray:

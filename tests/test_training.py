@@ -40,6 +40,8 @@ def test_train_writes_self_describing_checkpoints_and_resumes(dataset, tmp_path)
     assert meta["model_class"] == "UNet" and meta["factor"] == 2
     assert meta["normalization"]["mode"] == "window" and meta["seed"] == 7
     assert meta["format_version"] == 2 and meta["z_grid"] == "hr" and meta["z_factor"] == 2
+    assert meta["lr_spacing_mm"] == [0.02] * 3 and meta["hr_spacing_mm"] == [0.01] * 3
+    assert meta["units"]["kind"] == "grey"  # the test scans carry no calibration
     info = json.loads((dataset / "dataset.json").read_text())
     assert meta["normalization"] == info["normalization"]  # the dataset's fitted window
     assert meta["train_config"]["lr"] == 1e-3 and meta["train_config"]["loss"] == "bce"

@@ -19,6 +19,7 @@ import logging
 from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from microsr.errors import InputFileError, MicrosrError
 from microsr.volume import Calibration, Volume
@@ -252,3 +253,81 @@ def format_info(info: dict) -> str:
     if header is None and (cal["mu_scaling"] or cal["mu_water"]):
         lines.append(f"{'':<18} mu_scaling {cal['mu_scaling']}, mu_water {cal['mu_water']}")
     return "\n".join(lines)
+
+
+class WindowUnits(BaseModel):
+    """The units of a model's intensity window, as a checkpoint records them.
+
+    ``kind``: ``"mgha"`` (mg HA/cm3), ``"native"`` (a scanner's stored values with their
+    linear calibration ``density = slope * value + intercept``, e.g. Scanco's
+    ``RescaleSlope / MuScaling``) or ``"grey"`` (uncalibrated grey values).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: Literal["mgha", "native", "grey"]
+    slope: float | None = None
+    intercept: float | None = None
+    units: str = DENSITY_UNITS
+    mu_scaling: float | None = None
+    mu_water: float | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether values convert to density (``mgha`` or ``native``)."""
+        return self.kind != "grey"
+
+    def calibration(self) -> Calibration | None:
+        """Stored values -> density; identity for ``mgha``, ``None`` for ``grey``."""
+        if self.kind == "grey":
+            return None
+        if self.kind == "mgha":
+            return Calibration(1.0, 0.0, self.units)
+        return Calibration(self.slope, self.intercept, self.units, self.mu_scaling, self.mu_water)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """``"mg HA/cm3"``, ``"native values (density = a * value + b mg HA/cm3)"``, ..."""
+        if self.kind == "mgha":
+            return self.units
+        if self.kind == "grey":
+            return "uncalibrated grey values"
+        return (
+            f"native values (density = {self.slope:.6g} * value {self.intercept:+.6g} {self.units})"
+        )
+
+
+def units_of(calibration: Calibration | None, metadata: dict | None = None) -> WindowUnits:
+    """The :class:`WindowUnits` of stored values with ``calibration`` (and ``value_units``)."""
+    if (metadata or {}).get("value_units") == "mgha":
+        return WindowUnits(kind="mgha", units=calibration.units if calibration else DENSITY_UNITS)
+    if calibration is None or calibration.slope == 0 or not np.isfinite(calibration.slope):
+        return WindowUnits(kind="grey")
+    if calibration.slope == 1.0 and calibration.intercept == 0.0:
+        return WindowUnits(kind="mgha", units=calibration.units)
+    return WindowUnits(
+        kind="native", slope=calibration.slope, intercept=calibration.intercept,
+        units=calibration.units, mu_scaling=calibration.mu_scaling,
+        mu_water=calibration.mu_water,
+    )  # fmt: skip
+
+
+def linear_map(source: WindowUnits, target: WindowUnits) -> tuple[float, float] | None:
+    """``(a, b)`` with ``target value = a * source value + b``; ``None`` if not convertible.
+
+    Both calibrated in the same density units: through density. Both grey: identity (nothing
+    says they differ). One grey and one calibrated, or other density units: ``None``.
+    """
+    if not source.calibrated or not target.calibrated:
+        return (1.0, 0.0) if source.kind == target.kind == "grey" else None
+    if source.units != target.units:
+        return None
+    s, t = source.calibration(), target.calibration()
+    return s.slope / t.slope, (s.intercept - t.intercept) / t.slope  # type: ignore[union-attr]
+
+
+def apply_map(values: np.ndarray, ab: tuple[float, float]) -> np.ndarray:
+    """``a * values + b`` in float32 (the input unchanged when the map is the identity)."""
+    a, b = ab
+    if (a, b) == (1.0, 0.0):
+        return values
+    return (np.asarray(values, np.float64) * a + b).astype(np.float32)

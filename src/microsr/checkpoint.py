@@ -15,6 +15,9 @@ tensors and plain containers, numbers and strings.
 Format versions: 1 (microsr 0.1): LR-slice pairing, per-slice min-max or a fixed window, no
 ``z_grid``; 2: adds ``z_grid`` (``"hr"``: trained on every HR slice, predicts the full HR grid)
 and fitted intensity windows. Version-1 checkpoints still load and predict on their LR grid.
+Optional fields added later without a version change (older files lack them, readers default
+them): ``lr_spacing_mm`` / ``hr_spacing_mm`` (the training voxel sizes), ``units`` (the
+window's density units).
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 from torch import nn
 
 from microsr import __version__
+from microsr.calibration import WindowUnits
 from microsr.data.normalize import NormalizationConfig
 from microsr.errors import InputFileError
 from microsr.io.atomic import atomic_path
@@ -64,6 +68,14 @@ class CheckpointMeta(BaseModel):
         ``"lr"``: trained on LR slices paired with their nearest HR slice (format 1).
     normalization
         How LR inputs were mapped to [0, 1] and how outputs map back to HR units.
+    lr_spacing_mm, hr_spacing_mm
+        The training LR voxel and the HR target voxel ``(z, y, x)`` in mm (the median over
+        the training dataset's specimens); ``None`` in checkpoints written before they were
+        recorded (``predict`` then states what it assumes, :mod:`microsr.inference.scale`).
+    units
+        The units of the intensity window (:class:`~microsr.calibration.WindowUnits`:
+        mg HA/cm3, native scanner values with their calibration, or uncalibrated grey
+        values); ``None`` in older checkpoints (inputs are then taken to be in its units).
     train_config
         The full :class:`~microsr.training.config.TrainConfig` as a dict.
     provenance
@@ -86,6 +98,9 @@ class CheckpointMeta(BaseModel):
     z_factor: int | None = Field(None, ge=1)
     z_grid: Literal["hr", "lr"] = "lr"
     normalization: NormalizationConfig
+    lr_spacing_mm: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
+    hr_spacing_mm: tuple[PositiveFloat, PositiveFloat, PositiveFloat] | None = None
+    units: WindowUnits | None = None
     train_config: dict = Field(default_factory=dict)
     seed: int | None = None
     provenance: dict = Field(default_factory=dict)
@@ -118,6 +133,9 @@ def new_meta(
     seed: int | None = None,
     model_class: str = "",
     provenance: dict | None = None,
+    lr_spacing_mm: tuple[float, float, float] | None = None,
+    hr_spacing_mm: tuple[float, float, float] | None = None,
+    units: WindowUnits | dict | None = None,
 ) -> CheckpointMeta:
     """A current-format record (format 2, HR grid, this package's version)."""
     return CheckpointMeta(
@@ -129,6 +147,9 @@ def new_meta(
         z_factor=z_factor,
         z_grid="hr",
         normalization=normalization,
+        lr_spacing_mm=lr_spacing_mm,
+        hr_spacing_mm=hr_spacing_mm,
+        units=units,
         train_config=train_config or {},
         seed=seed,
         provenance=provenance or {},

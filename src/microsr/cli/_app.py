@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from microsr.errors import MicrosrError
+from microsr.io.atomic import WRITE_ERRORS
 from microsr.runtime import set_omp_passive
 
 # Before torch is imported (every subcommand imports it lazily): idle OpenMP threads sleep
@@ -186,6 +187,8 @@ def command(fn):
                 raise _fail(str(exc), 2) from None
             if isinstance(exc, OSError) and exc.filename is not None:
                 raise _fail(f"{exc.filename}: {exc.strerror or exc}", 2) from None
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:  # disk full, read-only
+                raise _fail(f"{WRITE_ERRORS[exc.errno]} ({exc}); nothing was written", 2) from None
             raise _fail(
                 f"internal error ({type(exc).__name__}: {exc}); rerun with --debug for the "
                 "traceback and please report it",

@@ -305,9 +305,28 @@ def predict(
     block_slices: Annotated[
         int, typer.Option(help="--dask: output slices per task (a multiple of 32)")
     ] = 64,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="run an input already at or finer than the model's HR voxel, or in units "
+            "that do not convert into the model's (refused otherwise)"
+        ),
+    ] = False,
+    input_units: Annotated[
+        str,
+        typer.Option(
+            help="auto (the input's calibration) | mgha (its values are mg HA/cm3) | model "
+            "(already in the model's units)"
+        ),
+    ] = "auto",
+    output_units: Annotated[
+        str, typer.Option(help="input (its own units and calibration) | mgha (mg HA/cm3)")
+    ] = "input",
     threads: Threads = None,
 ) -> None:
-    """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint."""
+    """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint.
+
+    Each axis is upsampled to the model's HR voxel size from the input's own voxel size."""
     from microsr.inference.batch import plan_jobs, predict_batch, select_shard
     from microsr.inference.predict import predict_file
     from microsr.inference.runner import PredictOptions
@@ -317,7 +336,8 @@ def predict(
     with option_errors():
         opts = PredictOptions(
             batch_size=batch_size, tile=tile, precision=precision, channels_last=channels_last,
-            compile=compile, tta=tta, z_grid=z_grid,
+            compile=compile, tta=tta, z_grid=z_grid, force=force, input_units=input_units,
+            output_units=output_units,
         )  # fmt: skip
     sp = parse_spacing(spacing)
     if manifest is None and out_dir is None:

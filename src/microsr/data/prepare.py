@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from microsr import __version__
+from microsr.calibration import units_of
 from microsr.data.manifest import read_manifest
 from microsr.data.normalize import (
     NormalizationConfig,
@@ -49,6 +50,7 @@ from microsr.errors import MicrosrError
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_folder, check_output
 from microsr.runtime import progress as make_progress
+from microsr.volume import Calibration
 
 __all__ = [
     "DATASET_FORMAT",
@@ -196,6 +198,7 @@ def _dataset_info(manifest, meta: dict, config: PrepareConfig, norm) -> dict:
             f"{sorted(factors)}{hint}"
         )
     factor, z_factor = factors.pop()
+    _warn_spacings(meta)
     return {
         "format": "microsr-dataset",
         "format_version": DATASET_FORMAT,
@@ -207,6 +210,53 @@ def _dataset_info(manifest, meta: dict, config: PrepareConfig, norm) -> dict:
         "normalization": norm.model_dump(mode="json"),
         "specimens": meta,
     }
+
+
+def _warn_spacings(meta: dict) -> None:
+    """Warn about specimens whose LR voxel is > 10 % off the median LR voxel (per axis):
+    the model learns one physical scale, and ``predict`` compares inputs with the median."""
+    median = training_spacings({"specimens": meta}).get("lr_spacing_mm")
+    for sid, m in meta.items():
+        off = [
+            f"{a} {s:.4g} vs {t:.4g} mm"
+            for a, s, t in zip("zyx", m.get("lr_spacing_mm") or (), median or ())
+            if abs(s - t) > 0.1 * t
+        ]
+        if off:
+            log.warning(
+                "%s: LR voxel size more than 10 %% off the dataset's median LR voxel (%s); "
+                "the model will learn structures at mixed physical scales", sid, "; ".join(off),
+            )  # fmt: skip
+
+
+def training_spacings(info: dict) -> dict:
+    """``{"lr_spacing_mm": (z, y, x), "hr_spacing_mm": (z, y, x)}``: the median voxel sizes
+    (mm) of a dataset's specimens, which a checkpoint records; ``{}`` if none are recorded."""
+    out = {}
+    for key in ("lr_spacing_mm", "hr_spacing_mm"):
+        values = [m[key] for m in info.get("specimens", {}).values() if m.get(key)]
+        if values:
+            out[key] = [float(v) for v in np.median(np.asarray(values, float), axis=0)]
+    return out
+
+
+def dataset_units(info: dict) -> dict | None:
+    """The units of a dataset's HR window (:class:`~microsr.calibration.WindowUnits` as a
+    dict): mg HA/cm3 (``--units mgha`` or density-valued scans), native values with the
+    specimens' calibration, or grey values; ``None`` when specimens disagree."""
+    found = {}
+    for sid, m in info.get("specimens", {}).items():
+        cal = Calibration(**m["calibration"]) if m.get("calibration") else None
+        meta = {"value_units": "mgha"} if m.get("units") == "mgha" else {}
+        found.setdefault(units_of(cal, meta).model_dump_json(), sid)
+    if len(found) != 1:
+        log.warning(
+            "the specimens' HR scans come in %d different units (e.g. %s): the checkpoint "
+            "records none, and predict takes inputs to be in the model's units",
+            len(found), ", ".join(list(found.values())[:3]),
+        )  # fmt: skip
+        return None
+    return json.loads(next(iter(found)))
 
 
 def load_dataset_info(dataset_dir: str | Path) -> tuple[dict, dict]:

@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 from skimage.filters import threshold_otsu
 
 from microsr.calibration import check_threshold_units, to_units
@@ -29,6 +28,7 @@ from microsr.data.manifest import SpecimenRow
 from microsr.data.normalize import lr_slice_stats, sample_voxels
 from microsr.data.prepare_config import PrepareConfig
 from microsr.errors import MicrosrError
+from microsr.io.atomic import new_memmap
 from microsr.pairing.geometry import check_pair
 from microsr.pairing.registration import (
     align_lr,
@@ -123,7 +123,7 @@ def write_specimen(
     out.mkdir(parents=True)
     n_lr, n = lr.shape[0], len(geo.hr_slices)
     lr_mm = _write_lr(lr, f, (y0, x0, h, w), out / "lr.npy")
-    hr_mm = open_memmap(out / "hr.npy", mode="w+", dtype=np.float32, shape=(n, h, w))
+    hr_mm = new_memmap(out / "hr.npy", dtype=np.float32, shape=(n, h, w))
     for s in range(0, n, CHUNK):
         index = geo.hr_slices[s : s + CHUNK]
         hr_mm[s : s + len(index)] = np.asarray(hr.array[index, y0 : y0 + h, x0 : x0 + w])
@@ -184,7 +184,7 @@ def write_lr_draw(
 def _write_lr(lr: Volume, factor: int, crop: tuple[int, int, int, int], path: Path) -> np.ndarray:
     """Every LR slice, bilinear-upsampled by ``factor`` and cropped, into ``path``."""
     y0, x0, h, w = crop
-    lr_mm = open_memmap(path, mode="w+", dtype=np.float32, shape=(lr.shape[0], h, w))
+    lr_mm = new_memmap(path, dtype=np.float32, shape=(lr.shape[0], h, w))
     for s in range(0, lr.shape[0], CHUNK):
         up = upsample_bilinear(np.asarray(lr.array[s : s + CHUNK], np.float32), factor=factor)
         lr_mm[s : s + len(up)] = up[:, y0 : y0 + h, x0 : x0 + w]

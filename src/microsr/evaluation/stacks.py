@@ -20,16 +20,20 @@ others lie between LR slice centres.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from microsr.calibration import apply_map, linear_map, units_of
 from microsr.errors import MicrosrError
-from microsr.pairing.geometry import check_pair
+from microsr.pairing.geometry import check_boxes, check_pair
 from microsr.pairing.upsample import sample_z, upsample_bilinear, z_span
 from microsr.volume import Calibration, Volume
+
+log = logging.getLogger(__name__)
 
 #: One line for reports: the grid every score is computed on.
 GRID_NOTE = (
@@ -97,6 +101,53 @@ def _sr_positions(sr: Volume, hr: Volume, hr_slice: np.ndarray, name: str) -> np
     return t
 
 
+def in_units_of(volume: Volume, hr: Volume, *, name: str, label: str) -> Volume:
+    """``volume`` with its values in ``hr``'s units (converted through density), lazily.
+
+    Scores compare intensities, so LR and SR must be in HR's units: calibrated volumes are
+    converted (``value * a + b``, slice by slice as they are read). An uncalibrated volume
+    beside a calibrated one is taken to be in HR's units, with a warning naming both;
+    calibrations in other density units are refused.
+    """
+    source, target = (
+        units_of(volume.calibration, volume.metadata),
+        units_of(hr.calibration, hr.metadata),
+    )
+    ab = linear_map(source, target)
+    if ab is None and not (source.calibrated and target.calibrated):
+        log.warning(
+            "%s: %s holds %s and HR %s; its values are taken to be in HR's units",
+            name, label, source.describe(), target.describe(),
+        )  # fmt: skip
+        return volume
+    if ab is None:
+        raise MicrosrError(
+            f"{name}: {label} holds {source.describe()} and HR {target.describe()}; these "
+            "cannot be converted into each other (convert one: microsr convert --units mgha)"
+        )
+    if ab == (1.0, 0.0):
+        return volume
+    log.info(
+        "%s: %s converted from %s into HR's %s", name, label, source.describe(), target.describe()
+    )
+    return volume.with_array(_Mapped(volume.array, ab), calibration=hr.calibration)
+
+
+class _Mapped:
+    """``a * array + b`` computed on indexing (float32), so memory-mapped volumes stay lazy."""
+
+    def __init__(self, array, ab: tuple[float, float]) -> None:
+        self.array, self.ab = array, ab
+        self.shape, self.dtype, self.ndim = array.shape, np.dtype(np.float32), array.ndim
+
+    def __getitem__(self, index) -> np.ndarray:
+        return apply_map(np.asarray(self.array[index], np.float32), self.ab)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[...]
+        return out.astype(dtype) if dtype is not None else out
+
+
 def volume_stacks(
     hr: Volume,
     lr: Volume,
@@ -114,17 +165,20 @@ def volume_stacks(
     ------
     MicrosrError
         Bad pair geometry (:func:`~microsr.pairing.geometry.check_pair`), SR not on the HR
-        in-plane grid or not covering the paired slices, no slice to pair, a truth mask of
-        another shape than HR.
+        in-plane grid, not covering HR's physical box or the paired slices, no slice to pair,
+        a truth mask of another shape than HR.
     """
     if truth is not None and tuple(truth.shape) != hr.shape:
         raise MicrosrError(
             f"{name}: truth mask shape {tuple(truth.shape)} is not the HR shape {hr.shape}"
         )
     geo = check_pair(lr, hr, name=name)
+    lr = in_units_of(lr, hr, name=name, label="LR")
+    sr = in_units_of(sr, hr, name=name, label="SR") if sr is not None else None
     f = geo.factor
     h, w = min(lr.shape[1] * f, hr.shape[1]), min(lr.shape[2] * f, hr.shape[2])
-    if sr is not None:
+    if sr is not None:  # SR covers the same physical box as HR, within one LR voxel
+        check_boxes(sr, hr, name=name, tolerance_mm=lr.spacing_mm, labels=("SR", "HR"))
         h, w = min(h, sr.shape[1]), min(w, sr.shape[2])
         t_sr = _sr_positions(sr, hr, geo.hr_slices, name)
     if len(geo.hr_slices) == 0:

@@ -1,4 +1,4 @@
-"""Streaming prediction: an LR volume in, an SR volume in the HR scan's units out.
+"""Streaming prediction: an LR volume in, an SR volume in stated units out.
 
 For each output slice the engine builds the model's input exactly as training did
 (:mod:`microsr.data.dataset`): the LR volume is upsampled bilinearly in-plane and
@@ -7,11 +7,16 @@ for a 2.5D model; :mod:`microsr.pairing.upsample`), normalised with the checkpoi
 :class:`~microsr.data.normalize.NormalizationConfig`; the model's [0, 1] output is mapped back
 to HR units (:func:`super_resolve`).
 
-Output grids (``PredictOptions.z_grid``): ``"hr"``: ``z_factor`` x the LR slice count,
-spacing divided by the factor on all three axes (isotropic for an isotropic LR scan), origin
-from the convention of :mod:`microsr.pairing.geometry`; ``"lr"``: the LR slices, in-plane
-upsampling only; ``"auto"``: the grid the checkpoint was trained for (microsr 0.1
-checkpoints: ``"lr"``).
+Output grids: each axis is upsampled by the factor that brings the input's voxel size to the
+model's HR target voxel (:func:`microsr.inference.scale.plan_scale`: an axis already at the
+target is kept, an HR scan given as LR is refused unless ``force``), origin from the
+convention of :mod:`microsr.pairing.geometry`. ``PredictOptions.z_grid``: ``"hr"``: z too;
+``"lr"``: the LR slices, in-plane upsampling only; ``"auto"``: the grid the checkpoint was
+trained for (microsr 0.1 checkpoints: ``"lr"``).
+
+Units (:mod:`microsr.inference.units`): a calibrated input is converted into the model's
+window units before normalisation, and the SR is written in the input's own units with its
+calibration (or in mg HA/cm3 with ``output_units="mgha"``).
 
 Three stages overlap (:mod:`microsr.inference.threads`): a background thread reads LR blocks
 ahead, the calling thread computes, a second thread writes SR slices behind; memory is
@@ -40,8 +45,10 @@ from microsr.data.normalize import (
 from microsr.errors import MicrosrError
 from microsr.inference.checkpoint import LoadedModel
 from microsr.inference.runner import PredictOptions, autocast_dtype, batch_size, image_fn
+from microsr.inference.scale import plan_scale
 from microsr.inference.threads import BackgroundWriter, prefetched
 from microsr.inference.tiling import predict_tiled
+from microsr.inference.units import UnitsPlan, apply_map, output_metadata, plan_units
 from microsr.io import SliceSource, template, write_slices
 from microsr.pairing.geometry import hr_grid, output_positions
 from microsr.pairing.upsample import sample_z, upsample_bilinear, z_span
@@ -62,20 +69,27 @@ class OutputGrid:
     origin_mm: tuple[float, float, float]
     t: np.ndarray
     z_grid: str
+    factor: int = 1  # in-plane factor (y and x)
 
 
-def output_grid(source: SliceSource, loaded: LoadedModel, z_grid: str = "auto") -> OutputGrid:
+def output_grid(
+    source: SliceSource, loaded: LoadedModel, z_grid: str = "auto", *, force: bool = False
+) -> OutputGrid:
     """The SR volume's grid for ``source`` (see the module notes).
 
     Raises
     ------
     MicrosrError
-        The HR grid asked of a one-slice LR volume.
+        The HR grid asked of a one-slice LR volume; an input already at the HR target
+        (unless ``force``; :func:`~microsr.inference.scale.plan_scale`).
     """
     grid = loaded.meta.z_grid if z_grid == "auto" else z_grid
-    f, z = loaded.factor, source.shape[0]
-    fz = loaded.meta.slice_factor if grid == "hr" else 1
-    if grid == "hr" and z < 2:
+    plan = plan_scale(
+        source.spacing_mm, loaded.meta, z_grid=grid, force=force, name=str(source.path)
+    )
+    fz, f, _ = plan.factors
+    z = source.shape[0]
+    if fz > 1 and z < 2:
         raise MicrosrError(
             f"{source.path}: {z} LR slice; the HR z grid interpolates between LR slices and "
             "needs at least 2 (use --z-grid lr to sharpen the slice in-plane only)"
@@ -83,7 +97,16 @@ def output_grid(source: SliceSource, loaded: LoadedModel, z_grid: str = "auto") 
     shape, spacing, origin = hr_grid(
         source.shape, source.spacing_mm, source.origin_mm, f, z_factor=fz
     )
-    return OutputGrid(shape, spacing, origin, output_positions(shape[0], fz), grid)
+    return OutputGrid(shape, spacing, origin, output_positions(shape[0], fz), grid, f)
+
+
+def units_plan(source: SliceSource, loaded: LoadedModel, options: PredictOptions) -> UnitsPlan:
+    """How ``source``'s values reach the model's units and the output's (:mod:`.units`)."""
+    return plan_units(
+        source.calibration, source.metadata, loaded.meta.units,
+        input_units=options.input_units, output_units=options.output_units,
+        force=options.force, name=str(source.path),
+    )  # fmt: skip
 
 
 def super_resolve(
@@ -151,19 +174,23 @@ def predict_slices(
     options: PredictOptions | None = None,
     progress: bool = True,
     zrange: tuple[int, int] | None = None,
+    grid: OutputGrid | None = None,
+    units: UnitsPlan | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(start, stop, sr)`` for consecutive blocks of output slices of ``source``.
 
-    ``sr`` is float32 ``(stop - start, Y f, X f)`` in HR units, on the grid of
-    :func:`output_grid`. A reader thread reads ahead; a 2.5D model gets its ``k``
-    neighbouring slices on each side, clamped at the volume's ends. ``zrange``: only output
-    slices ``start .. stop - 1`` (a part of the volume; each output slice depends only on the
-    LR slices around its own ``t``, so the parts of a split volume equal the whole's).
+    ``sr`` is float32 ``(stop - start, Y f, X f)`` on ``grid`` (default: :func:`output_grid`)
+    in the units of ``units`` (default: :func:`units_plan`; the input's own). A reader thread
+    reads ahead; a 2.5D model gets its ``k`` neighbouring slices on each side, clamped at the
+    volume's ends. ``zrange``: only output slices ``start .. stop - 1`` (a part of the volume;
+    each output slice depends only on the LR slices around its own ``t``, so the parts of a
+    split volume equal the whole's).
     """
     opts = options or PredictOptions()
-    grid = output_grid(source, loaded, opts.z_grid)
+    grid = grid or output_grid(source, loaded, opts.z_grid, force=opts.force)
+    units = units or units_plan(source, loaded, opts)
     zrange = zrange or (0, len(grid.t))
-    norm, k, f = loaded.meta.normalization, loaded.context_slices, loaded.factor
+    norm, k, f = loaded.meta.normalization, loaded.context_slices, grid.factor
     if not norm.output_in_hr_units:
         log.warning(
             "%s: a microsr %s checkpoint without a fitted output range: SR is mapped back "
@@ -178,6 +205,7 @@ def predict_slices(
     blocks = _blocks(source, grid, k, zrange)
     with bar, torch.inference_mode():
         for s, e, positions, first, block in prefetched(blocks, opts.prefetch):
+            block = apply_map(block, units.to_model)  # into the model's units
             if s == 0:  # once per file: are these intensities what the model was trained on?
                 check_input_range(block, norm, name=str(source.path))
             t = torch.from_numpy(block).to(work)
@@ -186,7 +214,7 @@ def predict_slices(
             out = super_resolve_batched(
                 fn, stacks, norm, options=opts, compute_device=device, batch=batch
             )
-            sr = out.float().cpu().numpy()
+            sr = apply_map(out.float().cpu().numpy(), units.to_output)
             if not np.isfinite(sr).all():
                 raise MicrosrError(
                     f"{source.path}: the model produced NaN or Inf values in output slices "
@@ -220,18 +248,22 @@ def predict_stream(
     Returns
     -------
     Path
-        ``out_path``: a float32 volume in HR units on the grid of :func:`output_grid`,
+        ``out_path``: a float32 volume in the units of :func:`units_plan`, on the grid of
+        :func:`output_grid`,
         written only if every slice succeeded.
     """
     opts = options or PredictOptions()
-    grid = output_grid(source, loaded, opts.z_grid)
-    target = output_target(loaded, source, opts)
+    grid = output_grid(source, loaded, opts.z_grid, force=opts.force)
+    units = units_plan(source, loaded, opts)
+    target = output_target(loaded, source, opts, grid=grid, units=units)
     writer = BackgroundWriter(
         lambda b: write_slices(target, b, out_path, overwrite=overwrite), opts.prefetch
     )
     ok, t0 = False, time.perf_counter()
     try:
-        for _, _, sr in predict_slices(loaded, source, options=opts, progress=progress):
+        for _, _, sr in predict_slices(
+            loaded, source, options=opts, progress=progress, grid=grid, units=units
+        ):
             writer.put(sr)
         ok = True
     finally:
@@ -245,18 +277,28 @@ def predict_stream(
     return Path(out_path)
 
 
-def output_target(loaded: LoadedModel, source: SliceSource, options: PredictOptions):
-    """The SR volume's geometry and provenance metadata, holding no voxels (float32)."""
+def output_target(
+    loaded: LoadedModel,
+    source: SliceSource,
+    options: PredictOptions,
+    *,
+    grid: OutputGrid | None = None,
+    units: UnitsPlan | None = None,
+):
+    """The SR volume's geometry, units and provenance metadata, holding no voxels (float32).
+
+    ``grid`` / ``units``: default :func:`output_grid` / :func:`units_plan` of the options.
+    """
     opts = options
-    grid = output_grid(source, loaded, opts.z_grid)
+    grid = grid or output_grid(source, loaded, opts.z_grid, force=opts.force)
+    units = units or units_plan(source, loaded, opts)
     dtype = autocast_dtype(loaded.device, opts.precision) or torch.float32
     meta = {
-        **source.metadata,
+        **output_metadata(source.metadata, units),
         "microsr_checkpoint": str(loaded.path),
         "microsr_precision": str(dtype).removeprefix("torch."),  # provenance: bf16 or fp32
         "microsr_z_grid": grid.z_grid,
-        "microsr_units": "HR scan units"
-        if loaded.meta.normalization.output_in_hr_units
-        else "legacy",
     }
-    return template(grid.shape, grid.spacing_mm, grid.origin_mm, source.calibration, meta)
+    if not loaded.meta.normalization.output_in_hr_units:
+        meta["microsr_units"] = "legacy"
+    return template(grid.shape, grid.spacing_mm, grid.origin_mm, units.calibration, meta)

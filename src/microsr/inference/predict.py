@@ -15,8 +15,9 @@ import numpy as np
 
 from microsr.device import resolve_device
 from microsr.inference.checkpoint import LoadedModel, load_checkpoint
-from microsr.inference.engine import output_grid, predict_slices, predict_stream
+from microsr.inference.engine import output_grid, predict_slices, predict_stream, units_plan
 from microsr.inference.runner import PredictOptions
+from microsr.inference.units import output_metadata
 from microsr.io import check_volume_output, open_slices, volume_source
 from microsr.volume import Volume
 
@@ -48,17 +49,25 @@ def predict_volume(
     Returns
     -------
     Volume
-        float32 in HR units, on the grid of :func:`~microsr.inference.engine.output_grid`.
+        float32 in the input's units (or mg HA/cm3, ``options.output_units``; see
+        :mod:`microsr.inference.units`), on the grid of
+        :func:`~microsr.inference.engine.output_grid`.
     """
     opts = options or PredictOptions()
     source = volume_source(lr)
-    grid = output_grid(source, loaded, opts.z_grid)
+    grid = output_grid(source, loaded, opts.z_grid, force=opts.force)
+    units = units_plan(source, loaded, opts)
     if out is None:
         out = np.empty(grid.shape, np.float32)
-    for s, e, sr in predict_slices(loaded, source, options=opts, progress=progress):
+    blocks = predict_slices(loaded, source, options=opts, progress=progress, grid=grid, units=units)
+    for s, e, sr in blocks:
         out[s:e] = sr
-    meta = {**lr.metadata, "microsr_checkpoint": str(loaded.path), "microsr_z_grid": grid.z_grid}
-    return Volume(out, grid.spacing_mm, grid.origin_mm, lr.calibration, meta)
+    meta = {
+        **output_metadata(lr.metadata, units),
+        "microsr_checkpoint": str(loaded.path),
+        "microsr_z_grid": grid.z_grid,
+    }
+    return Volume(out, grid.spacing_mm, grid.origin_mm, units.calibration, meta)
 
 
 def predict_file(

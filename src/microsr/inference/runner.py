@@ -27,8 +27,10 @@ from microsr.inference.checkpoint import LoadedModel
 class PredictOptions(BaseModel):
     """How prediction runs (:mod:`microsr.inference.engine`).
 
-    ``z_grid`` chooses the output slices; the other options change only speed and float
-    rounding (``tta``: averaging over flips and rotations).
+    ``z_grid`` chooses the output slices and ``force`` runs an input at the HR target
+    (:mod:`microsr.inference.scale`); ``input_units`` / ``output_units`` (and ``force``) say
+    how density units are converted (:mod:`microsr.inference.units`); the other options
+    change only speed and float rounding (``tta``: averaging over flips and rotations).
 
     ``precision="auto"``: bf16 autocast on CUDA (fp16 where bf16 is unsupported) and on
     CPUs with native bf16 (:func:`cpu_has_native_bf16`), fp32 on other CPUs.
@@ -53,6 +55,21 @@ class PredictOptions(BaseModel):
         "auto",
         description="output slices: hr (factor x the LR slices, isotropic), lr (the LR slices, "
         "in-plane only), auto (the grid the checkpoint was trained for)",
+    )
+    force: bool = Field(
+        False,
+        description="run an input already at or finer than the model's HR target voxel (an HR "
+        "scan given as LR) with the trained factors, or in units that do not convert into the "
+        "model's (taken as the model's), instead of refusing it",
+    )
+    input_units: Literal["auto", "mgha", "model"] = Field(
+        "auto",
+        description="what the input's values are: auto (its calibration says), mgha (mg "
+        "HA/cm3), model (already in the model's units)",
+    )
+    output_units: Literal["input", "mgha"] = Field(
+        "input",
+        description="SR in the input's own units with its calibration, or in mg HA/cm3",
     )
 
 

@@ -21,20 +21,24 @@ def prefetched(items: Iterable, depth: int) -> Iterator:
     stop = threading.Event()
     done = object()
 
+    def put(entry) -> bool:
+        """Queue ``entry`` unless the consumer stopped (then a full queue would never drain)."""
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((item, None)):
                     return
-            q.put((done, None))
+            put((done, None))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            q.put((done, exc))
+            put((done, exc))
 
     thread = threading.Thread(target=work, name="microsr-reader", daemon=True)
     thread.start()

@@ -15,17 +15,25 @@ The output policy (:func:`check_output`, called by every command before it compu
 * the output's parent must be a folder we can write to (or be creatable);
 * temporaries that a killed run left (``.microsr-tmp-<host>-<pid>-*``, whose process is
   gone) are removed by the next run writing into the same folder
-  (:func:`remove_stale_temporaries`).
+  (:func:`remove_stale_temporaries`);
+* outputs get the modes the umask gives a plain ``open``/``mkdir`` (0644 files and 0755
+  folders under umask 022), not the private 0600/0700 of :mod:`tempfile`
+  (:func:`output_mode`), so colleagues on a shared server can read them;
+* a write that fails for want of space, quota or permission, or on a read-only file system
+  (ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, EPERM) is one :class:`OutputError` naming the path and
+  the cause, after the temporaries are removed (:func:`output_errors`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -41,6 +49,106 @@ _HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
 _TAGGED = re.compile(re.escape(TEMP_PREFIX) + r"(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
 #: Untagged temporaries (microsr 0.1) or other hosts' are removed only when this old.
 _STALE_AGE_S = 24 * 3600
+
+
+#: Why a write failed, for the errors that are the user's disk's, not microsr's.
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the file system",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+_UMASK_LOCK = threading.Lock()
+
+
+class OutputError(InputFileError):
+    """An output that could not be written (disk full, quota, read-only, permission)."""
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux allows (``/proc``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore (briefly process-wide)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def output_mode(*, directory: bool = False) -> int:
+    """The mode a plain ``open`` (0o666) or ``mkdir`` (0o777) would give under the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+@contextmanager
+def output_errors(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` of :data:`WRITE_ERRORS` in the block into one :class:`OutputError`.
+
+    The message names ``path`` (or the file the error names, when that lies beside it) and
+    the cause. Errors naming a file elsewhere (an input that cannot be read) pass unchanged.
+    """
+    path = Path(path)
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:  # RuntimeError: SimpleITK's write errors
+        cause = _write_cause(exc)
+        name = getattr(exc, "filename", None)
+        where = Path(name) if isinstance(name, str | os.PathLike) else None
+        if cause is None or (where is not None and not _beside(where, path)):
+            raise
+        raise OutputError(
+            path, f"cannot be written: {cause}; nothing was written and temporaries were removed"
+        ) from exc
+
+
+def _write_cause(exc: BaseException) -> str | None:
+    """The disk's reason for a failed write, or ``None`` when it is not one of those."""
+    code = getattr(exc, "errno", None)
+    if code in WRITE_ERRORS:
+        return f"{WRITE_ERRORS[code]} (errno {errno.errorcode.get(code, '?')})"
+    text = str(exc)
+    short = re.search(r"\d+ requested and \d+ written|fwrite wrote only [^\n]*", text)
+    if code is None and short:  # numpy's tofile, ITK's NRRD writer: a short write
+        return f"no space left on device (short write: {short.group(0)})"
+    if "No space left on device" in text or "Disk quota exceeded" in text:  # ITK's messages
+        return WRITE_ERRORS[errno.ENOSPC if "space" in text else errno.EDQUOT]
+    return None
+
+
+def _beside(where: Path, path: Path) -> bool:
+    """Whether ``where`` is ``path``, lies in it, or lies in the folder that holds it."""
+    try:
+        where, path = where.absolute(), path.absolute()
+    except OSError:
+        return False
+    return where == path or where.is_relative_to(path) or where.is_relative_to(path.parent)
+
+
+def new_memmap(path: str | Path, *, dtype, shape: tuple[int, ...]):
+    """``numpy.lib.format.open_memmap(path, "w+")`` with its blocks allocated up front.
+
+    A memory map onto a sparse file that the disk cannot hold fails later with SIGBUS (the
+    process dies without a message); allocating first turns that into ENOSPC here.
+    """
+    from numpy.lib.format import open_memmap
+
+    array = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "r+b") as f:
+            try:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems without it
+                    return array
+                del array
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+    return array
 
 
 def temp_prefix(pid: int | None = None) -> str:
@@ -74,23 +182,26 @@ def atomic_path(
     apply the output policy (:func:`check_output`) first.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "-" + path.name
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), suffix=suffix, dir=path.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=suffix, dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
-    try:
-        yield tmp
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "-" + path.name
         if directory:
-            _move_folder(tmp, path, replace=replace_folder)
+            tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), suffix=suffix, dir=path.parent))
         else:
-            os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+            fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=suffix, dir=path.parent)
+            os.close(fd)
+            tmp = Path(name)
+        try:
+            yield tmp
+            if tmp.exists() and not tmp.is_symlink():
+                os.chmod(tmp, output_mode(directory=directory))
+            if directory:
+                _move_folder(tmp, path, replace=replace_folder)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
     logger.debug("atomically wrote %s", path)
 
 
@@ -130,9 +241,7 @@ def atomic_folder(
     ``path`` stays. On an exception nothing in ``path`` changes.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), suffix="-" + path.name, dir=path.parent))
-    try:
+    with output_errors(path), _temp_folder(path) as tmp:
         yield tmp
         if path.is_dir() and not path.is_symlink() and any(_entries(path)):
             if not overwrite:
@@ -148,11 +257,21 @@ def atomic_folder(
                 os.replace(tmp / name, target)
             tmp.rmdir()
         else:
+            os.chmod(tmp, output_mode(directory=True))
             _move_folder(tmp, path, replace=False)
+    logger.debug("atomically wrote folder %s", path)
+
+
+@contextmanager
+def _temp_folder(path: Path) -> Iterator[Path]:
+    """An empty temporary folder beside ``path``, removed if the block raises."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(), suffix="-" + path.name, dir=path.parent))
+    try:
+        yield tmp
     except BaseException:
         _remove(tmp)
         raise
-    logger.debug("atomically wrote folder %s", path)
 
 
 def _same_path(a: Path, b: Path) -> bool:
@@ -231,7 +350,9 @@ def _check_writable(path: Path) -> None:
     if not parent.is_dir():
         raise InputFileError(path, f"cannot be created: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputFileError(path, f"cannot be written: no write permission in {parent}")
+        readonly = hasattr(os, "statvfs") and bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+        cause = "a read-only file system" if readonly else "no write permission"
+        raise InputFileError(path, f"cannot be written: {cause} in {parent}")
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

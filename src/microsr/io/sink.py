@@ -22,10 +22,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
 
 from microsr.errors import InputFileError
-from microsr.io.atomic import temp_prefix
+from microsr.io.atomic import new_memmap, output_errors, temp_prefix
 from microsr.io.itk_formats import ITK_FORMATS, write_itk_file
 from microsr.io.itk_stream import write_metaimage, write_nifti
 from microsr.io.omezarr import is_zarr_path, write_ome_zarr
@@ -151,16 +150,17 @@ def write_whole(volume: Volume, path: Path, suffix: str) -> None:
 def _gathered(target: Volume, batches: Iterator[np.ndarray], path: Path, suffix: str) -> None:
     """Gather streamed slices in a memory-mapped scratch file, then write them whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=".npy", dir=path.parent)
-    os.close(fd)
-    scratch = Path(name)
-    try:
-        buf = open_memmap(scratch, mode="w+", dtype=target.array.dtype, shape=target.shape)
-        start = 0
-        for batch in batches:
-            buf[start : start + len(batch)] = batch
-            start += len(batch)
-        log.info("%s: %s output is written whole (peak ~ output size)", path, suffix)
-        write_whole(target.with_array(buf), path, suffix)
-    finally:
-        scratch.unlink(missing_ok=True)
+    with output_errors(path):  # the scratch file's disk is full: one message naming the output
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(), suffix=".npy", dir=path.parent)
+        os.close(fd)
+        scratch = Path(name)
+        try:
+            buf = new_memmap(scratch, dtype=target.array.dtype, shape=target.shape)
+            start = 0
+            for batch in batches:
+                buf[start : start + len(batch)] = batch
+                start += len(batch)
+            log.info("%s: %s output is written whole (peak ~ output size)", path, suffix)
+            write_whole(target.with_array(buf), path, suffix)
+        finally:
+            scratch.unlink(missing_ok=True)

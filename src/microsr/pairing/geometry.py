@@ -1,8 +1,9 @@
 """Geometry checks for LR/HR pairs, done before any slice is cut, and the z convention.
 
 A pair is usable when the two volumes cover the same physical box (within a tolerance, by
-default one LR voxel) and the LR voxel is an integer multiple of the HR voxel along each
-axis (in-plane ``factor``, along z ``z_factor``).
+default one LR voxel), the LR voxel is an integer multiple of the HR voxel along each
+axis (in-plane ``factor``, along z ``z_factor``; an axis may already be at the HR spacing,
+e.g. LR slices as thin as HR's) and coarser along at least one.
 
 **The z convention.** Positions are voxel centres (``origin + index * spacing``). An LR
 voxel's centre sits at the centre of the HR voxels it covers, as :mod:`microsr.simulate`
@@ -156,23 +157,15 @@ def check_pair(
         the boxes disagree by more than the tolerance.
     """
     factor = scale_factor(lr.spacing_mm, hr.spacing_mm, name=name)
+    fz = z_factor(lr, hr, name=name)
+    if factor == 1 and fz == 1:
+        raise MicrosrError(
+            f"{name}: the LR voxel {tuple(lr.spacing_mm)} mm is not coarser than the HR voxel "
+            f"{tuple(hr.spacing_mm)} mm along any axis; nothing to super-resolve (is the LR "
+            "file an HR scan?)"
+        )
     tol = tolerance_lr_voxels * np.asarray(lr.spacing_mm)
-    ext_diff = np.asarray(lr.extent_mm) - np.asarray(hr.extent_mm)
-    offset = _box_start(lr) - _box_start(hr)
-    axes = "zyx"
-    for i in range(3):
-        if abs(ext_diff[i]) > tol[i] + 1e-9:
-            raise MicrosrError(
-                f"{name}: LR and HR extents disagree along {axes[i]}: LR {lr.extent_mm[i]:.4f} mm "
-                f"({lr.shape[i]} x {lr.spacing_mm[i]:.4g}) vs HR {hr.extent_mm[i]:.4f} mm "
-                f"({hr.shape[i]} x {hr.spacing_mm[i]:.4g}); tolerance {tol[i]:.4f} mm"
-            )
-        if abs(offset[i]) > tol[i] + 1e-9:
-            raise MicrosrError(
-                f"{name}: LR and HR boxes are offset by {offset[i]:.4f} mm along {axes[i]} "
-                f"(origins LR {lr.origin_mm[i]:.4f}, HR {hr.origin_mm[i]:.4f} mm); "
-                f"tolerance {tol[i]:.4f} mm"
-            )
+    ext_diff, offset = check_boxes(lr, hr, name=name, tolerance_mm=tol)
     hr_index = nearest_slices(lr, hr)
     if np.all(hr_index < 0):
         raise MicrosrError(f"{name}: no LR slice lies inside the HR volume along z")
@@ -180,5 +173,34 @@ def check_pair(
     inside = np.nonzero(inside_lr(t, lr.shape[0]))[0]
     return PairGeometry(
         factor, hr_index, tuple(offset.tolist()), tuple(ext_diff.tolist()),
-        z_factor=z_factor(lr, hr, name=name), hr_slices=inside, lr_t=t[inside],
+        z_factor=fz, hr_slices=inside, lr_t=t[inside],
     )  # fmt: skip
+
+
+def check_boxes(
+    a: Volume, b: Volume, *, name: str, tolerance_mm, labels: tuple[str, str] = ("LR", "HR")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check that ``a`` and ``b`` cover the same physical box, per axis within ``tolerance_mm``.
+
+    Returns the ``(z, y, x)`` extent difference and box-start offset ``a - b`` in mm; raises
+    :class:`MicrosrError` naming the axis, the numbers and ``labels`` otherwise.
+    """
+    tol = np.broadcast_to(np.asarray(tolerance_mm, float), (3,))
+    ext_diff = np.asarray(a.extent_mm) - np.asarray(b.extent_mm)
+    offset = _box_start(a) - _box_start(b)
+    (la, lb), axes = labels, "zyx"
+    for i in range(3):
+        if abs(ext_diff[i]) > tol[i] + 1e-9:
+            raise MicrosrError(
+                f"{name}: {la} and {lb} extents disagree along {axes[i]}: {la} "
+                f"{a.extent_mm[i]:.4f} mm ({a.shape[i]} x {a.spacing_mm[i]:.4g}) vs {lb} "
+                f"{b.extent_mm[i]:.4f} mm ({b.shape[i]} x {b.spacing_mm[i]:.4g}); tolerance "
+                f"{tol[i]:.4f} mm"
+            )
+        if abs(offset[i]) > tol[i] + 1e-9:
+            raise MicrosrError(
+                f"{name}: {la} and {lb} boxes are offset by {offset[i]:.4f} mm along {axes[i]} "
+                f"(origins {la} {a.origin_mm[i]:.4f}, {lb} {b.origin_mm[i]:.4f} mm); "
+                f"tolerance {tol[i]:.4f} mm"
+            )
+    return ext_diff, offset

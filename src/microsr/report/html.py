@@ -268,7 +268,6 @@ def build_report(study_dir: str | Path, *, title: str | None = None) -> Path:
     study = Path(study_dir)
     record, problems, tables = load_study(study)
     with atomic_path(study / "report", directory=True, replace_folder=True) as tmp:  # ours
-        tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
         figs = _figures(figure_jobs(study, tables, record), tmp / "figures")
         (tmp / "tables").mkdir()
         for n in tables:

@@ -94,6 +94,9 @@ class SRModule(L.LightningModule):
             seed=self.cfg.seed,
             model_class=type(self.model).__name__,
             provenance=self.hparams["data"].get("provenance"),
+            lr_spacing_mm=self.hparams["data"].get("lr_spacing_mm"),
+            hr_spacing_mm=self.hparams["data"].get("hr_spacing_mm"),
+            units=self.hparams["data"].get("units"),
         )
         checkpoint[CHECKPOINT_KEY] = meta.to_dict()
 

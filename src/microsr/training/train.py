@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from microsr.data.dataset import PatchDataset, SliceDataset, SlicePairs
-from microsr.data.prepare import load_dataset_info
+from microsr.data.prepare import dataset_units, load_dataset_info, training_spacings
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path, check_output, remove_stale_temporaries
@@ -219,6 +219,7 @@ def _module_data(data: SRDataModule, config: TrainConfig, init: InitSource | Non
         "acquisition_file": prepared.get("simulation", {}).get("acquisition_file"),
         "init": init.record if init is not None else None,
     }
+    out.update(training_spacings(data.info), units=dataset_units(data.info))
     if config.structure_weight and config.structure_threshold is None:
         sigma = config.structure_sigma
         out["structure_threshold"] = structure_threshold(
