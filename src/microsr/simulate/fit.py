@@ -11,7 +11,8 @@ are identifiable:
    filter only; it is compared with the NPS of white sinogram noise reconstructed by the
    same FBP for each filter.
 2. **photons** from the slice-to-slice independent noise (neighbouring-slice
-   differences) relative to the bone - marrow contrast, which scales as
+   differences) relative to the scan's grey-value scale (99.5th percentile of the smoothed
+   scan minus the marrow level), which scales as
    ``photons ** -0.5`` (secant steps on candidate simulations).
 3. **projections_ratio** from the noise that neighbouring slices share (view-aliasing
    streaks of the structure; photon noise is independent from slice to slice), on a grid
@@ -88,7 +89,7 @@ class AcquisitionFit:
             "relative_photon_noise": (s.relative_photon_noise, f.relative_photon_noise),
             "relative_streak_noise": (s.relative_excess, f.relative_excess),
             "relative_noise_slice_difference": (
-                _ratio(s.noise_diff, s.contrast), _ratio(f.noise_diff, f.contrast)),
+                _ratio(s.noise_diff, s.scale), _ratio(f.noise_diff, f.scale)),
             "slice_difference_over_patch_noise": (
                 _ratio(s.noise_diff, s.noise), _ratio(f.noise_diff, f.noise)),
             "edge_width_inplane_voxels": (s.width_inplane, f.width_inplane),
@@ -299,19 +300,27 @@ class _Fitter:
         logger.info("candidate %s", self.trace[-1])
         return stats
 
+    def noise(self, stats: ScanStats) -> float:
+        """The noise measure matched: slice-to-slice noise over the noise scale
+        (:attr:`ScanStats.scale`) when the scan has neighbouring flat slices, else all noise
+        over it."""
+        if self.stats.noise_diff is not None and stats.noise_diff is not None:
+            return stats.noise_diff / stats.scale
+        return stats.noise / stats.scale
+
     def photons(self, config: AcquisitionConfig) -> AcquisitionConfig:
-        """Photons whose slice-to-slice noise relative to the contrast matches the scan's.
+        """Photons whose relative slice-to-slice noise (:meth:`noise`) matches the scan's.
 
         Two candidates at ``P`` and ``4 P`` fit ``noise**2 = a / photons + b``, where ``b`` is
         what does not scale with photons (structure changing between slices); the
         photons are then ``a / (target**2 - b)``, within :data:`PHOTON_RANGE`.
         """
-        target = self.stats.relative_photon_noise**2
+        target = self.noise(self.stats) ** 2
         p1 = config.photons
-        y1 = self.simulate(config).relative_photon_noise ** 2
+        y1 = self.noise(self.simulate(config)) ** 2
         p2 = p1 * 4 if y1 > target else p1 / 4
         p2 = float(np.clip(p2, *PHOTON_RANGE))
-        y2 = self.simulate(config.model_copy(update={"photons": p2})).relative_photon_noise ** 2
+        y2 = self.noise(self.simulate(config.model_copy(update={"photons": p2}))) ** 2
         a = (y1 - y2) / (1 / p1 - 1 / p2) if p1 != p2 else y1 * p1
         b = y1 - a / p1
         if a <= 0:  # no photon dependence seen: keep the pure 1/P law
@@ -325,6 +334,14 @@ class _Fitter:
         else:
             photons = float(np.clip(a / (target - b), *PHOTON_RANGE))
         return config.model_copy(update={"photons": round(photons, 1)})
+
+    def _matched(self, config: AcquisitionConfig) -> ScanStats:
+        """Statistics of ``config`` after one ``photons ** -0.5`` step towards the scan's
+        relative noise."""
+        first = self.noise(self.simulate(config))
+        photons = config.photons * (first / self.noise(self.stats)) ** 2
+        photons = float(np.clip(photons, *PHOTON_RANGE))
+        return self.simulate(config.model_copy(update={"photons": photons}))
 
     def filter(self, config: AcquisitionConfig) -> AcquisitionConfig:
         """Re-check the filter by simulation: the candidate filter whose simulated NPS shape
@@ -345,7 +362,7 @@ class _Fitter:
         if s.excess is None:
             self.notes.append("one slice: projections_ratio not fitted")
             return config
-        target, se = s.excess / s.contrast**2, s.excess_se / s.contrast**2
+        target, se = s.excess / s.scale**2, s.excess_se / s.scale**2
         grid = []
         for r in RATIO_GRID:
             photons = config.photons * config.projections_ratio / r
@@ -354,7 +371,7 @@ class _Fitter:
             if sim.excess is None:
                 self.notes.append("too few flat slice pairs in the reference: views not fitted")
                 return config
-            grid.append((r, sim.excess / sim.contrast**2, candidate))
+            grid.append((r, sim.excess / sim.scale**2, candidate))
         values = np.array([g[1] for g in grid])
         if values[0] - values[-1] < 3 * se:
             self.notes.append(
@@ -376,12 +393,14 @@ class _Fitter:
         )
 
     def psf(self, config: AcquisitionConfig) -> tuple[AcquisitionConfig, str | None]:
-        """PSF interpolated from the edge widths of a grid of candidates."""
+        """PSF interpolated from the edge widths of a grid of candidates, each at the photons
+        that match the scan's relative noise (noise jitters the edges that
+        are averaged, so the widths are compared at equal relative noise)."""
         width = self.stats.width_inplane
         if width is None:
             return config, None
-        grid = [(p, self.simulate(config.model_copy(update={"psf_sigma_bins": p}))) for p in
-                PSF_GRID]  # fmt: skip
+        grid = [(p, self._matched(config.model_copy(update={"psf_sigma_bins": p})))
+                for p in PSF_GRID]  # fmt: skip
         pairs = [(p, s.width_inplane) for p, s in grid if s.width_inplane is not None]
         if len(pairs) < 2:
             return config, None
