@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from microsr.cli import app
 from microsr.io import write_volume
 from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
-from microsr.simulate.fit import filter_templates, fit_acquisition, nearest_filter
+from microsr.simulate.fit import fit_acquisition
+from microsr.simulate.fit_search import filter_templates, nearest_filter
 from microsr.simulate.fit_stats import scan_statistics
 from microsr.volume import Volume
 
