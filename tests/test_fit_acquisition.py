@@ -75,7 +75,8 @@ def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
     for name, row in record["fit"]["statistics"].items():
         assert set(row) == {"scan", "fit", "residual"}, name
         for value in row.values():
-            assert value is None or isinstance(value, int | float | list), name
+            assert isinstance(value, int | float | list), name
+    assert "edge_width_z_voxels" in record["fit"]["statistics_unavailable"]  # 2 LR slices
     assert record["fit"]["statistics"]["relative_noise"]["scan"] > 0
     res = CliRunner().invoke(app, ["fit-acquisition", str(scan), str(out)])
     assert res.exit_code == 2 and "--overwrite" in res.output

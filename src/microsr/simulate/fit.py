@@ -76,7 +76,8 @@ class AcquisitionFit:
 
     def statistics(self) -> dict:
         """``{name: {"scan", "fit", "residual"}}``, unit-free (JSON-ready); ``residual`` is
-        fit - scan (elementwise for profiles and spectra), None where either is missing.
+        fit - scan (elementwise for profiles and spectra); a statistic missing on either side
+        is left out (:meth:`unavailable`).
 
         Relative noises are over :attr:`ScanStats.scale`; ``photon`` = neighbouring-slice
         differences, ``slice_shared`` = the rest (structure, streaks; signed sqrt);
@@ -95,7 +96,18 @@ class AcquisitionFit:
             "nps_shape_slice_difference": (_list(s.noise_shape), _list(f.noise_shape)),
             "edge_profile_inplane": (_list(s.edge_inplane), _list(f.edge_inplane)),
         }  # fmt: skip
-        return {k: {"scan": a, "fit": b, "residual": _residual(a, b)} for k, (a, b) in rows.items()}
+        return {
+            k: {"scan": a, "fit": b, "residual": _residual(a, b)}
+            for k, (a, b) in rows.items()
+            if a is not None and b is not None
+        }
+
+    def unavailable(self) -> list:
+        """Names of the statistics left out of :meth:`statistics` (missing on scan or fit,
+        e.g. Z edges on a simulation of a few slices)."""
+        names = ("edge_width_inplane_voxels", "edge_width_z_voxels", "relative_slice_shared_noise",
+                 "edge_profile_inplane", "slice_difference_over_patch_noise")  # fmt: skip
+        return [n for n in names if n not in self.statistics()]
 
 
 def _ratio(a, b):
