@@ -403,7 +403,9 @@ def test_fit_acquisition_of_an_hr_scan_warns_with_the_numbers(tmp_path):
     from test_fit_acquisition import sharp_blocks
 
     scan = write_volume(sharp_blocks(), tmp_path / "sharp.mha")
-    res = runner.invoke(app, ["fit-acquisition", str(scan), str(tmp_path / "a.json")])
+    ref = write_volume(sharp_blocks(1, factor=2), tmp_path / "ref.mha")
+    args = ["fit-acquisition", str(scan), str(tmp_path / "a.json"), "--reference", str(ref)]
+    res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "a.json").is_file() and (tmp_path / "a.png").is_file()
     record = (tmp_path / "a.json").read_text()

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from microsr.cli import app
 from microsr.io import write_volume
 from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
-from microsr.simulate.fit import filter_templates, fit_acquisition, nearest_filter
+from microsr.simulate.fit import fit_acquisition
+from microsr.simulate.fit_search import filter_templates, nearest_filter
 from microsr.simulate.fit_stats import scan_statistics
 from microsr.volume import Volume
 
@@ -74,25 +75,32 @@ def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
     for name, row in record["fit"]["statistics"].items():
         assert set(row) == {"scan", "fit", "residual"}, name
         for value in row.values():
-            assert value is None or isinstance(value, int | float | list), name
+            assert isinstance(value, int | float | list), name
+    assert "edge_width_z_voxels" in record["fit"]["statistics_unavailable"]  # 2 LR slices
     assert record["fit"]["statistics"]["relative_noise"]["scan"] > 0
     res = CliRunner().invoke(app, ["fit-acquisition", str(scan), str(out)])
     assert res.exit_code == 2 and "--overwrite" in res.output
 
 
-def sharp_blocks(seed: int = 0) -> Volume:
-    """Bone squares with ideal (unblurred) edges in marrow: sharper than any LR scan."""
+def sharp_blocks(seed: int = 0, *, factor: int = 1) -> Volume:
+    """Bone squares with ideal (unblurred) edges in marrow: sharper than any LR scan.
+
+    ``factor`` 1: the "LR scan" (0.02 mm, noisy); 2: an HR reference of the same layout.
+    """
     rng = np.random.default_rng(seed)
-    array = np.full((6, 96, 96), 100.0, np.float32)
-    for y in (8, 56):
-        for x in (8, 56):
+    array = np.full((4, 64, 64), 100.0, np.float32)
+    for y in (8, 40):
+        for x in (8, 40):
             array[:, y : y + 14, x : x + 14] = 1000.0
-    return Volume(array + rng.normal(0, 10, array.shape).astype(np.float32), (0.02,) * 3)
+    if factor > 1:
+        array = np.kron(array, np.ones((factor,) * 3, np.float32))
+    array += rng.normal(0, 10, array.shape).astype(np.float32)
+    return Volume(array, (0.02 / factor,) * 3)
 
 
 def test_sharp_scan_warns_with_the_numbers(caplog):
     with caplog.at_level(logging.WARNING, logger="microsr"):
-        fit = fit_acquisition(sharp_blocks(), factor=2)
+        fit = fit_acquisition(sharp_blocks(), factor=2, reference=sharp_blocks(1, factor=2))
     assert fit.warnings and "sharper than its voxel size" in fit.warnings[0]
     assert any("edge width" in r.getMessage() for r in caplog.records)
     assert fit.acquisition.psf_sigma_bins == 0.0

@@ -38,6 +38,7 @@ def fit_record(fit: AcquisitionFit, *, scan_path: str, spacing_mm) -> dict:
             "spacing_mm": [float(s) for s in spacing_mm],
             "reference": fit.reference,
             "statistics": fit.statistics(),
+            "statistics_unavailable": fit.unavailable(),
             "intensity": fit.intensity,
             "filter_nps_distance": fit.templates["distance"],
             "filter_nps_distance_simulated": fit.templates.get("distance_simulated"),
@@ -87,8 +88,8 @@ def fit_figure(fit: AcquisitionFit) -> Figure:
                 title=f"edge spread: psf {fit.acquisition.psf_sigma_bins:.2f} bins")  # fmt: skip
     ax_edge.legend(fontsize=8)
     fig.suptitle(
-        f"photons {fit.acquisition.photons:.4g}; relative noise scan "
-        f"{fit.scan.relative_noise:.3g}, fit {fit.fitted.relative_noise:.3g}",
+        f"photons {fit.acquisition.photons:.4g}; slice-to-slice noise / scale: scan "
+        f"{fit.scan.relative_photon_noise:.3g}, fit {fit.fitted.relative_photon_noise:.3g}",
         fontsize=9,
     )
     fig.tight_layout()

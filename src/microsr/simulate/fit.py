@@ -11,7 +11,8 @@ are identifiable:
    filter only; it is compared with the NPS of white sinogram noise reconstructed by the
    same FBP for each filter.
 2. **photons** from the slice-to-slice independent noise (neighbouring-slice
-   differences) relative to the bone - marrow contrast, which scales as
+   differences) relative to the scan's grey-value scale (99.5th percentile of the smoothed
+   scan minus the marrow level), which scales as
    ``photons ** -0.5`` (secant steps on candidate simulations).
 3. **projections_ratio** from the noise that neighbouring slices share (view-aliasing
    streaks of the structure; photon noise is independent from slice to slice), on a grid
@@ -33,19 +34,15 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from skimage.transform import iradon
 
 from microsr.errors import MicrosrError
-from microsr.simulate.acquisition import _make_geometry, simulate_acquisition
 from microsr.simulate.attenuation import resolve_attenuation
-from microsr.simulate.config import FILTERS, AcquisitionConfig
+from microsr.simulate.config import AcquisitionConfig
+from microsr.simulate.fit_search import CandidateSearch, choose_filter
 from microsr.simulate.fit_stats import (
     MIN_PATCHES,
-    PATCH_SIZES,
     ScanStats,
-    _detrend,
     largest_patch,
-    radial_nps,
     scan_statistics,
 )
 from microsr.simulate.phantom import make_phantom
@@ -57,9 +54,6 @@ __all__ = ["AcquisitionFit", "fit_acquisition"]
 
 #: Smallest scan accepted: (Z, Y, X) voxels.
 MIN_SHAPE = (2, 24, 24)
-PSF_GRID = (0.0, 0.75, 1.5, 2.25)
-RATIO_GRID = (0.25, 0.5, 1.0)
-PHOTON_RANGE = (50.0, 1e7)
 _START_PHOTONS = 5000.0
 _REF_SLICES = 4  # LR slices of the reference simulated per candidate
 _MAX_REF_INPLANE = 320  # HR voxels; larger references are cropped at the centre
@@ -81,14 +75,19 @@ class AcquisitionFit:
     reference: str = ""
 
     def statistics(self) -> dict:
-        """``{name: {"scan", "fit", "residual"}}``, unit-free (JSON-ready)."""
+        """``{name: {"scan", "fit", "residual"}}``, unit-free (JSON-ready); ``residual`` is
+        fit - scan (elementwise for profiles and spectra); a statistic missing on either side
+        is left out (:meth:`unavailable`).
+
+        Relative noises are over :attr:`ScanStats.scale`; ``photon`` = neighbouring-slice
+        differences, ``slice_shared`` = the rest (structure, streaks; signed sqrt);
+        widths in voxels; ``nps_shape*`` at ``fit.nps_frequency_cycles_per_voxel``;
+        ``edge_profile_inplane`` at -4..4 voxels in steps of 0.25."""
         s, f = self.scan, self.fitted
         rows = {
             "relative_noise": (s.relative_noise, f.relative_noise),
             "relative_photon_noise": (s.relative_photon_noise, f.relative_photon_noise),
-            "relative_streak_noise": (s.relative_excess, f.relative_excess),
-            "relative_noise_slice_difference": (
-                _ratio(s.noise_diff, s.contrast), _ratio(f.noise_diff, f.contrast)),
+            "relative_slice_shared_noise": (s.relative_excess, f.relative_excess),
             "slice_difference_over_patch_noise": (
                 _ratio(s.noise_diff, s.noise), _ratio(f.noise_diff, f.noise)),
             "edge_width_inplane_voxels": (s.width_inplane, f.width_inplane),
@@ -97,7 +96,18 @@ class AcquisitionFit:
             "nps_shape_slice_difference": (_list(s.noise_shape), _list(f.noise_shape)),
             "edge_profile_inplane": (_list(s.edge_inplane), _list(f.edge_inplane)),
         }  # fmt: skip
-        return {k: {"scan": a, "fit": b, "residual": _residual(a, b)} for k, (a, b) in rows.items()}
+        return {
+            k: {"scan": a, "fit": b, "residual": _residual(a, b)}
+            for k, (a, b) in rows.items()
+            if a is not None and b is not None
+        }
+
+    def unavailable(self) -> list:
+        """Names of the statistics left out of :meth:`statistics` (missing on scan or fit,
+        e.g. Z edges on a simulation of a few slices)."""
+        names = ("edge_width_inplane_voxels", "edge_width_z_voxels", "relative_slice_shared_noise",
+                 "edge_profile_inplane", "slice_difference_over_patch_noise")  # fmt: skip
+        return [n for n in names if n not in self.statistics()]
 
 
 def _ratio(a, b):
@@ -150,6 +160,58 @@ def fit_acquisition(
         A scan too small, a mask of the wrong shape, no flat region to measure noise in,
         or no bone/marrow contrast.
     """
+    stats = _scan_stats(scan, mask)
+    ref, ref_label = _reference(scan, factor, reference, seed)
+    stats = _common_patch(scan, mask, stats, ref, ref_label, factor)
+    base = AcquisitionConfig(
+        factor=factor, seed=seed, hr_projections=_hr_projections(ref), photons=_START_PHOTONS
+    )
+    fit = CandidateSearch(stats, ref, base, (scan.array, mask))
+    expected = scan.spacing_mm[1] / factor
+    if reference is not None and abs(ref.spacing_mm[1] / expected - 1) > 0.05:
+        fit.warnings.append(
+            f"the reference's voxel size {ref.spacing_mm[1]:.4g} mm is not the scan's "
+            f"{scan.spacing_mm[1]:.4g} mm / factor {factor} = {expected:.4g} mm: photons and "
+            "PSF are fitted for the reference's geometry"
+        )
+        logger.warning(fit.warnings[-1])
+    filter_name, templates = choose_filter(stats, ref, base)
+    config = _search(fit, base.model_copy(update={"filter_name": filter_name}))
+    final = fit.simulate(config)
+    stats = fit.stats  # possibly re-measured with a smaller patch
+    if fit.filter_scores is not None:
+        templates["distance_simulated"] = fit.filter_scores
+    return AcquisitionFit(
+        acquisition=config,
+        uncertainty=_uncertainty(stats, final, fit),
+        scan=stats,
+        fitted=final,
+        templates=templates,
+        intensity=_intensity(stats, final, ref, config),
+        notes=_notes(stats) + fit.notes,
+        warnings=fit.warnings,
+        trace=fit.trace,
+        reference=ref_label,
+    )
+
+
+def _search(fit: CandidateSearch, config: AcquisitionConfig) -> AcquisitionConfig:
+    """Photons, views, PSF; the filter re-checked by simulation (and photons and PSF again
+    if it changed); photons once more at the final PSF."""
+    config = fit.photons(config)
+    config = fit.views(config)
+    config, warning = fit.psf(config)
+    checked = fit.filter(config)
+    if checked.filter_name != config.filter_name:
+        config = fit.photons(checked)
+        config, warning = fit.psf(config)
+    if warning:
+        fit.warnings.append(warning)
+    return fit.photons(config)
+
+
+def _scan_stats(scan: Volume, mask) -> ScanStats:
+    """The scan's statistics, or the error saying what is missing."""
     name = scan.metadata.get("source", "scan")
     _check_scan(scan, mask, name)
     stats, info = scan_statistics(scan.array, mask)
@@ -161,46 +223,21 @@ def fit_acquisition(
             f"{stats.marrow:.4g}, noise {stats.noise:.3g}): the noise cannot be scaled to "
             "the simulator's units without bone in the scan; give a region with bone"
         )
-    ref, ref_label = _reference(scan, factor, reference, seed)
+    return stats
+
+
+def _common_patch(scan, mask, stats: ScanStats, ref: Volume, label: str, factor: int):
+    """The scan's statistics at a patch size the reference's flat regions also hold."""
     ref_lr = _block_mean(ref.array, factor)
     ref_patch = largest_patch(ref_lr, min_count=3 * MIN_PATCHES) or largest_patch(ref_lr)
     if ref_patch is None:
         raise MicrosrError(
-            f"the reference ({ref_label}) has no flat region to measure simulated noise in; "
+            f"the reference ({label}) has no flat region to measure simulated noise in; "
             "give a --reference with marrow or air areas"
         )
-    if ref_patch < stats.patch:  # the same patch size on scan and simulations
+    if ref_patch < stats.patch:
         stats, _ = scan_statistics(scan.array, mask, patch=ref_patch)
-    base = AcquisitionConfig(
-        factor=factor, seed=seed, hr_projections=_hr_projections(ref), photons=_START_PHOTONS
-    )
-    fit = _Fitter(stats, ref, base, (scan.array, mask))
-    filter_name, templates = choose_filter(stats, ref, base)
-    config = fit.photons(base.model_copy(update={"filter_name": filter_name}))
-    config = fit.views(config)
-    config, warning = fit.psf(config)
-    checked = fit.filter(config)
-    if checked.filter_name != config.filter_name:
-        config = fit.photons(checked)
-        config, warning = fit.psf(config)
-    config = fit.photons(config)
-    final = fit.simulate(config)
-    stats = fit.stats  # possibly re-measured with a smaller patch
-    if fit.filter_scores is not None:
-        templates["distance_simulated"] = fit.filter_scores
-    result = AcquisitionFit(
-        acquisition=config,
-        uncertainty=_uncertainty(stats, final, fit),
-        scan=stats,
-        fitted=final,
-        templates=templates,
-        intensity=_intensity(stats, final, ref, config),
-        notes=_notes(stats) + fit.notes,
-        warnings=[warning] if warning else [],
-        trace=fit.trace,
-        reference=ref_label,
-    )
-    return result
+    return stats
 
 
 def _check_scan(scan: Volume, mask, name) -> None:
@@ -260,199 +297,6 @@ def _hr_projections(ref: Volume) -> int:
     return math.ceil(math.pi / 2 * max(ref.shape[1:]))
 
 
-class _Fitter:
-    """Candidate simulations of the reference and the one-parameter searches."""
-
-    def __init__(self, stats: ScanStats, ref: Volume, base: AcquisitionConfig, scan: tuple):
-        self.stats, self.ref, self.base, self.scan = stats, ref, base, scan
-        self.trace: list = []
-        self.notes: list = []
-        self.ratio_sd: float | None = None
-        self.filter_scores: dict | None = None
-
-    def simulate(self, config: AcquisitionConfig) -> ScanStats:
-        lr = simulate_acquisition(self.ref, config)
-        stats, _ = scan_statistics(lr.array, patch=self.stats.patch, structured=True)
-        smaller = [p for p in PATCH_SIZES if p < self.stats.patch]
-        while stats is None and smaller:  # blur or noise shrank the flat regions
-            patch = smaller.pop(0)
-            stats, _ = scan_statistics(lr.array, patch=patch, structured=True)
-            scan, _ = scan_statistics(self.scan[0], self.scan[1], patch=patch)
-            if stats is not None and scan is not None:
-                logger.info("NPS patch size %d -> %d voxels", self.stats.patch, patch)
-                self.stats = scan
-        if stats is None:
-            raise MicrosrError(
-                "the reference simulation has no flat region to measure noise in; give a "
-                "--reference with marrow or air areas"
-            )
-        self.trace.append(
-            {
-                "filter": config.filter_name, "photons": config.photons,
-                "psf_sigma_bins": config.psf_sigma_bins,
-                "projections_ratio": config.projections_ratio,
-                "relative_noise": stats.relative_noise,
-                "relative_photon_noise": stats.relative_photon_noise,
-                "relative_excess": stats.relative_excess, "edge_width": stats.width_inplane,
-            }
-        )  # fmt: skip
-        logger.info("candidate %s", self.trace[-1])
-        return stats
-
-    def photons(self, config: AcquisitionConfig) -> AcquisitionConfig:
-        """Photons whose slice-to-slice noise relative to the contrast matches the scan's.
-
-        Two candidates at ``P`` and ``4 P`` fit ``noise**2 = a / photons + b``, where ``b`` is
-        what does not scale with photons (structure changing between slices); the
-        photons are then ``a / (target**2 - b)``, within :data:`PHOTON_RANGE`.
-        """
-        target = self.stats.relative_photon_noise**2
-        p1 = config.photons
-        y1 = self.simulate(config).relative_photon_noise ** 2
-        p2 = p1 * 4 if y1 > target else p1 / 4
-        p2 = float(np.clip(p2, *PHOTON_RANGE))
-        y2 = self.simulate(config.model_copy(update={"photons": p2})).relative_photon_noise ** 2
-        a = (y1 - y2) / (1 / p1 - 1 / p2) if p1 != p2 else y1 * p1
-        b = y1 - a / p1
-        if a <= 0:  # no photon dependence seen: keep the pure 1/P law
-            a, b = y1 * p1, 0.0
-        if target <= b:
-            self.notes.append(
-                "the scan's slice-to-slice noise is at or below what the reference's structure "
-                f"alone gives: photons set to the top of the range {PHOTON_RANGE[1]:g}"
-            )
-            photons = PHOTON_RANGE[1]
-        else:
-            photons = float(np.clip(a / (target - b), *PHOTON_RANGE))
-        return config.model_copy(update={"photons": round(photons, 1)})
-
-    def filter(self, config: AcquisitionConfig) -> AcquisitionConfig:
-        """Re-check the filter by simulation: the candidate filter whose simulated NPS shape
-        (structure leaking into the flat patches included) is nearest the scan's."""
-        shapes = {
-            name: self.simulate(config.model_copy(update={"filter_name": name})).noise_shape
-            for name in FILTERS
-        }
-        best, scores = nearest_filter(self.stats, shapes)
-        self.filter_scores = scores["distance"]
-        return config.model_copy(update={"filter_name": best})
-
-    def views(self, config: AcquisitionConfig) -> AcquisitionConfig:
-        """``projections_ratio`` from the noise that neighbouring slices share (undersampling
-        streaks), on a grid of ratios at constant photons x views; kept where the grid's
-        spread is within 3 standard errors of the scan's value (not identifiable)."""
-        s = self.stats
-        if s.excess is None:
-            self.notes.append("one slice: projections_ratio not fitted")
-            return config
-        target, se = s.excess / s.contrast**2, s.excess_se / s.contrast**2
-        grid = []
-        for r in RATIO_GRID:
-            photons = config.photons * config.projections_ratio / r
-            candidate = config.model_copy(update={"projections_ratio": r, "photons": photons})
-            sim = self.simulate(candidate)
-            if sim.excess is None:
-                self.notes.append("too few flat slice pairs in the reference: views not fitted")
-                return config
-            grid.append((r, sim.excess / sim.contrast**2, candidate))
-        values = np.array([g[1] for g in grid])
-        if values[0] - values[-1] < 3 * se:
-            self.notes.append(
-                "angular undersampling does not show in this scan (streak noise of the "
-                f"ratios {RATIO_GRID} within 3 standard errors of the scan's): "
-                f"projections_ratio kept at {config.projections_ratio}"
-            )
-            return config
-        log_r = np.log([g[0] for g in grid])
-        order = np.argsort(values)
-        ratio = float(np.exp(np.interp(target, values[order], log_r[order])))
-        slope = abs(values[0] - values[-1]) / (RATIO_GRID[-1] - RATIO_GRID[0])
-        self.ratio_sd = max(0.05, se / slope)
-        if not RATIO_GRID[0] < ratio < RATIO_GRID[-1]:
-            self.notes.append(f"projections_ratio at the edge of the grid {RATIO_GRID}")
-        photons = config.photons * config.projections_ratio / ratio
-        return config.model_copy(
-            update={"projections_ratio": round(ratio, 3), "photons": round(photons, 1)}
-        )
-
-    def psf(self, config: AcquisitionConfig) -> tuple[AcquisitionConfig, str | None]:
-        """PSF interpolated from the edge widths of a grid of candidates."""
-        width = self.stats.width_inplane
-        if width is None:
-            return config, None
-        grid = [(p, self.simulate(config.model_copy(update={"psf_sigma_bins": p}))) for p in
-                PSF_GRID]  # fmt: skip
-        pairs = [(p, s.width_inplane) for p, s in grid if s.width_inplane is not None]
-        if len(pairs) < 2:
-            return config, None
-        p2 = np.array([p * p for p, _ in pairs])
-        w2 = np.array([w * w for _, w in pairs])
-        order = np.argsort(w2)
-        psf2 = np.interp(width**2, w2[order], p2[order])
-        if width**2 > w2.max():  # beyond the grid: extend the last segment linearly
-            slope = (p2[-1] - p2[-2]) / max(w2[-1] - w2[-2], 1e-9)
-            psf2 = p2[-1] + slope * (width**2 - w2[-1])
-        warning = None
-        sharpest = pairs[0][1]
-        if width < 0.85 * sharpest:
-            warning = (
-                f"the scan is sharper than its voxel size suggests: edge width {width:.2f} "
-                f"voxels against {sharpest:.2f} for the simulator with no detector blur at "
-                f"factor {config.factor}; is it an HR scan, or are --spacing / --factor wrong?"
-            )
-            logger.warning(warning)
-        psf = round(float(math.sqrt(max(psf2, 0.0))), 3)
-        self.psf_grid = pairs
-        return config.model_copy(update={"psf_sigma_bins": psf}), warning
-
-
-def filter_templates(ref: Volume, config: AcquisitionConfig, patch: int) -> tuple:
-    """Normalised radial NPS of white sinogram noise through the simulator's FBP, per filter.
-
-    The reconstruction geometry (detector bins, views, output size) is the simulator's for
-    ``ref`` at ``config``; returns ``(freq, {filter: nps / mean(nps)})``.
-    """
-    geometry = _make_geometry(ref.shape[1:], ref.spacing_mm[1], config)
-    size = min(geometry.out_size, 96)
-    rng = np.random.default_rng(1)
-    sinograms = [rng.standard_normal((geometry.lr_bins, len(geometry.theta_deg))) for _ in "abc"]
-    out, freq = {}, None
-    for name in FILTERS:
-        tiles = []
-        for sino in sinograms:
-            image = iradon(sino, theta=geometry.theta_deg, output_size=size, filter_name=name,
-                           circle=False, preserve_range=True)  # fmt: skip
-            for y in range(0, size - patch + 1, patch):
-                for x in range(0, size - patch + 1, patch):
-                    tiles.append(image[y : y + patch, x : x + patch])
-        freq, nps = radial_nps(_detrend(np.stack(tiles)))
-        out[name] = nps / nps.mean()
-    return freq, out
-
-
-def choose_filter(stats: ScanStats, ref: Volume, config: AcquisitionConfig) -> tuple[str, dict]:
-    """The filter whose template NPS shape (:func:`filter_templates`) is closest to the
-    scan's (:func:`nearest_filter`)."""
-    _, templates = filter_templates(ref, config, stats.patch)
-    return nearest_filter(stats, templates)
-
-
-def nearest_filter(stats: ScanStats, templates: dict) -> tuple[str, dict]:
-    """The filter whose normalised template NPS is closest to the scan's (mean squared log
-    ratio, up to a constant, from 0.15 cycles/voxel up: below, structure leaks in)."""
-    shape = stats.noise_shape
-    use = stats.nps_freq >= 0.15
-
-    def distance(t):
-        d = np.log(np.maximum(shape[use], 1e-6)) - np.log(np.maximum(t[use], 1e-6))
-        return float(np.mean((d - d.mean()) ** 2))
-
-    scores = {name: distance(t) for name, t in templates.items()}
-    best = min(scores, key=scores.get)
-    logger.info("filter NPS distances %s -> %s", scores, best)
-    return best, {"templates": {k: _list(v) for k, v in templates.items()}, "distance": scores}
-
-
 def _intensity(scan: ScanStats, fit: ScanStats, ref: Volume, config) -> dict:
     """Affine maps scan grey value -> reference grey value and -> attenuation (1/mm)."""
     a = fit.contrast / scan.contrast
@@ -466,10 +310,15 @@ def _intensity(scan: ScanStats, fit: ScanStats, ref: Volume, config) -> dict:
     }  # fmt: skip
 
 
-def _uncertainty(scan: ScanStats, fit: ScanStats, fitter: _Fitter) -> dict:
-    """Rough standard deviations: sampling error of the noise statistics plus model floors."""
+def _uncertainty(scan: ScanStats, fit: ScanStats, fitter: CandidateSearch) -> dict:
+    """Rough standard deviations: sampling error of the noise statistics, a 10 % model floor
+    for photons plus the part of the noise that does not come from photons (structure and
+    HR noise: where it dominates, photons are barely identified); PSF 0.2 bins (the
+    largest error on the LHDL recovery bench was 0.27); views 0.25 when not identified."""
     se = [x.noise_diff_rel_se or x.noise_rel_se for x in (scan, fit)]
-    photons = math.sqrt((2 * se[0]) ** 2 + (2 * se[1]) ** 2 + 0.1**2)
+    share = min(fitter.floor_share, 0.9)
+    floor = 0.3 * share / (1 - share)  # photons ~ 1 / (target - b)
+    photons = math.sqrt((2 * se[0]) ** 2 + (2 * se[1]) ** 2 + 0.1**2 + floor**2)
     ratio = fitter.ratio_sd if fitter.ratio_sd is not None else 0.25
     return {
         "photons": round(photons, 3),
@@ -484,7 +333,8 @@ def _notes(stats: ScanStats) -> list:
         "and the views come from the streak noise where it shows (else 0.5 of the "
         "reference's Nyquist count), so photons is a noise-equivalent count",
         "mu_bone_per_mm is kept at its default; photons are those that give the scan's "
-        "noise relative to bone contrast at that attenuation and the reference's path lengths",
+        "noise relative to its grey-value scale at that attenuation and the reference's "
+        "path lengths",
         "Z resolution: the simulator bins detector rows (no PSF along Z); compare "
         "edge_width_z_voxels with edge_width_inplane_voxels",
     ]

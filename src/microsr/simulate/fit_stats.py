@@ -30,6 +30,7 @@ from skimage.filters import threshold_otsu
 #: Patch sizes (voxels) tried for the NPS, largest first; the first with enough patches wins.
 PATCH_SIZES = (32, 24, 16, 12, 8)
 MIN_PATCHES = 6
+GOOD_PATCHES = 24
 #: Otsu effectiveness below which the scan counts as one flat class (Gaussian: 0.64).
 MIN_SEPARATION = 0.7
 _MAX_PATCHES = 1500
@@ -41,6 +42,8 @@ EDGE_OFFSETS = np.arange(-4.0, 4.01, 0.25)
 @dataclass
 class ScanStats:
     """Statistics of one scan (units: the scan's grey values; lengths in voxels).
+
+    ``bone_high`` is the 99.5th percentile of the smoothed scan (the noise scale's top).
 
     ``nps`` is the radially averaged NPS (grey^2 per frequency bin, mean = variance) at
     ``nps_freq`` cycles/voxel; ``edge_inplane`` / ``edge_z`` are mean normalised edge
@@ -62,6 +65,7 @@ class ScanStats:
     excess: float | None = None
     excess_se: float | None = None
     noise_diff_rel_se: float | None = None
+    bone_high: float | None = None
     edge_inplane: np.ndarray | None = None
     edge_z: np.ndarray | None = None
     width_inplane: float | None = None
@@ -73,14 +77,21 @@ class ScanStats:
         return self.bone - self.marrow
 
     @property
+    def scale(self) -> float:
+        """The noise scale: ``bone_high - marrow`` (the 99.5th percentile of the smoothed
+        scan tracks the simulator's grey -> attenuation map, set by the HR volume's 99.5th
+        percentile, more closely than the bone median does), else the contrast."""
+        return self.bone_high - self.marrow if self.bone_high is not None else self.contrast
+
+    @property
     def relative_noise(self) -> float:
-        """Noise standard deviation over the bone - marrow contrast."""
-        return self.noise / self.contrast
+        """Noise standard deviation over the noise scale :attr:`scale`."""
+        return self.noise / self.scale
 
     @property
     def relative_photon_noise(self) -> float:
         """Slice-to-slice independent noise over the contrast (all noise with one slice)."""
-        return (self.noise_diff if self.noise_diff is not None else self.noise) / self.contrast
+        return (self.noise_diff if self.noise_diff is not None else self.noise) / self.scale
 
     @property
     def relative_excess(self) -> float | None:
@@ -88,7 +99,7 @@ class ScanStats:
         signed: ``sign(excess) sqrt(|excess|) / contrast``."""
         if self.excess is None:
             return None
-        return math.copysign(math.sqrt(abs(self.excess)), self.excess) / self.contrast
+        return math.copysign(math.sqrt(abs(self.excess)), self.excess) / self.scale
 
     @property
     def noise_shape(self) -> np.ndarray:
@@ -357,19 +368,21 @@ def scan_statistics(
     else:  # one class (e.g. a phantom of water): everything is flat
         flat = np.ones(array.shape, bool) if mask is None else mask.copy()
     info = {"threshold": threshold, "flat_fraction": float(flat.mean()), "structured": structured}
-    noise = None
-    for size in (patch,) if patch else PATCH_SIZES:
-        if size > min(array.shape[1:]):
-            continue
-        noise = noise_spectrum(array, flat, size)
-        if noise is not None:
-            break
-        info[f"patches_{size}"] = len(patch_corners(flat, size))
+    sizes = [p for p in ((patch,) if patch else PATCH_SIZES) if p <= min(array.shape[1:])]
+    counts = {p: len(patch_corners(flat, p)) for p in sizes}
+    info.update({f"patches_{p}": n for p, n in counts.items()})
+    # the largest patch with plenty of patches, else the largest with enough
+    chosen = [p for p in sizes if counts[p] >= GOOD_PATCHES] or [
+        p for p in sizes if counts[p] >= MIN_PATCHES
+    ]
+    noise = noise_spectrum(array, flat, chosen[0]) if chosen else None
     if noise is None:
         return None, info
     marrow = float(np.median(array[flat]))
     bone = bone_level(array, smooth, threshold, mask) if structured else marrow
-    stats = ScanStats(marrow=marrow, bone=bone, **noise)
+    inside = smooth if mask is None else smooth[mask]
+    high = float(np.percentile(inside.ravel()[:: max(1, inside.size // 2_000_000)], 99.5))
+    stats = ScanStats(marrow=marrow, bone=bone, bone_high=high if structured else None, **noise)
     for axis in ("inplane", "z"):
         profile, n = edge_profile(array, smooth, threshold, (marrow, bone), mask, axis=axis)
         setattr(stats, f"edge_{axis}", profile)

@@ -1,0 +1,147 @@
+"""Parameter recovery of ``microsr fit-acquisition`` on the project's own simulated scans.
+
+An LHDL slab (HR 0.0195 mm, slices 60-75, centre 160 x 160 voxels) is simulated with each
+protocol below at factor 2 (LR 0.039 mm, 8 x 80 x 80 voxels); the fit sees only that LR
+scan, with ``reference=`` another slab of the same specimen (slices 140-155: the user's HR
+data, as the README recommends), or with ``--phantom-reference`` the default phantom.
+
+Tolerances (stated before running; a protocol passes an item when):
+
+* filter: the true filter, exactly;
+* noise-equivalent photons ``photons x projections_ratio`` (what the noise identifies;
+  frames = 1): within a factor 1.5 of the truth;
+* ``psf_sigma_bins``: within 0.3 LR detector bins of the truth;
+* ``projections_ratio``: within a factor 1.5 of the truth (the fit keeps 0.5 when
+  undersampling does not show; that counts as a miss unless the truth is 0.5).
+
+Usage (each call is a few minutes on one core; results accumulate in --out):
+    PYTHONPATH=src python bench/fit_recovery.py --protocols 1-4
+    PYTHONPATH=src python bench/fit_recovery.py --protocols 5-8
+    PYTHONPATH=src python bench/fit_recovery.py --protocols 9-12
+    PYTHONPATH=src python bench/fit_recovery.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from microsr.io import read_volume
+from microsr.simulate import AcquisitionConfig, simulate_acquisition
+from microsr.simulate.fit import fit_acquisition
+
+LHDL = Path(__file__).resolve().parents[2] / "shared" / "data" / "lhdl_3155_D_4_bc"
+#: (filter, photons, psf_sigma_bins, projections_ratio): filters ramp..hann, 500..1e6
+#: photons, PSF 0..1.5 bins, 25..100 % of the views.
+PROTOCOLS = [
+    ("ramp", 500, 0.0, 1.0),
+    ("shepp-logan", 1000, 0.5, 0.5),
+    ("cosine", 2000, 1.0, 0.25),
+    ("hamming", 5000, 1.5, 1.0),
+    ("hann", 20000, 0.0, 0.5),
+    ("ramp", 1e5, 1.5, 0.25),
+    ("hann", 1e6, 0.75, 1.0),
+    ("cosine", 500, 1.5, 0.5),
+    ("hamming", 1e6, 0.0, 0.5),
+    ("shepp-logan", 5e4, 1.0, 1.0),
+    ("hann", 2000, 0.5, 0.25),
+    ("ramp", 10000, 0.75, 0.5),
+]
+TOL_PHOTONS, TOL_PSF, TOL_RATIO = 1.5, 0.3, 1.5
+
+
+def _slab(hr, z0: int):
+    y0 = (hr.shape[1] - 160) // 2
+    x0 = (hr.shape[2] - 160) // 2
+    array = np.asarray(hr.array[z0 : z0 + 16, y0 : y0 + 160, x0 : x0 + 160], np.float32)
+    return hr.with_array(array)
+
+
+def run(index: int, hr, phantom: bool) -> dict:
+    filt, photons, psf, ratio = PROTOCOLS[index - 1]
+    truth = AcquisitionConfig(
+        filter_name=filt, photons=photons, psf_sigma_bins=psf, projections_ratio=ratio, seed=7
+    )
+    lr = simulate_acquisition(_slab(hr, 60), truth)
+    start = time.process_time()
+    fit = fit_acquisition(lr, factor=2, reference=None if phantom else _slab(hr, 140))
+    cpu = time.process_time() - start
+    got = fit.acquisition
+    neq = got.photons * got.projections_ratio / (photons * ratio)
+    row = {
+        "protocol": index, "reference": "phantom" if phantom else "LHDL slab",
+        "true": [filt, photons, psf, ratio],
+        "fit": [got.filter_name, got.photons, got.psf_sigma_bins, got.projections_ratio],
+        "filter_ok": got.filter_name == filt,
+        "noise_equivalent_photons_ratio": neq,
+        "photons_ok": abs(math.log(neq)) <= math.log(TOL_PHOTONS),
+        "psf_ok": abs(got.psf_sigma_bins - psf) <= TOL_PSF,
+        "ratio_ok": abs(math.log(got.projections_ratio / ratio)) <= math.log(TOL_RATIO),
+        "relative_noise_scan": fit.scan.relative_photon_noise,
+        "notes": fit.notes[3:], "warnings": fit.warnings, "cpu_s": cpu,
+    }  # fmt: skip
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| # | reference | true filter / photons / PSF / views | fitted | NEQ photons fit/true "
+        "| filter | photons | PSF | views | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    mark = {True: "ok", False: "**miss**"}
+    for r in sorted(rows, key=lambda r: (r["reference"], r["protocol"])):
+        t, f = r["true"], r["fit"]
+        lines.append(
+            f"| {r['protocol']} | {r['reference']} | {t[0]} / {t[1]:g} / {t[2]:g} / {t[3]:g} "
+            f"| {f[0]} / {f[1]:.4g} / {f[2]:.2f} / {f[3]:g} "
+            f"| {r['noise_equivalent_photons_ratio']:.2f} | {mark[r['filter_ok']]} "
+            f"| {mark[r['photons_ok']]} | {mark[r['psf_ok']]} | {mark[r['ratio_ok']]} "
+            f"| {r['cpu_s']:.0f} |"
+        )
+    for key in ("filter_ok", "photons_ok", "psf_ok", "ratio_ok"):
+        for ref in sorted({r["reference"] for r in rows}):
+            sub = [r for r in rows if r["reference"] == ref]
+            lines.append(f"- {key[:-3]} ({ref}): {sum(r[key] for r in sub)}/{len(sub)} within")
+    return "\n".join(lines)
+
+
+def _indices(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocols", default="", help="e.g. 1-4 or 1,5,9 (1-based)")
+    parser.add_argument("--phantom-reference", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/fit_recovery.json"))
+    parser.add_argument("--table", action="store_true", help="print the table of --out")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    if args.protocols:
+        if not LHDL.is_dir():
+            raise SystemExit(f"{LHDL} not found: this benchmark needs the LHDL slabs")
+        hr = read_volume(LHDL, spacing_mm=0.0195)
+        ref = "phantom" if args.phantom_reference else "LHDL slab"
+        for index in _indices(args.protocols):
+            row = run(index, hr, args.phantom_reference)
+            rows = [r for r in rows if (r["protocol"], r["reference"]) != (index, ref)] + [row]
+            args.out.write_text(json.dumps(rows, indent=1))
+            print(json.dumps(row), flush=True)
+    if args.table or not args.protocols:
+        print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Searches of :func:`microsr.simulate.fit.fit_acquisition`: candidate simulations of the
+reference and the one-setting-at-a-time matches (filter, photons, views, PSF).
+
+The NPS filter templates (:func:`filter_templates`) are white sinogram noise reconstructed by
+the simulator's own FBP (scikit-image ``iradon``) for each filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+from skimage.transform import iradon
+
+from microsr.errors import MicrosrError
+from microsr.simulate.acquisition import _make_geometry, simulate_acquisition
+from microsr.simulate.config import FILTERS, AcquisitionConfig
+from microsr.simulate.fit_stats import (
+    PATCH_SIZES,
+    ScanStats,
+    _detrend,
+    radial_nps,
+    scan_statistics,
+)
+from microsr.volume import Volume
+
+logger = logging.getLogger(__name__)
+
+PSF_GRID = (0.0, 0.75, 1.5, 2.25)
+RATIO_GRID = (0.25, 0.5, 1.0)
+PHOTON_RANGE = (50.0, 1e7)
+
+
+def _list(a):
+    return None if a is None else [float(v) for v in a]
+
+
+class CandidateSearch:
+    """Candidate simulations of the reference and the one-parameter searches."""
+
+    def __init__(self, stats: ScanStats, ref: Volume, base: AcquisitionConfig, scan: tuple):
+        self.stats, self.ref, self.base, self.scan = stats, ref, base, scan
+        self.trace: list = []
+        self.notes: list = []
+        self.warnings: list = []
+        self.ratio_sd: float | None = None
+        self.filter_scores: dict | None = None
+        self.floor_share = 0.0  # share of the scan's relative noise variance not from photons
+
+    def simulate(self, config: AcquisitionConfig) -> ScanStats:
+        lr = simulate_acquisition(self.ref, config)
+        stats, _ = scan_statistics(lr.array, patch=self.stats.patch, structured=True)
+        smaller = [p for p in PATCH_SIZES if p < self.stats.patch]
+        while stats is None and smaller:  # blur or noise shrank the flat regions
+            patch = smaller.pop(0)
+            stats, _ = scan_statistics(lr.array, patch=patch, structured=True)
+            scan, _ = scan_statistics(self.scan[0], self.scan[1], patch=patch)
+            if stats is not None and scan is not None:
+                logger.info("NPS patch size %d -> %d voxels", self.stats.patch, patch)
+                self.stats = scan
+        if stats is None:
+            raise MicrosrError(
+                "the reference simulation has no flat region to measure noise in; give a "
+                "--reference with marrow or air areas"
+            )
+        self.trace.append(
+            {
+                "filter": config.filter_name, "photons": config.photons,
+                "psf_sigma_bins": config.psf_sigma_bins,
+                "projections_ratio": config.projections_ratio,
+                "relative_noise": stats.relative_noise,
+                "relative_photon_noise": stats.relative_photon_noise,
+                "relative_excess": stats.relative_excess, "edge_width": stats.width_inplane,
+            }
+        )  # fmt: skip
+        logger.info("candidate %s", self.trace[-1])
+        return stats
+
+    def noise(self, stats: ScanStats) -> float:
+        """The noise measure matched: slice-to-slice noise over the noise scale
+        (:attr:`ScanStats.scale`) when the scan has neighbouring flat slices, else all noise
+        over it."""
+        if self.stats.noise_diff is not None and stats.noise_diff is not None:
+            return stats.noise_diff / stats.scale
+        return stats.noise / stats.scale
+
+    def photons(self, config: AcquisitionConfig) -> AcquisitionConfig:
+        """Photons whose relative slice-to-slice noise (:meth:`noise`) matches the scan's.
+
+        Two candidates at ``P`` and ``4 P`` fit ``noise**2 = a / photons + b``, where ``b`` is
+        what does not scale with photons (structure changing between slices); the
+        photons are then ``a / (target**2 - b)``, within :data:`PHOTON_RANGE`.
+        """
+        target = self.noise(self.stats) ** 2
+        p1 = config.photons
+        y1 = self.noise(self.simulate(config)) ** 2
+        p2 = p1 * 4 if y1 > target else p1 / 4
+        p2 = float(np.clip(p2, *PHOTON_RANGE))
+        y2 = self.noise(self.simulate(config.model_copy(update={"photons": p2}))) ** 2
+        a = (y1 - y2) / (1 / p1 - 1 / p2) if p1 != p2 else y1 * p1
+        b = y1 - a / p1
+        if a <= 0:  # no photon dependence seen: keep the pure 1/P law
+            a, b = y1 * p1, 0.0
+        # b differs between scan and reference by ~30 % (LHDL slabs): its share of the
+        # target sets how well photons are known
+        self.floor_share = float(np.clip(b / target, 0.0, 1.0)) if target > 0 else 1.0
+        if target <= b:
+            self.notes.append(
+                "the scan's slice-to-slice noise is at or below what the reference's structure "
+                f"alone gives: photons set to the top of the range {PHOTON_RANGE[1]:g}"
+            )
+            photons = PHOTON_RANGE[1]
+        else:
+            photons = float(np.clip(a / (target - b), *PHOTON_RANGE))
+        return config.model_copy(update={"photons": round(photons, 1)})
+
+    def _matched(self, config: AcquisitionConfig) -> ScanStats:
+        """Statistics of ``config`` after one ``photons ** -0.5`` step towards the scan's
+        relative noise."""
+        first = self.noise(self.simulate(config))
+        photons = config.photons * (first / self.noise(self.stats)) ** 2
+        photons = float(np.clip(photons, *PHOTON_RANGE))
+        return self.simulate(config.model_copy(update={"photons": photons}))
+
+    def filter(self, config: AcquisitionConfig) -> AcquisitionConfig:
+        """Re-check the filter by simulation: the candidate filter whose simulated NPS shape
+        (structure leaking into the flat patches included) is nearest the scan's."""
+        shapes = {
+            name: self.simulate(config.model_copy(update={"filter_name": name})).noise_shape
+            for name in FILTERS
+        }
+        best, scores = nearest_filter(self.stats, shapes)
+        self.filter_scores = scores["distance"]
+        return config.model_copy(update={"filter_name": best})
+
+    def views(self, config: AcquisitionConfig) -> AcquisitionConfig:
+        """``projections_ratio`` from the noise that neighbouring slices share (undersampling
+        streaks), on a grid of ratios at constant photons x views; kept where the grid's
+        spread is within 3 standard errors of the scan's value (not identifiable)."""
+        s = self.stats
+        if s.excess is None:
+            self.notes.append("one slice: projections_ratio not fitted")
+            return config
+        target, se = s.excess / s.scale**2, s.excess_se / s.scale**2
+        grid = []
+        for r in RATIO_GRID:
+            photons = config.photons * config.projections_ratio / r
+            candidate = config.model_copy(update={"projections_ratio": r, "photons": photons})
+            sim = self.simulate(candidate)
+            if sim.excess is None:
+                self.notes.append("too few flat slice pairs in the reference: views not fitted")
+                return config
+            grid.append((r, sim.excess / sim.scale**2, candidate))
+        values = np.array([g[1] for g in grid])
+        if values[0] - values[-1] < 3 * se:
+            self.notes.append(
+                "angular undersampling does not show in this scan (streak noise of the "
+                f"ratios {RATIO_GRID} within 3 standard errors of the scan's): "
+                f"projections_ratio kept at {config.projections_ratio}"
+            )
+            return config
+        log_r = np.log([g[0] for g in grid])
+        order = np.argsort(values)
+        ratio = float(np.exp(np.interp(target, values[order], log_r[order])))
+        slope = abs(values[0] - values[-1]) / (RATIO_GRID[-1] - RATIO_GRID[0])
+        self.ratio_sd = max(0.05, se / slope)
+        if not RATIO_GRID[0] < ratio < RATIO_GRID[-1]:
+            self.notes.append(f"projections_ratio at the edge of the grid {RATIO_GRID}")
+        photons = config.photons * config.projections_ratio / ratio
+        return config.model_copy(
+            update={"projections_ratio": round(ratio, 3), "photons": round(photons, 1)}
+        )
+
+    def psf(self, config: AcquisitionConfig) -> tuple[AcquisitionConfig, str | None]:
+        """PSF interpolated from the edge widths of a grid of candidates, each at the photons
+        that match the scan's relative noise (noise jitters the edges that
+        are averaged, so the widths are compared at equal relative noise)."""
+        width = self.stats.width_inplane
+        if width is None:
+            return config, None
+        grid = [(p, self._matched(config.model_copy(update={"psf_sigma_bins": p})))
+                for p in PSF_GRID]  # fmt: skip
+        pairs = [(p, s.width_inplane) for p, s in grid if s.width_inplane is not None]
+        if len(pairs) < 2:
+            return config, None
+        p2 = np.array([p * p for p, _ in pairs])
+        w2 = np.array([w * w for _, w in pairs])
+        order = np.argsort(w2)
+        psf2 = np.interp(width**2, w2[order], p2[order])
+        if width**2 > w2.max():  # beyond the grid: extend the last segment linearly
+            slope = (p2[-1] - p2[-2]) / max(w2[-1] - w2[-2], 1e-9)
+            psf2 = p2[-1] + slope * (width**2 - w2[-1])
+        warning = None
+        sharpest = pairs[0][1]
+        if width < 0.85 * sharpest:
+            warning = (
+                f"the scan is sharper than its voxel size suggests: edge width {width:.2f} "
+                f"voxels against {sharpest:.2f} for the simulator with no detector blur at "
+                f"factor {config.factor}; is it an HR scan, or are --spacing / --factor wrong?"
+            )
+            logger.warning(warning)
+        psf = round(float(math.sqrt(max(psf2, 0.0))), 3)
+        self.psf_grid = pairs
+        return config.model_copy(update={"psf_sigma_bins": psf}), warning
+
+
+def filter_templates(ref: Volume, config: AcquisitionConfig, patch: int) -> tuple:
+    """Normalised radial NPS of white sinogram noise through the simulator's FBP, per filter.
+
+    The reconstruction geometry (detector bins, views, output size) is the simulator's for
+    ``ref`` at ``config``; returns ``(freq, {filter: nps / mean(nps)})``.
+    """
+    geometry = _make_geometry(ref.shape[1:], ref.spacing_mm[1], config)
+    size = min(geometry.out_size, 96)
+    rng = np.random.default_rng(1)
+    sinograms = [rng.standard_normal((geometry.lr_bins, len(geometry.theta_deg))) for _ in "abc"]
+    out, freq = {}, None
+    for name in FILTERS:
+        tiles = []
+        for sino in sinograms:
+            image = iradon(sino, theta=geometry.theta_deg, output_size=size, filter_name=name,
+                           circle=False, preserve_range=True)  # fmt: skip
+            for y in range(0, size - patch + 1, patch):
+                for x in range(0, size - patch + 1, patch):
+                    tiles.append(image[y : y + patch, x : x + patch])
+        freq, nps = radial_nps(_detrend(np.stack(tiles)))
+        out[name] = nps / nps.mean()
+    return freq, out
+
+
+def choose_filter(stats: ScanStats, ref: Volume, config: AcquisitionConfig) -> tuple[str, dict]:
+    """The filter whose template NPS shape (:func:`filter_templates`) is closest to the
+    scan's (:func:`nearest_filter`)."""
+    _, templates = filter_templates(ref, config, stats.patch)
+    return nearest_filter(stats, templates)
+
+
+def nearest_filter(stats: ScanStats, templates: dict) -> tuple[str, dict]:
+    """The filter whose normalised template NPS is closest to the scan's (mean squared log
+    ratio, up to a constant, from 0.15 cycles/voxel up: below, structure leaks in)."""
+    shape = stats.noise_shape
+    use = stats.nps_freq >= 0.15
+
+    def distance(t):
+        d = np.log(np.maximum(shape[use], 1e-6)) - np.log(np.maximum(t[use], 1e-6))
+        return float(np.mean((d - d.mean()) ** 2))
+
+    scores = {name: distance(t) for name, t in templates.items()}
+    best = min(scores, key=scores.get)
+    logger.info("filter NPS distances %s -> %s", scores, best)
+    return best, {"templates": {k: _list(v) for k, v in templates.items()}, "distance": scores}
