@@ -93,9 +93,10 @@ def _stack_dataset(tmp_path, n=5, hw=(20, 18)):
     lr = np.stack([np.full(hw, i / 10, np.float32) for i in range(n)])
     np.save(root / "lr.npy", lr)
     np.save(root / "hr.npy", 1 - lr)
-    meta = {"n_slices": n, "n_lr_slices": n, "crop_yxhw": [0, 0, *hw], "lr_t": list(range(n))}
+    meta = {"n_slices": n, "n_lr_slices": n, "crop_yxhw": [0, 0, *hw], "lr_t": list(range(n)),
+            "hr_slices": list(range(n)), "hr_spacing_mm": [0.01] * 3}  # fmt: skip
     norm = {"mode": "window", "low": 0.0, "high": 1.0}
-    info = {"specimens": {"a": meta}, "normalization": norm}
+    info = {"factor": 1, "specimens": {"a": meta}, "normalization": norm}
     (tmp_path / "dataset.json").write_text(json.dumps(info))
     return info
 

@@ -110,7 +110,7 @@ def study_dir(tmp_path: Path) -> Path:
 
 def test_report_is_self_contained(study_dir):
     index = build_report(study_dir)
-    text = index.read_text()
+    text = index.read_text(encoding="utf-8")
     assert text.count("data:image/png;base64,") == 5  # A, B, C, training, generalisation
     assert "<table" in text and "one site had &lt;3 specimens" in text
     assert '"numpy": "x"' in text or "&quot;numpy&quot;: &quot;x&quot;" in text
@@ -220,7 +220,7 @@ def test_bland_altman_marks_gross_outliers_on_the_edge_with_a_count():
 
 
 def test_report_title_sections_and_labels(study_dir):
-    text = build_report(study_dir).read_text()
+    text = build_report(study_dir).read_text(encoding="utf-8")
     assert "<title>microsr study: femur_spine</title>" in text  # from the manifest's name
     heads = re.findall(r"<h2>([A-E])\. ", text)
     assert heads == ["A", "B", "C", "D", "E"]
@@ -230,12 +230,14 @@ def test_report_title_sections_and_labels(study_dir):
     titles = [ax.get_title() for ax in figs["fig_a_examples"].axes]
     assert any("LR (trilinear)" in t for t in titles)
     assert any("SR (unet_residual)" in t for t in titles)
-    record = json.loads((study_dir / "study.json").read_text())
+    record = json.loads((study_dir / "study.json").read_text(encoding="utf-8"))
     (study_dir / "study.json").write_text(json.dumps(record | {"title": "Femur & spine"}))
-    assert "<h1>Femur &amp; spine</h1>" in build_report(study_dir).read_text()
+    assert "<h1>Femur &amp; spine</h1>" in build_report(study_dir).read_text(encoding="utf-8")
     res = CliRunner().invoke(app, ["report", str(study_dir), "--title", "Trial 2"])
     assert res.exit_code == 0, res.output
-    assert "<title>Trial 2</title>" in (study_dir / "report" / "index.html").read_text()
+    assert "<title>Trial 2</title>" in (study_dir / "report" / "index.html").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_report_cli_on_a_folder_without_study(tmp_path):
@@ -292,7 +294,7 @@ def test_report_figures_load_in_headless_chromium(study_dir, tmp_path, capsys):
         )
     index = build_report(study_dir)
     page = tmp_path / "check.html"
-    page.write_text(index.read_text().replace("</body>", CHECK))
+    page.write_text(index.read_text(encoding="utf-8").replace("</body>", CHECK), encoding="utf-8")
     out = _chromium(browser, tmp_path / "profile", "--dump-dom", page.as_uri())
     match = re.search(r'data-images-loaded="(\d+)/(\d+)"', out.stdout)
     assert match, f"no marker in the DOM; stderr: {out.stderr[-2000:]}"

@@ -74,7 +74,7 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
     assert slices.loc[slices["specimen"] == "femur2", "ba_ta_hr"].between(0, 1).all()
     assert slices["psnr_sr"].notna().all()
     assert (out / "report" / "index.html").is_file()
-    assert "<title>microsr study: " in (out / "report" / "index.html").read_text()
+    assert "<title>microsr study: " in (out / "report" / "index.html").read_text(encoding="utf-8")
     # every figure of this real (tiny) study's report shows all of its data (issue 24)
     record, _, tables = load_study(out)
     jobs = figure_jobs(out, tables, record)
@@ -95,8 +95,13 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
         + ["--title", "Tiny femur & spine study"],
     )
     assert res.exit_code == 0, res.output
-    assert json.loads((out / "study.json").read_text())["title"] == "Tiny femur & spine study"
-    assert "<h1>Tiny femur &amp; spine study</h1>" in (out / "report" / "index.html").read_text()
+    assert (
+        json.loads((out / "study.json").read_text(encoding="utf-8"))["title"]
+        == "Tiny femur & spine study"
+    )
+    assert "<h1>Tiny femur &amp; spine study</h1>" in (out / "report" / "index.html").read_text(
+        encoding="utf-8"
+    )
     assert stamp == (
         ckpt.stat().st_mtime_ns,
         (out / "models/femur/predictions/femur2_sr.mha").stat().st_mtime_ns,
@@ -108,7 +113,9 @@ def test_tiny_study_end_to_end_and_resume(tmp_path):
 
 def _config_file(study: Path) -> Path:
     path = study.parent / "config.json"
-    path.write_text(json.dumps(json.loads((study / "study.json").read_text())["config"]))
+    path.write_text(
+        json.dumps(json.loads((study / "study.json").read_text(encoding="utf-8"))["config"])
+    )
     return path
 
 
@@ -133,7 +140,7 @@ def test_single_site_study_has_no_generalisation_matrix(tmp_path):
     assert not (tmp_path / "stats" / "generalisation.csv").exists()
     spec = pd.read_csv(tmp_path / "stats" / "specimens.csv")
     assert spec.loc[spec["specimen"] == "f1", "note"].str.contains("fewer than 2").all()
-    assert json.loads(layout.problems.read_text()) == summary["problems"]
+    assert json.loads(layout.problems.read_text(encoding="utf-8")) == summary["problems"]
 
 
 def test_site_with_too_few_specimens_is_a_clear_problem(tmp_path):
@@ -175,7 +182,7 @@ def test_acquisition_manifest_pairs_each_bone_with_every_protocol(tmp_path):
     err3 = np.std(read_volume(three["b0"].lr_path).array - hr[::2, ::2, ::2])
     assert err3 < err1  # 3 frames: less noise
     prepare_dataset(manifest, tmp_path / "ds", PrepareConfig(roi=24))
-    splits = json.loads((tmp_path / "ds/splits.json").read_text())
+    splits = json.loads((tmp_path / "ds/splits.json").read_text(encoding="utf-8"))
     where = {sid: k for k in ("train", "val", "test") for sid in splits[k]}
     assert all(
         where[f"b{i}_1frame"] == where[f"b{i}_3frames"] == where[f"b{i}_random"] for i in range(4)
