@@ -281,7 +281,9 @@ def _chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedPr
         "--virtual-time-budget=10000",
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=180
+    )
 
 
 def test_report_figures_load_in_headless_chromium(study_dir, tmp_path, capsys):
