@@ -40,10 +40,10 @@ import pandas as pd
 from microsr.data.manifest import read_manifest, write_manifest
 from microsr.data.prepare import PrepareConfig
 from microsr.data.splits import make_splits
-from microsr.demo import demo_train_config
 from microsr.morphometry import MorphometryConfig
 from microsr.stats.describe import mean_ci
 from microsr.study import StudyConfig, phantom_manifest, run_study, slab_manifest
+from microsr.study.demo import demo_train_config
 from microsr.study.masks import mask_manifest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
