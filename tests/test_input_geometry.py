@@ -123,6 +123,9 @@ def test_training_spacings_are_the_median_of_the_specimens():
         "hr_spacing_mm": [0.01, 0.01, 0.01],
     }
     assert training_spacings({"specimens": {"a": {}}}) == {}
+    # pooled sources at two physical scales (e.g. 19.5 and 51.3 um HR): no one HR target
+    info["specimens"]["c"]["hr_spacing_mm"] = [0.0255] * 3
+    assert training_spacings(info) == {}
 
 
 def test_evaluate_checks_that_sr_covers_the_hr_box():

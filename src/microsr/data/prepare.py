@@ -231,12 +231,26 @@ def _warn_spacings(meta: dict) -> None:
 
 def training_spacings(info: dict) -> dict:
     """``{"lr_spacing_mm": (z, y, x), "hr_spacing_mm": (z, y, x)}``: the median voxel sizes
-    (mm) of a dataset's specimens, which a checkpoint records; ``{}`` if none are recorded."""
+    (mm) of a dataset's specimens, which a checkpoint records; ``{}`` if none are recorded,
+    and ``{}`` (with a warning) when the specimens' HR voxels differ by more than 10 % on an
+    axis: pooled sources of several physical scales have no one HR target, so ``predict``
+    then keeps the trained factors relative to each input (:mod:`microsr.inference.scale`)."""
     out = {}
     for key in ("lr_spacing_mm", "hr_spacing_mm"):
         values = [m[key] for m in info.get("specimens", {}).values() if m.get(key)]
         if values:
             out[key] = [float(v) for v in np.median(np.asarray(values, float), axis=0)]
+    hr = np.asarray(
+        [m["hr_spacing_mm"] for m in info.get("specimens", {}).values() if m.get("hr_spacing_mm")],
+        float,
+    )
+    if len(hr) and np.any(hr.max(axis=0) > hr.min(axis=0) * 1.1):
+        log.warning(
+            "the specimens' HR voxel sizes differ by more than 10 %% (%s to %s mm): the "
+            "checkpoint records no HR target, and predict keeps the trained factors",
+            hr.min(axis=0).round(5).tolist(), hr.max(axis=0).round(5).tolist(),
+        )  # fmt: skip
+        return {}
     return out
 
 
