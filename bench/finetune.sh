@@ -31,10 +31,9 @@ LR=${LR:-1e-3}
 CKPT=${CKPT:-last}
 [ -e "$LHDL/best.ckpt" ] || { echo "no $LHDL/best.ckpt: run the LHDL demo first" >&2; exit 1; }
 mkdir -p "$OUT"
-step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
-todo() { [ ! -e "$1" ]; }  # a step whose output exists is skipped: rerun to resume
-split() { $PY -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))[sys.argv[2]]))" \
-  "$LHDL/dataset/splits.json" "$1"; }
+# shellcheck source=bench/_steps.sh
+source "$(dirname "$0")/_steps.sh"  # step, todo, split_ids
+split() { split_ids "$LHDL/dataset/splits.json" "$1"; }
 TEST=$(split test)
 read -r -a TRAIN_SLABS <<< "$(split train)"
 VAL=$(split val); VAL=${VAL%% *}

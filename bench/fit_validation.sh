@@ -32,10 +32,9 @@ EPOCHS=${EPOCHS:-70}
 read -r -a FIT_EXTRA <<< "${FIT_OPTS:-}"
 [ -e "$LHDL/dataset/splits.json" ] || { echo "no $LHDL/dataset/splits.json: run the LHDL demo first" >&2; exit 1; }
 mkdir -p "$OUT"
-step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
-todo() { [ ! -e "$1" ]; }  # a step whose output exists is skipped: rerun to resume
-split() { $PY -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))[sys.argv[2]]))" \
-  "$LHDL/dataset/splits.json" "$1"; }
+# shellcheck source=bench/_steps.sh
+source "$(dirname "$0")/_steps.sh"  # step, todo, split_ids
+split() { split_ids "$LHDL/dataset/splits.json" "$1"; }
 TEST=$(split test)
 FIRST_TEST=${TEST%% *}
 FIRST_TRAIN=$(split train); FIRST_TRAIN=${FIRST_TRAIN%% *}

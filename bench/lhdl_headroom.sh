@@ -16,7 +16,8 @@ L="$OUT/lhdl"
 H="$OUT/headroom"
 mkdir -p "$H"
 [ -e "$L/best.ckpt" ] || { echo "no $L/best.ckpt: run step 2 of bench/readme_results.sh first" >&2; exit 1; }
-step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+# shellcheck source=bench/_steps.sh
+source "$(dirname "$0")/_steps.sh"  # step, todo
 TEST=$($PY -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))['test']))" \
   "$L/dataset/splits.json")
 

@@ -18,8 +18,8 @@ OUT=${1:?usage: bench/readme_results.sh OUT_DIR}
 DATA=${DATA:-$(dirname "$0")/../../shared/data/lhdl_3155_D_4_bc}
 M=${MICROSR:-.venv/bin/microsr}  # e.g. MICROSR="python -m microsr" with PYTHONPATH=snapshot/src
 mkdir -p "$OUT"
-step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
-todo() { [ ! -e "$1" ]; }  # a step whose output exists is skipped: rerun to resume
+# shellcheck source=bench/_steps.sh
+source "$(dirname "$0")/_steps.sh"  # step, todo (a step whose output exists is skipped)
 
 step "1. phantom demo"
 todo "$OUT/demo/summary.json" && $M demo "$OUT/demo"
