@@ -235,15 +235,12 @@ def training_spacings(info: dict) -> dict:
     and ``{}`` (with a warning) when the specimens' HR voxels differ by more than 10 % on an
     axis: pooled sources of several physical scales have no one HR target, so ``predict``
     then keeps the trained factors relative to each input (:mod:`microsr.inference.scale`)."""
-    out = {}
-    for key in ("lr_spacing_mm", "hr_spacing_mm"):
-        values = [m[key] for m in info.get("specimens", {}).values() if m.get(key)]
-        if values:
-            out[key] = [float(v) for v in np.median(np.asarray(values, float), axis=0)]
-    hr = np.asarray(
-        [m["hr_spacing_mm"] for m in info.get("specimens", {}).values() if m.get("hr_spacing_mm")],
-        float,
-    )
+    specimens = info.get("specimens", {}).values()
+    found = {
+        key: np.asarray([m[key] for m in specimens if m.get(key)], float)
+        for key in ("lr_spacing_mm", "hr_spacing_mm")
+    }
+    hr = found["hr_spacing_mm"]
     if len(hr) and np.any(hr.max(axis=0) > hr.min(axis=0) * 1.1):
         log.warning(
             "the specimens' HR voxel sizes differ by more than 10 %% (%s to %s mm): the "
@@ -251,7 +248,11 @@ def training_spacings(info: dict) -> dict:
             hr.min(axis=0).round(5).tolist(), hr.max(axis=0).round(5).tolist(),
         )  # fmt: skip
         return {}
-    return out
+    return {
+        key: [float(v) for v in np.median(values, axis=0)]
+        for key, values in found.items()
+        if len(values)
+    }
 
 
 def dataset_units(info: dict) -> dict | None:
