@@ -11,8 +11,13 @@ Tolerances (stated before running; a protocol passes an item when):
 * noise-equivalent photons ``photons x projections_ratio`` (what the noise identifies;
   frames = 1): within a factor 1.5 of the truth;
 * ``psf_sigma_bins``: within 0.3 LR detector bins of the truth;
-* ``projections_ratio``: within a factor 1.5 of the truth (the fit keeps 0.5 when
-  undersampling does not show; that counts as a miss unless the truth is 0.5).
+* ``projections_ratio`` (revised after the first run, see BENCHMARKS.md; the first rule was
+  "within a factor 1.5", which a ratio above the Nyquist count can never meet): where the
+  truth is below 0.7 of the LR grid's Nyquist count (ratio < 0.35, views too few to fill
+  the spectrum), within a factor 1.1 (the views are counted); at or above 0.8 of it
+  (ratio >= 0.4: no streaks, the image does not depend on the views beyond the noise that
+  the noise-equivalent photons carry), the fit must not report fewer than 0.7 of it
+  (ratio >= 0.35).
 
 Usage (each call is a few minutes on one core; results accumulate in --out):
     PYTHONPATH=src python bench/fit_recovery.py --protocols 1-4
@@ -53,7 +58,14 @@ PROTOCOLS = [
     ("hann", 2000, 0.5, 0.25),
     ("ramp", 10000, 0.75, 0.5),
 ]
-TOL_PHOTONS, TOL_PSF, TOL_RATIO = 1.5, 0.3, 1.5
+TOL_PHOTONS, TOL_PSF, TOL_RATIO = 1.5, 0.3, 1.1
+
+
+def ratio_ok(fitted: float, true: float) -> bool:
+    """The views tolerance above (ratios of the HR grid's Nyquist count; LR's is 0.5)."""
+    if true < 0.35:
+        return abs(math.log(fitted / true)) <= math.log(TOL_RATIO)
+    return fitted >= 0.35
 
 
 def _slab(hr, z0: int):
@@ -82,7 +94,8 @@ def run(index: int, hr, phantom: bool) -> dict:
         "noise_equivalent_photons_ratio": neq,
         "photons_ok": abs(math.log(neq)) <= math.log(TOL_PHOTONS),
         "psf_ok": abs(got.psf_sigma_bins - psf) <= TOL_PSF,
-        "ratio_ok": abs(math.log(got.projections_ratio / ratio)) <= math.log(TOL_RATIO),
+        "ratio_ok": ratio_ok(got.projections_ratio, ratio),
+        "ratio_within_1_5": abs(math.log(got.projections_ratio / ratio)) <= math.log(1.5),
         "relative_noise_scan": fit.scan.relative_photon_noise,
         "notes": fit.notes[3:], "warnings": fit.warnings, "cpu_s": cpu,
     }  # fmt: skip
@@ -109,6 +122,10 @@ def table(rows: list[dict]) -> str:
         for ref in sorted({r["reference"] for r in rows}):
             sub = [r for r in rows if r["reference"] == ref]
             lines.append(f"- {key[:-3]} ({ref}): {sum(r[key] for r in sub)}/{len(sub)} within")
+    for ref in sorted({r["reference"] for r in rows}):
+        sub = [r for r in rows if r["reference"] == ref and "ratio_within_1_5" in r]
+        n = sum(r["ratio_within_1_5"] for r in sub)
+        lines.append(f"- ratio ({ref}), first rule (factor 1.5): {n}/{len(sub)} within")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisiti
 from microsr.simulate.fit import fit_acquisition
 from microsr.simulate.fit_search import filter_templates, nearest_filter
 from microsr.simulate.fit_stats import scan_statistics
+from microsr.simulate.fit_views import estimate_views
 from microsr.volume import Volume
 
 
@@ -58,6 +60,37 @@ def test_known_psf_and_photons_recovered():
     assert got.factor == 2 and fit.warnings == []
 
 
+@pytest.mark.parametrize("ratio", [0.2, 0.3, 0.5, 1.0])
+def test_views_counted_from_the_spectrum_only_where_too_few(ratio):
+    hr = make_phantom((8, 128, 128), spacing_mm=0.01, seed=4)
+    config = AcquisitionConfig(photons=2000, projections_ratio=ratio, filter_name="hamming")
+    lr = simulate_acquisition(hr, config)
+    got = estimate_views(lr.array)
+    views = round(ratio * math.ceil(math.pi / 2 * 128))  # the simulator's count
+    assert got.nyquist == math.ceil(math.pi / 2 * 64)  # the LR slice's
+    if views < 0.7 * got.nyquist:
+        assert got.views == views, got
+    else:
+        assert got.views is None, got
+
+
+def test_an_axis_aligned_comb_is_not_counted_as_views():
+    # squares: their spectrum's angular profile has every even harmonic (edges along the
+    # axes), a comb and not one isolated peak
+    got = estimate_views(sharp_blocks().array)
+    assert got.views is None and got.contrast > 6  # high, but not isolated
+
+
+def test_undersampled_scan_fits_its_views():
+    hr = make_phantom((8, 128, 128), spacing_mm=0.01, seed=6)
+    lr = simulate_acquisition(hr, AcquisitionConfig(photons=5000, projections_ratio=0.25))
+    fit = fit_acquisition(lr, factor=2, reference=hr)
+    assert fit.acquisition.projections_ratio == pytest.approx(0.25, abs=0.01)
+    assert fit.acquisition.hr_projections is None  # relative to each volume's Nyquist count
+    assert fit.uncertainty["projections_ratio"] == 0.01
+    assert fit.views_fitted.views == fit.views.views  # the fitted simulation has the spokes
+
+
 def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
     hr = make_phantom((4, 160, 160), spacing_mm=0.01, seed=2)
     lr = simulate_acquisition(hr, AcquisitionConfig(photons=5000, filter_name="hamming"))
@@ -78,6 +111,8 @@ def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
             assert isinstance(value, int | float | list), name
     assert "edge_width_z_voxels" in record["fit"]["statistics_unavailable"]  # 2 LR slices
     assert record["fit"]["statistics"]["relative_noise"]["scan"] > 0
+    assert record["fit"]["views"]["views"] is None  # the Nyquist count: no spokes
+    assert record["acquisition"]["projections_ratio"] == 0.5
     res = CliRunner().invoke(app, ["fit-acquisition", str(scan), str(out)])
     assert res.exit_code == 2 and "--overwrite" in res.output
 

@@ -46,6 +46,7 @@ def fit_record(fit: AcquisitionFit, *, scan_path: str, spacing_mm) -> dict:
             "nps_patch_voxels": fit.scan.patch,
             "nps_patches": fit.scan.n_patches,
             "edges": fit.scan.n_edges,
+            "views": None if fit.views is None else fit.views.as_dict(),
             "notes": fit.notes,
             "warnings": fit.warnings,
             "candidates": fit.trace,

@@ -14,15 +14,18 @@ are identifiable:
    differences) relative to the scan's grey-value scale (99.5th percentile of the smoothed
    scan minus the marrow level), which scales as
    ``photons ** -0.5`` (secant steps on candidate simulations).
-3. **projections_ratio** from the noise that neighbouring slices share (view-aliasing
-   streaks of the structure; photon noise is independent from slice to slice), on a grid
-   of ratios at constant photons x views, where it exceeds its sampling error.
+3. **projections_ratio** first of all, from the scan alone: the number of views is the
+   angular period of the spokes of its power spectrum where views are too few to fill it
+   (:mod:`microsr.simulate.fit_views`); at or above about 0.8 of the Nyquist count there are
+   no spokes to count and none of the image depends on it, so the Nyquist count is used.
 4. **psf_sigma_bins** from the in-plane edge-spread width, interpolated on a grid of
    candidate PSFs (``width**2`` is about linear in ``psf**2``); then photons once more.
 
 Not identifiable from one scan (kept at the simulator's defaults and reported in the
 notes): photons x frames x views (only their product sets the photon noise: ``frames``
-is 1; ``hr_projections`` is fixed at the reference's Nyquist count),
+is 1), and views above about 0.8 of the Nyquist count. ``projections_ratio`` is relative to
+the Nyquist count of each simulated volume (``hr_projections`` is not fixed), so a fitted
+ratio means the same angular undersampling on training volumes of any size.
 and ``mu_bone_per_mm`` against photons (the fitted photons are those that give the scan's
 noise at the default attenuation and the reference's path lengths).
 """
@@ -44,6 +47,12 @@ from microsr.simulate.fit_stats import (
     ScanStats,
     largest_patch,
     scan_statistics,
+)
+from microsr.simulate.fit_views import (
+    MIN_CONTRAST,
+    ViewEstimate,
+    estimate_views,
+    nyquist_views,
 )
 from microsr.simulate.phantom import make_phantom
 from microsr.volume import Volume
@@ -73,6 +82,8 @@ class AcquisitionFit:
     warnings: list = field(default_factory=list)
     trace: list = field(default_factory=list)  # every candidate simulated
     reference: str = ""
+    views: ViewEstimate | None = None  # the scan's view count (fit_views)
+    views_fitted: ViewEstimate | None = None  # the same on the fitted simulation
 
     def statistics(self) -> dict:
         """``{name: {"scan", "fit", "residual"}}``, unit-free (JSON-ready); ``residual`` is
@@ -95,6 +106,7 @@ class AcquisitionFit:
             "nps_shape": (_shape(s), _shape(f)),
             "nps_shape_slice_difference": (_list(s.noise_shape), _list(f.noise_shape)),
             "edge_profile_inplane": (_list(s.edge_inplane), _list(f.edge_inplane)),
+            "view_aliasing_peak_contrast": (_contrast(self.views), _contrast(self.views_fitted)),
         }  # fmt: skip
         return {
             k: {"scan": a, "fit": b, "residual": _residual(a, b)}
@@ -108,6 +120,10 @@ class AcquisitionFit:
         names = ("edge_width_inplane_voxels", "edge_width_z_voxels", "relative_slice_shared_noise",
                  "edge_profile_inplane", "slice_difference_over_patch_noise")  # fmt: skip
         return [n for n in names if n not in self.statistics()]
+
+
+def _contrast(views: ViewEstimate | None):
+    return None if views is None else float(views.contrast)
 
 
 def _ratio(a, b):
@@ -163,9 +179,11 @@ def fit_acquisition(
     stats = _scan_stats(scan, mask)
     ref, ref_label = _reference(scan, factor, reference, seed)
     stats = _common_patch(scan, mask, stats, ref, ref_label, factor)
+    views = estimate_views(scan.array)
     base = AcquisitionConfig(
-        factor=factor, seed=seed, hr_projections=_hr_projections(ref), photons=_START_PHOTONS
-    )
+        factor=factor, seed=seed, photons=_START_PHOTONS,
+        projections_ratio=_views_ratio(views, scan, factor),
+    )  # fmt: skip
     fit = CandidateSearch(stats, ref, base, (scan.array, mask))
     expected = scan.spacing_mm[1] / factor
     if reference is not None and abs(ref.spacing_mm[1] / expected - 1) > 0.05:
@@ -178,28 +196,54 @@ def fit_acquisition(
     filter_name, templates = choose_filter(stats, ref, base)
     config = _search(fit, base.model_copy(update={"filter_name": filter_name}))
     final = fit.simulate(config)
+    views_fitted = estimate_views(fit.last_lr)
     stats = fit.stats  # possibly re-measured with a smaller patch
     if fit.filter_scores is not None:
         templates["distance_simulated"] = fit.filter_scores
     return AcquisitionFit(
         acquisition=config,
-        uncertainty=_uncertainty(stats, final, fit),
+        uncertainty=_uncertainty(stats, final, fit, views),
         scan=stats,
         fitted=final,
         templates=templates,
         intensity=_intensity(stats, final, ref, config),
-        notes=_notes(stats) + fit.notes,
+        notes=_notes(stats) + _views_notes(views, factor) + fit.notes,
         warnings=fit.warnings,
         trace=fit.trace,
         reference=ref_label,
+        views=views,
+        views_fitted=views_fitted,
     )
 
 
+def _views_ratio(views: ViewEstimate, scan: Volume, factor: int) -> float:
+    """``projections_ratio`` (views over the HR grid's Nyquist count) of a view estimate:
+    the counted views, else 0.5 (the LR grid's Nyquist count: no streaks)."""
+    if views.views is None:
+        return 0.5
+    return round(views.views / nyquist_views(factor * min(scan.shape[1:])), 4)
+
+
+def _views_notes(views: ViewEstimate, factor: int) -> list:
+    if views.views is None:
+        return [
+            f"no view-aliasing spokes in the scan's spectrum (largest peak contrast "
+            f"{views.contrast:.1f} < {MIN_CONTRAST:g} at harmonics {views.searched[0]}-"
+            f"{views.searched[1]}): the views are at or above about 0.8 of the scan's Nyquist "
+            f"count {views.nyquist}; projections_ratio set to 0.5 (that count)"
+        ]
+    return [
+        f"{views.views} views over 180 degrees counted from the spokes of the scan's spectrum "
+        f"(peak contrast {views.contrast:.1f}), {views.views / views.nyquist:.2f} of its "
+        f"Nyquist count {views.nyquist}, assuming the slices are the whole reconstructed "
+        "field of view"
+    ]
+
+
 def _search(fit: CandidateSearch, config: AcquisitionConfig) -> AcquisitionConfig:
-    """Photons, views, PSF; the filter re-checked by simulation (and photons and PSF again
+    """Photons, PSF (the views are counted before); the filter re-checked by simulation (and photons and PSF again
     if it changed); photons once more at the final PSF."""
     config = fit.photons(config)
-    config = fit.views(config)
     config, warning = fit.psf(config)
     checked = fit.filter(config)
     if checked.filter_name != config.filter_name:
@@ -293,10 +337,6 @@ def _block_mean(array: np.ndarray, f: int) -> np.ndarray:
     return blocks.reshape(nz, f, ny, f, nx, f).mean(axis=(1, 3, 5))
 
 
-def _hr_projections(ref: Volume) -> int:
-    return math.ceil(math.pi / 2 * max(ref.shape[1:]))
-
-
 def _intensity(scan: ScanStats, fit: ScanStats, ref: Volume, config) -> dict:
     """Affine maps scan grey value -> reference grey value and -> attenuation (1/mm)."""
     a = fit.contrast / scan.contrast
@@ -310,16 +350,18 @@ def _intensity(scan: ScanStats, fit: ScanStats, ref: Volume, config) -> dict:
     }  # fmt: skip
 
 
-def _uncertainty(scan: ScanStats, fit: ScanStats, fitter: CandidateSearch) -> dict:
+def _uncertainty(scan: ScanStats, fit: ScanStats, fitter: CandidateSearch, views) -> dict:
     """Rough standard deviations: sampling error of the noise statistics, a 10 % model floor
     for photons plus the part of the noise that does not come from photons (structure and
     HR noise: where it dominates, photons are barely identified); PSF 0.2 bins (the
-    largest error on the LHDL recovery bench was 0.27); views 0.25 when not identified."""
+    largest error on the LHDL recovery bench was 0.27); views: 0.01 when counted, else 0.1
+    (at or above 0.8 of the Nyquist count the ratio changes nothing but the noise, which
+    photons absorb)."""
     se = [x.noise_diff_rel_se or x.noise_rel_se for x in (scan, fit)]
     share = min(fitter.floor_share, 0.9)
     floor = 0.3 * share / (1 - share)  # photons ~ 1 / (target - b)
     photons = math.sqrt((2 * se[0]) ** 2 + (2 * se[1]) ** 2 + 0.1**2 + floor**2)
-    ratio = fitter.ratio_sd if fitter.ratio_sd is not None else 0.25
+    ratio = 0.01 if views.views is not None else 0.1
     return {
         "photons": round(photons, 3),
         "psf_sigma_bins": 0.2,
@@ -330,8 +372,8 @@ def _uncertainty(scan: ScanStats, fit: ScanStats, fitter: CandidateSearch) -> di
 def _notes(stats: ScanStats) -> list:
     notes = [
         "photons x frames x views: only their product sets the photon noise; frames is 1 "
-        "and the views come from the streak noise where it shows (else 0.5 of the "
-        "reference's Nyquist count), so photons is a noise-equivalent count",
+        "and the views are counted from the spectrum where too few to fill it (else the "
+        "Nyquist count), so photons is a noise-equivalent count",
         "mu_bone_per_mm is kept at its default; photons are those that give the scan's "
         "noise relative to its grey-value scale at that attenuation and the reference's "
         "path lengths",

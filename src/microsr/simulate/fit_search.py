@@ -1,5 +1,5 @@
 """Searches of :func:`microsr.simulate.fit.fit_acquisition`: candidate simulations of the
-reference and the one-setting-at-a-time matches (filter, photons, views, PSF).
+reference and the one-setting-at-a-time matches (filter, photons, PSF).
 
 The NPS filter templates (:func:`filter_templates`) are white sinogram noise reconstructed by
 the simulator's own FBP (scikit-image ``iradon``) for each filter.
@@ -28,7 +28,6 @@ from microsr.volume import Volume
 logger = logging.getLogger(__name__)
 
 PSF_GRID = (0.0, 0.75, 1.5, 2.25)
-RATIO_GRID = (0.25, 0.5, 1.0)
 PHOTON_RANGE = (50.0, 1e7)
 
 
@@ -44,12 +43,13 @@ class CandidateSearch:
         self.trace: list = []
         self.notes: list = []
         self.warnings: list = []
-        self.ratio_sd: float | None = None
+        self.last_lr: np.ndarray | None = None  # the last candidate's LR scan
         self.filter_scores: dict | None = None
         self.floor_share = 0.0  # share of the scan's relative noise variance not from photons
 
     def simulate(self, config: AcquisitionConfig) -> ScanStats:
         lr = simulate_acquisition(self.ref, config)
+        self.last_lr = lr.array
         stats, _ = scan_statistics(lr.array, patch=self.stats.patch, structured=True)
         smaller = [p for p in PATCH_SIZES if p < self.stats.patch]
         while stats is None and smaller:  # blur or noise shrank the flat regions
@@ -133,44 +133,6 @@ class CandidateSearch:
         best, scores = nearest_filter(self.stats, shapes)
         self.filter_scores = scores["distance"]
         return config.model_copy(update={"filter_name": best})
-
-    def views(self, config: AcquisitionConfig) -> AcquisitionConfig:
-        """``projections_ratio`` from the noise that neighbouring slices share (undersampling
-        streaks), on a grid of ratios at constant photons x views; kept where the grid's
-        spread is within 3 standard errors of the scan's value (not identifiable)."""
-        s = self.stats
-        if s.excess is None:
-            self.notes.append("one slice: projections_ratio not fitted")
-            return config
-        target, se = s.excess / s.scale**2, s.excess_se / s.scale**2
-        grid = []
-        for r in RATIO_GRID:
-            photons = config.photons * config.projections_ratio / r
-            candidate = config.model_copy(update={"projections_ratio": r, "photons": photons})
-            sim = self.simulate(candidate)
-            if sim.excess is None:
-                self.notes.append("too few flat slice pairs in the reference: views not fitted")
-                return config
-            grid.append((r, sim.excess / sim.scale**2, candidate))
-        values = np.array([g[1] for g in grid])
-        if values[0] - values[-1] < 3 * se:
-            self.notes.append(
-                "angular undersampling does not show in this scan (streak noise of the "
-                f"ratios {RATIO_GRID} within 3 standard errors of the scan's): "
-                f"projections_ratio kept at {config.projections_ratio}"
-            )
-            return config
-        log_r = np.log([g[0] for g in grid])
-        order = np.argsort(values)
-        ratio = float(np.exp(np.interp(target, values[order], log_r[order])))
-        slope = abs(values[0] - values[-1]) / (RATIO_GRID[-1] - RATIO_GRID[0])
-        self.ratio_sd = max(0.05, se / slope)
-        if not RATIO_GRID[0] < ratio < RATIO_GRID[-1]:
-            self.notes.append(f"projections_ratio at the edge of the grid {RATIO_GRID}")
-        photons = config.photons * config.projections_ratio / ratio
-        return config.model_copy(
-            update={"projections_ratio": round(ratio, 3), "photons": round(photons, 1)}
-        )
 
     def psf(self, config: AcquisitionConfig) -> tuple[AcquisitionConfig, str | None]:
         """PSF interpolated from the edge widths of a grid of candidates, each at the photons
