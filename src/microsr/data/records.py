@@ -21,9 +21,10 @@ __all__ = ["DatasetInfo", "SpecimenRecord", "specimen_records"]
 class SpecimenRecord(BaseModel):
     """One specimen of ``dataset.json`` (written by :func:`microsr.data.specimen.write_specimen`).
 
-    The fields are declared in the order the writer gives them, and :meth:`to_json` writes
-    only the fields a record was given, so a record written, read and written again is the
-    same JSON.
+    The fields are declared in the order the writer gives them; the manifest's extra
+    columns (e.g. ``subject``) are extra keys, after ``units``. :meth:`to_json` writes only
+    the fields a record was given, in that order, so a record written, read and written
+    again is the same JSON.
 
     Attributes
     ----------
@@ -71,9 +72,13 @@ class SpecimenRecord(BaseModel):
     offset_mm: list[float] | None = None
     alignment: dict | None = None
     units: str | None = None
-    subject: str | None = None
     simulated: dict | None = None
     n_lr_draws: int = 1
+
+    @property
+    def subject(self) -> str | None:
+        """The manifest's ``subject`` (donor) of the specimen, ``None`` if not given."""
+        return (self.model_extra or {}).get("subject")
 
     @property
     def density_calibration(self) -> Calibration | None:
@@ -86,8 +91,11 @@ class SpecimenRecord(BaseModel):
         return is_density(self.calibration)
 
     def to_json(self) -> dict:
-        """The record as written in ``dataset.json`` (only the fields it was given)."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The record as written in ``dataset.json``: the fields it was given, the manifest's
+        extra columns, then the simulated acquisitions and the number of LR draws."""
+        out = self.model_dump(mode="json", exclude_unset=True)
+        tail = {k: out.pop(k) for k in ("simulated", "n_lr_draws") if k in out}
+        return out | tail
 
 
 class DatasetInfo(BaseModel):
