@@ -186,3 +186,34 @@ def test_typed_dataset_records_read_dataset_json_and_keep_extra_keys(pair_manife
     assert record.hr_slices == info["specimens"]["s0"]["hr_slices"]
     assert record.n_slices == len(record.hr_slices) and record.crop_yxhw[2:] == (24, 24)
     assert typed.factor == info["factor"] and set(typed.specimens) == set(info["specimens"])
+
+
+def test_dataset_json_round_trips_through_dataset_info(pair_manifest, tmp_path):
+    """prepare's ``dataset.json``, read as a ``DatasetInfo`` and written again, is the same
+    text: real and simulated LR scans (with a second draw), extra manifest columns."""
+    from microsr.data.records import DatasetInfo
+    from microsr.data.simulated import SimulationConfig
+
+    lines = pair_manifest.read_text().splitlines()
+    rows = [lines[0] + ",subject,scanner"]
+    for i, line in enumerate(lines[1:]):
+        fields = line.split(",")
+        fields[2] = fields[2] if i < 2 else ""  # s2..s4: LR simulated from HR
+        rows.append(",".join(fields) + f",d{i // 2},{'X' if i % 2 else ''}")
+    (tmp_path / "extra.csv").write_text("\n".join(rows) + "\n")
+    cfg = PrepareConfig(roi=24, simulation=SimulationConfig(draws=2))
+    out = prepare_dataset(tmp_path / "extra.csv", tmp_path / "ds", cfg, progress=False)
+    text = (out / "dataset.json").read_text()
+    info = DatasetInfo.of(json.loads(text))
+    assert json.dumps(info.to_json(), indent=2) == text
+    records = info.specimens
+    assert [records[f"s{i}"].subject for i in range(5)] == ["d0", "d0", "d1", "d1", "d2"]
+    assert records["s1"].model_extra["scanner"] == "X" and "scanner" not in records["s0"].to_json()
+    assert records["s0"].lr_path and records["s0"].simulated is None
+    assert all(records[s].simulated and records[s].lr_path is None for s in ("s2", "s3", "s4"))
+    assert {r.n_lr_draws for r in records.values()} == {1, 2}  # a simulated training specimen
+    assert info.slice_factor == info.factor == 2 and info.units == cfg.units
+    window = NormalizationConfig(mode="window", low=0.0, high=1.0)
+    assert info.with_normalization(window).to_json() == info.to_json() | {
+        "normalization": window.model_dump(mode="json")
+    }

@@ -187,3 +187,36 @@ def test_acquisition_manifest_pairs_each_bone_with_every_protocol(tmp_path):
     assert all(
         where[f"b{i}_1frame"] == where[f"b{i}_3frames"] == where[f"b{i}_random"] for i in range(4)
     )
+
+
+def test_study_state_is_read_from_study_json_typed(tmp_path):
+    """``study.json`` reads as a ``StudyRecord`` (written again: the same text) that decides
+    whether a run resumes the study; the run's state is one ``StudyRun`` object."""
+    from microsr.data.normalize import NormalizationConfig
+    from microsr.errors import MicrosrError
+    from microsr.study.config import StudyRecord
+    from microsr.study.models import model_names
+    from microsr.study.pipeline import StudyRun, _start
+
+    layout, manifest = StudyLayout(tmp_path / "st"), tmp_path / "m.csv"
+    _start(layout, manifest, StudyConfig(), title="Trial")
+    text = layout.study_json.read_text()
+    record = StudyRecord.read(layout.study_json)
+    assert json.dumps(record.to_json(), indent=2) == text
+    assert record.title == "Trial" and record.manifest == str(manifest.resolve())
+    assert StudyConfig.model_validate(record.config) == StudyConfig()
+    assert record.same_config(StudyRecord(config=record.config | {"device": "cpu"}))
+    assert not record.same_config(StudyRecord(config=record.config | {"pooled": False}))
+    older = StudyRecord(config={k: v for k, v in record.config.items() if k != "folds"})
+    assert older.same_config(record)  # an option newer than the study, unset: resumes
+    assert not older.same_config(StudyRecord(config=record.config | {"folds": 3}))
+    layout.study_json.write_text("{")
+    with pytest.raises(MicrosrError, match="study.json"):
+        StudyRecord.read(layout.study_json)
+
+    rows = [SpecimenRow(f"s{i}", site, Path("l.mha"), Path("h.mha"))
+            for i, site in enumerate(["femur", "femur", "spine"])]  # fmt: skip
+    norm = NormalizationConfig(mode="window", low=0.0, high=1.0)
+    run = StudyRun(layout, StudyConfig(), rows, {"train": [], "val": [], "test": []}, norm)
+    assert run.sites == {"s0": "femur", "s1": "femur", "s2": "spine"} and run.problems == []
+    assert run.models == model_names(run.sites, pooled=True) and "pooled" in run.models

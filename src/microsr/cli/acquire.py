@@ -118,8 +118,8 @@ def simulate(
     check_volume_output(out_volume, inputs=[hr_volume], overwrite=overwrite)
     hr = read_volume(hr_volume, spacing_mm=parse_spacing(spacing))
     lr = simulate_acquisition(hr, config, progress=True)
-    record["attenuation"] = lr.metadata["acquisition_resolved"]["attenuation"]
-    typer.echo(json.dumps(record), err=True)
+    attenuation = lr.metadata["acquisition_resolved"]["attenuation"]
+    typer.echo(json.dumps(record | {"attenuation": attenuation}), err=True)
     typer.echo(write_volume(lr, out_volume, overwrite=overwrite))
 
 

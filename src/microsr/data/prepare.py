@@ -37,6 +37,7 @@ from microsr.data.normalize import (
     fit_window,
 )
 from microsr.data.prepare_config import PrepareConfig
+from microsr.data.records import DatasetInfo, SpecimenRecord, specimen_records
 from microsr.data.simulated import simulate_specimen_lr
 from microsr.data.specimen import (
     SpecimenSamples,
@@ -50,7 +51,6 @@ from microsr.errors import MicrosrError
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_folder, check_output
 from microsr.runtime import progress as make_progress
-from microsr.volume import Calibration
 
 __all__ = [
     "DATASET_FORMAT",
@@ -145,11 +145,11 @@ def prepare_dataset(
             samples += [sample] if sample is not None else []
         norm = fit_normalization(config, samples)
         info = _dataset_info(manifest, meta, config, norm)
-        (tmp / "dataset.json").write_text(json.dumps(info, indent=2))
+        (tmp / "dataset.json").write_text(json.dumps(info.to_json(), indent=2))
         (tmp / "splits.json").write_text(json.dumps(splits, indent=2))
     log.info(
         "prepared %d specimens (%d HR-grid pairs; normalisation: %s) in %s",
-        len(meta), sum(m["n_slices"] for m in meta.values()), norm.source, out_dir,
+        len(meta), sum(m.n_slices for m in meta.values()), norm.source, out_dir,
     )  # fmt: skip
     return out_dir
 
@@ -175,19 +175,22 @@ def _specimen(row, folder: Path, config: PrepareConfig, train: bool):
     lr, simulated = simulate_specimen_lr(hr, row.specimen, sim)
     record, sample = write_specimen(lr, hr, row, folder / row.specimen, config, sample=train)
     del lr  # one simulated scan in memory at a time
-    simulated["draws"] = []  # the acquisitions of draws 1, 2... (draw 0: "acquisition")
+    draws = []  # the acquisitions of draws 1, 2... (draw 0: "acquisition")
     for d in range(1, sim.draws if train else 1):
         lr, more = simulate_specimen_lr(hr, row.specimen, sim, draw=d)
         write_lr_draw(lr, hr, row, folder / row.specimen, config, record, draw=d)
-        simulated["draws"].append(more["acquisition"])
+        draws.append(more["acquisition"])
         del lr
-    record.update(lr_path=None, simulated=simulated, n_lr_draws=1 + len(simulated["draws"]))
-    return record, sample
+    simulated = {**simulated, "draws": draws}
+    update = {"lr_path": None, "simulated": simulated, "n_lr_draws": 1 + len(draws)}
+    return record.model_copy(update=update), sample
 
 
-def _dataset_info(manifest, meta: dict, config: PrepareConfig, norm) -> dict:
+def _dataset_info(
+    manifest, meta: dict[str, SpecimenRecord], config: PrepareConfig, norm: NormalizationConfig
+) -> DatasetInfo:
     """``dataset.json``: one scale factor for all specimens, the window, every record."""
-    factors = {(m["factor"], m["z_factor"]) for m in meta.values()}
+    factors = {(m.factor, m.z_factor) for m in meta.values()}
     if len(factors) != 1:
         hint = ""
         if config.simulation.acquisition_file is not None:
@@ -199,27 +202,27 @@ def _dataset_info(manifest, meta: dict, config: PrepareConfig, norm) -> dict:
         )
     factor, z_factor = factors.pop()
     _warn_spacings(meta)
-    return {
-        "format": "microsr-dataset",
-        "format_version": DATASET_FORMAT,
-        "microsr_version": __version__,
-        "factor": factor,
-        "z_factor": z_factor,
-        "z_grid": "hr",
-        "config": json.loads(config.model_dump_json()),
-        "normalization": norm.model_dump(mode="json"),
-        "specimens": meta,
-    }
+    return DatasetInfo(
+        format="microsr-dataset",
+        format_version=DATASET_FORMAT,
+        microsr_version=__version__,
+        factor=factor,
+        z_factor=z_factor,
+        z_grid="hr",
+        config=json.loads(config.model_dump_json()),
+        normalization=norm,
+        specimens=meta,
+    )
 
 
-def _warn_spacings(meta: dict) -> None:
+def _warn_spacings(meta: dict[str, SpecimenRecord]) -> None:
     """Warn about specimens whose LR voxel is > 10 % off the median LR voxel (per axis):
     the model learns one physical scale, and ``predict`` compares inputs with the median."""
-    median = training_spacings({"specimens": meta}).get("lr_spacing_mm")
+    median = _median_spacings(meta.values()).get("lr_spacing_mm")
     for sid, m in meta.items():
         off = [
             f"{a} {s:.4g} vs {t:.4g} mm"
-            for a, s, t in zip("zyx", m.get("lr_spacing_mm") or (), median or ())
+            for a, s, t in zip("zyx", m.lr_spacing_mm or (), median or ())
             if abs(s - t) > 0.1 * t
         ]
         if off:
@@ -229,15 +232,22 @@ def _warn_spacings(meta: dict) -> None:
             )  # fmt: skip
 
 
-def training_spacings(info: dict) -> dict:
+def training_spacings(info: dict | DatasetInfo) -> dict:
     """``{"lr_spacing_mm": (z, y, x), "hr_spacing_mm": (z, y, x)}``: the median voxel sizes
     (mm) of a dataset's specimens, which a checkpoint records; ``{}`` if none are recorded,
     and ``{}`` (with a warning) when the specimens' HR voxels differ by more than 10 % on an
     axis: pooled sources of several physical scales have no one HR target, so ``predict``
-    then keeps the trained factors relative to each input (:mod:`microsr.inference.scale`)."""
-    specimens = info.get("specimens", {}).values()
+    then keeps the trained factors relative to each input (:mod:`microsr.inference.scale`).
+
+    ``info`` is a :class:`~microsr.data.records.DatasetInfo` or its JSON, whose specimen
+    records may lack the voxel sizes (then not counted)."""
+    return _median_spacings(specimen_records(info).values())
+
+
+def _median_spacings(specimens) -> dict:
+    """:func:`training_spacings` of typed specimen records."""
     found = {
-        key: np.asarray([m[key] for m in specimens if m.get(key)], float)
+        key: np.asarray([getattr(m, key) for m in specimens if getattr(m, key, None)], float)
         for key in ("lr_spacing_mm", "hr_spacing_mm")
     }
     hr = found["hr_spacing_mm"]
@@ -255,15 +265,14 @@ def training_spacings(info: dict) -> dict:
     }
 
 
-def dataset_units(info: dict) -> dict | None:
+def dataset_units(info: dict | DatasetInfo) -> dict | None:
     """The units of a dataset's HR window (:class:`~microsr.calibration.WindowUnits` as a
     dict): mg HA/cm3 (``--units mgha`` or density-valued scans), native values with the
     specimens' calibration, or grey values; ``None`` when specimens disagree."""
     found = {}
-    for sid, m in info.get("specimens", {}).items():
-        cal = Calibration(**m["calibration"]) if m.get("calibration") else None
-        meta = {"value_units": "mgha"} if m.get("units") == "mgha" else {}
-        found.setdefault(units_of(cal, meta).model_dump_json(), sid)
+    for sid, m in specimen_records(info).items():
+        meta = {"value_units": "mgha"} if m.units == "mgha" else {}
+        found.setdefault(units_of(m.density_calibration, meta).model_dump_json(), sid)
     if len(found) != 1:
         log.warning(
             "the specimens' HR scans come in %d different units (e.g. %s): the checkpoint "

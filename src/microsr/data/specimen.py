@@ -27,6 +27,7 @@ from microsr.calibration import check_threshold_units, to_units
 from microsr.data.manifest import SpecimenRow
 from microsr.data.normalize import lr_slice_stats, sample_voxels
 from microsr.data.prepare_config import PrepareConfig
+from microsr.data.records import SpecimenRecord
 from microsr.errors import MicrosrError
 from microsr.io.atomic import new_memmap
 from microsr.pairing.geometry import check_pair
@@ -83,11 +84,11 @@ def align(lr: Volume, hr: Volume, row: SpecimenRow, config: PrepareConfig) -> tu
     elif config.window is not None:
         for v in (lr, hr):
             check_threshold_units(v, config.window[1], name=row.specimen)
-    record: dict = {"registered": config.register_lr}
+    alignment: dict = {"registered": config.register_lr}
     if config.register_lr:
         result = register_pair(lr, hr, config.registration, name=row.specimen)
         lr = align_lr(lr, hr, result)
-        record["registration"] = result.as_dict()
+        alignment = {**alignment, "registration": result.as_dict()}
     geo = check_pair(lr, hr, name=row.specimen, tolerance_lr_voxels=config.tolerance_lr_voxels)
     if lr.shape[0] < 2:
         raise MicrosrError(
@@ -98,7 +99,7 @@ def align(lr: Volume, hr: Volume, row: SpecimenRow, config: PrepareConfig) -> tu
         quick = quick_misalignment(lr, hr, factor=geo.factor, hr_index=geo.hr_index)
     except MicrosrError as exc:  # slices too small to search shifts: not checked
         log.warning("%s: %s", row.specimen, exc)
-        return lr, hr, geo, {**record, "residual": None}
+        return lr, hr, geo, {**alignment, "residual": None}
     worst = max(abs(s) for s in quick["shift_lr_voxels"])
     if worst > config.tolerance_lr_voxels:
         text = (
@@ -109,12 +110,12 @@ def align(lr: Volume, hr: Volume, row: SpecimenRow, config: PrepareConfig) -> tu
         if not config.register_lr:
             raise MicrosrError(text + "; enable registration (--register) to align it")
         log.warning("%s, even after registration", text)
-    return lr, hr, geo, {**record, "residual": quick}
+    return lr, hr, geo, {**alignment, "residual": quick}
 
 
 def write_specimen(
     lr: Volume, hr: Volume, row: SpecimenRow, out: Path, config: PrepareConfig, *, sample: bool
-) -> tuple[dict, SpecimenSamples | None]:
+) -> tuple[SpecimenRecord, SpecimenSamples | None]:
     """Write ``out/lr.npy`` and ``out/hr.npy``; return the record and (``sample``) samples."""
     lr, hr, geo, alignment = align(lr, hr, row, config)
     f = geo.factor
@@ -128,7 +129,7 @@ def write_specimen(
         index = geo.hr_slices[s : s + CHUNK]
         hr_mm[s : s + len(index)] = np.asarray(hr.array[index, y0 : y0 + h, x0 : x0 + w])
     hr_mm.flush()
-    record = {
+    record = SpecimenRecord.model_validate({
         "site": row.site,
         "n_slices": n,
         "n_lr_slices": n_lr,
@@ -147,7 +148,7 @@ def write_specimen(
         "alignment": alignment,
         "units": config.units,
         **{k: v for k, v in row.extra.items() if v},
-    }
+    })  # fmt: skip
     return record, (_samples(lr_mm, hr_mm, geo.lr_t) if sample else None)
 
 
@@ -162,23 +163,23 @@ def write_lr_draw(
     row: SpecimenRow,
     out: Path,
     config: PrepareConfig,
-    record: dict,
+    first: SpecimenRecord,
     *,
     draw: int,
 ) -> None:
     """Write the ``draw``-th LR scan of a specimen (a simulated draw) beside ``out/lr.npy``.
 
-    It is paired like the first (same checks; the crop and HR slices of ``record``, the
+    It is paired like the first (same checks; the crop and HR slices of ``first``, the
     first scan's record from :func:`write_specimen`) and written as ``lr_<draw>.npy``.
     """
     lr, _, geo, _ = align(lr, hr, row, config)
-    if lr.shape[0] != record["n_lr_slices"] or geo.hr_slices.tolist() != record["hr_slices"]:
+    if lr.shape[0] != first.n_lr_slices or geo.hr_slices.tolist() != first.hr_slices:
         raise MicrosrError(
             f"{row.specimen}: LR draw {draw} has {lr.shape[0]} slices and pairs "
-            f"{len(geo.hr_slices)} HR slices; the first draw has {record['n_lr_slices']} "
-            f"and {record['n_slices']}"
+            f"{len(geo.hr_slices)} HR slices; the first draw has {first.n_lr_slices} "
+            f"and {first.n_slices}"
         )
-    _write_lr(lr, geo.factor, tuple(record["crop_yxhw"]), out / lr_draw_name(draw))
+    _write_lr(lr, geo.factor, first.crop_yxhw, out / lr_draw_name(draw))
 
 
 def _write_lr(lr: Volume, factor: int, crop: tuple[int, int, int, int], path: Path) -> np.ndarray:

@@ -141,8 +141,9 @@ def _figures(jobs: list[FigureJob], out: Path) -> list[tuple[FigureJob, Path]]:
 
 def report_title(record: dict, title: str | None = None) -> str:
     """``title``, else the study's own (``study.json``'s ``title``), else from its manifest."""
-    if title or record.get("title"):
-        return str(title or record["title"])
+    title = title or record.get("title")
+    if title:
+        return str(title)
     manifest = Path(record.get("manifest", "study"))
     name = (
         manifest.stem if manifest.stem != "manifest" else f"{manifest.parent.name}/{manifest.name}"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from microsr.data.config import NormalizationConfig
 from microsr.data.manifest import SpecimenRow
 from microsr.evaluation import ScoreConfig, score_stacks, volume_stacks
 from microsr.evaluation.dataset import SCORING
@@ -49,7 +50,7 @@ def save_example(stacks, scores: pd.DataFrame, window: tuple[float, float], path
         )
 
 
-def score_config(config: StudyConfig, normalization: dict) -> ScoreConfig:
+def score_config(config: StudyConfig, normalization: dict | NormalizationConfig) -> ScoreConfig:
     """The study's scoring: its morphometry, on the dataset's HR window (window mode)."""
     return ScoreConfig(
         window=dataset_window(normalization),
@@ -75,7 +76,7 @@ def evaluate_specimen(
     row: SpecimenRow,
     checkpoint: Path,
     config: StudyConfig,
-    normalization: dict,
+    normalization: dict | NormalizationConfig,
 ) -> Path:
     """Predict (unless done), score and measure one specimen; returns the slice-wise CSV."""
     out = layout.evaluation(model, row.specimen)

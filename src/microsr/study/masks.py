@@ -75,7 +75,7 @@ def mask_manifest(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, record = [], {"note": SYNTHETIC_NOTE, "crop": crop, "specimens": {}}
+    rows, specimens = [], {}
     for i, path in enumerate(mask_files(Path(mask_dir))):
         sid = stacks_source(path)
         mask, spacing = read_mask(path, spacing_mm=spacing_mm)
@@ -91,11 +91,12 @@ def mask_manifest(
             truth_path=write_volume(truth, out_dir / f"{sid}_truth.nrrd", overwrite=True),
         )  # fmt: skip
         rows.append(row)
-        record["specimens"][sid] = {
+        specimens[sid] = {
             "mask": str(path), "subject": subject_of(path), "shape": list(mask.shape),
             "spacing_mm": list(spacing), "bv_tv": float(mask.mean()),
             "grey": hr.metadata["from_mask"], "acquisition": draw_record(acq),
         }  # fmt: skip
         log.info("%s: HR %s (BV/TV %.3f) -> LR %s", sid, hr.shape, mask.mean(), lr.shape)
+    record = {"note": SYNTHETIC_NOTE, "crop": crop, "specimens": specimens}
     (out_dir / "data.json").write_text(json.dumps(record, indent=2))
     return write_manifest(rows, out_dir / "manifest.csv")

@@ -23,6 +23,7 @@ import torch
 
 from microsr.checkpoint import parse_checkpoint
 from microsr.data.normalize import NormalizationConfig
+from microsr.data.records import DatasetInfo
 from microsr.errors import InputFileError, MicrosrError
 from microsr.models.factory import ModelConfig
 
@@ -93,25 +94,27 @@ def check_network(source: InitSource, network: ModelConfig) -> None:
         )
 
 
-def check_dataset_fits(source: InitSource, info: dict, dataset_dir: str | Path) -> None:
+def check_dataset_fits(
+    source: InitSource, info: dict | DatasetInfo, dataset_dir: str | Path
+) -> None:
     """Refuse a dataset whose factors, normalisation mode, units or intensities do not fit
     the checkpoint (module docstring)."""
-    meta, ds = source.meta, Path(dataset_dir)
-    factors = (info["factor"], info.get("z_factor") or info["factor"])
+    meta, ds, info = source.meta, Path(dataset_dir), DatasetInfo.of(info)
+    factors = (info.factor, info.slice_factor)
     if factors != (meta.factor, meta.slice_factor):
         raise MicrosrError(
             f"{ds}: the dataset's scale factors (in-plane, z) are {factors}, the checkpoint "
             f"{source.path}'s {(meta.factor, meta.slice_factor)}; fine-tune on data of the "
             "same factors"
         )
-    units = info.get("config", {}).get("units")
+    units = info.units
     trained = meta.provenance.get("units")
     if units and trained and units != trained:
         raise MicrosrError(
             f"{ds}: the dataset is in {units} units, the checkpoint {source.path} was trained "
             f"on {trained} units; prepare the dataset with --units {trained}"
         )
-    _check_intensities(source, NormalizationConfig.model_validate(info["normalization"]), ds)
+    _check_intensities(source, info.normalization, ds)
 
 
 def _check_intensities(source: InitSource, data: NormalizationConfig, ds: Path) -> None:
@@ -137,6 +140,6 @@ def _check_intensities(source: InitSource, data: NormalizationConfig, ds: Path) 
             )
 
 
-def finetune_info(source: InitSource, info: dict) -> dict:
+def finetune_info(source: InitSource, info: dict | DatasetInfo) -> DatasetInfo:
     """``info`` (a dataset.json) with the checkpoint's normalisation instead of its own."""
-    return {**info, "normalization": source.meta.normalization.model_dump(mode="json")}
+    return DatasetInfo.of(info).with_normalization(source.meta.normalization)

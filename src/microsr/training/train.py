@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from microsr.data.dataset import PatchDataset, SliceDataset, SlicePairs
 from microsr.data.prepare import dataset_units, load_dataset_info, training_spacings
+from microsr.data.records import DatasetInfo
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path, check_output, remove_stale_temporaries
@@ -114,7 +115,8 @@ class SRDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.dataset_dir, self.cfg = Path(dataset_dir), config
-        self.info, self.splits = load_dataset_info(dataset_dir)
+        info, self.splits = load_dataset_info(dataset_dir)
+        self.info = DatasetInfo.of(info)
         if init is not None:  # fine-tuning: the checkpoint's normalisation, not the dataset's
             check_dataset_fits(init, self.info, dataset_dir)
             self.info = finetune_info(init, self.info)
@@ -212,11 +214,15 @@ def _trainer(
 def _module_data(data: SRDataModule, config: TrainConfig, init: InitSource | None) -> dict:
     """What the module records about its data and provenance; the derived structure
     threshold if needed."""
-    out = {k: data.info[k] for k in ("factor", "z_factor", "normalization")}
-    prepared = data.info.get("config", {})
+    info = data.info
+    out = {
+        "factor": info.factor,
+        "z_factor": info.z_factor,
+        "normalization": info.normalization.model_dump(mode="json"),
+    }
     out["provenance"] = {
-        "units": prepared.get("units"),
-        "acquisition_file": prepared.get("simulation", {}).get("acquisition_file"),
+        "units": info.units,
+        "acquisition_file": info.acquisition_file,
         "init": init.record if init is not None else None,
     }
     out.update(training_spacings(data.info), units=dataset_units(data.info))
