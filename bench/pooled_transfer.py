@@ -25,7 +25,12 @@ wall time: the machine is shared and a wall-time budget gives different epochs u
 Test specimens are predicted with each model's trained factors on their own voxel size
 (``StudyConfig.keep_factors``, ``predict --keep-factors``), so a model trained at one
 physical scale is scored at the other (LHDL: LR 39 -> HR 19.5 um; DIDSR: 102.6 -> 51.3 um);
-those cells are transfers across scales as well as across bones.
+those cells are transfers across scales as well as across bones. They cross units too: the
+min-max output range (:class:`~microsr.data.normalize.MinmaxInverse`, an affine map from
+each LR slice's statistics) is fitted on the training sources' units, so a DIDSR model
+(mg HA/cm3) writes LHDL slabs (grey 0..255) on a mg HA/cm3-like scale (and an LHDL model
+the other way round). PSNR, SSIM and BA/TA (SR thresholded at the HR scan's Otsu threshold)
+of those cells then largely measure that intensity mismatch, not the structure.
 
 Usage (about 4 conditions x (training + scoring); see the README for the full run):
 
@@ -60,7 +65,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONDITIONS = ("lhdl", "didsr", "lhdl+didsr", "lhdl+didsr+phantom")
 TESTED = ("lhdl", "didsr")
 #: Epochs per model: about 2 minutes of training for the largest condition on an idle 2-core
-#: CPU (estimated, not measured: ~500 patches an epoch at ~85 patches/s, BENCHMARKS.md).
+#: CPU. Estimated, not measured: lhdl+didsr+phantom draws ~550 patches an epoch (4 slabs x 24
+#: + 3 regions x 96 + 7 phantoms x 24 slices), at 60-90 patches/s of 64 px (BENCHMARKS.md:
+#: 2.3 slices/s of 400 px; the DIDSR folds' 6 epochs). Smaller conditions take less.
 EPOCHS = 15
 
 
