@@ -19,13 +19,27 @@ segmented with Otsu's threshold of each HR scan. Output: ``OUT/transfer.csv`` an
 table (SR - LR PSNR and SSIM gains, and the slice-wise |BA/TA error| ratio SR/LR, mean
 over test specimens with a 95 % t CI; LHDL slabs are one bone, so their CI is descriptive).
 
-Usage (not run in full by its author; about 4 conditions x (minutes + scoring)):
+Every model trains for the same number of epochs (``--epochs``; an epoch draws one 64 px
+patch from every training slice, so conditions with more sources take more steps), not a
+wall time: the machine is shared and a wall-time budget gives different epochs under load.
+Test specimens are predicted with each model's trained factors on their own voxel size
+(``StudyConfig.keep_factors``, ``predict --keep-factors``), so a model trained at one
+physical scale is scored at the other (LHDL: LR 39 -> HR 19.5 um; DIDSR: 102.6 -> 51.3 um);
+those cells are transfers across scales as well as across bones. They cross units too: the
+min-max output range (:class:`~microsr.data.normalize.MinmaxInverse`, an affine map from
+each LR slice's statistics) is fitted on the training sources' units, so a DIDSR model
+(mg HA/cm3) writes LHDL slabs (grey 0..255) on a mg HA/cm3-like scale (and an LHDL model
+the other way round). PSNR, SSIM and BA/TA (SR thresholded at the HR scan's Otsu threshold)
+of those cells then largely measure that intensity mismatch, not the structure.
 
-    PYTHONPATH=src .venv/bin/python bench/pooled_transfer.py OUT [--minutes 4] [--crop 96]
+Usage (about 4 conditions x (training + scoring); see the README for the full run):
+
+    PYTHONPATH=src .venv/bin/python bench/pooled_transfer.py OUT [--epochs 15] [--crop 96]
         [--lhdl ../shared/data/lhdl_3155_D_4_bc] [--didsr ../shared/data/didsr_vertebra_rois]
         [--phantoms 4] [--conditions lhdl,didsr,lhdl+didsr,lhdl+didsr+phantom] [--device cpu]
+        [--minutes M (also stop each model after M minutes; default: no wall-time cap)]
 
-A smoke run: ``--minutes 0.05 --crop 48 --phantoms 1 --conditions lhdl,lhdl+didsr``.
+A smoke run: ``--epochs 1 --crop 48 --phantoms 1 --conditions lhdl,lhdl+didsr``.
 """
 
 from __future__ import annotations
@@ -45,10 +59,16 @@ from microsr.stats.describe import mean_ci
 from microsr.study import StudyConfig, phantom_manifest, run_study, slab_manifest
 from microsr.study.demo import demo_train_config
 from microsr.study.masks import mask_manifest
+from microsr.training.config import TrainConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONDITIONS = ("lhdl", "didsr", "lhdl+didsr", "lhdl+didsr+phantom")
 TESTED = ("lhdl", "didsr")
+#: Epochs per model: about 2 minutes of training for the largest condition on an idle 2-core
+#: CPU. Estimated, not measured: lhdl+didsr+phantom draws ~550 patches an epoch (4 slabs x 24
+#: + 3 regions x 96 + 7 phantoms x 24 slices), at 60-90 patches/s of 64 px (BENCHMARKS.md:
+#: 2.3 slices/s of 400 px; the DIDSR folds' 6 epochs). Smaller conditions take less.
+EPOCHS = 15
 
 
 def sources(out: Path, args) -> dict[str, list]:
@@ -85,6 +105,13 @@ def fixed_splits(rows: dict[str, list], seed: int) -> dict[str, dict]:
     return {"lhdl": lhdl, "didsr": didsr, "phantom": phantom}
 
 
+def train_config(args) -> TrainConfig:
+    """The demo's training (default model and loss, 64 px patches, batch 8), ``--epochs``
+    epochs; ``--minutes``: also a wall-time cap (default none)."""
+    demo = demo_train_config(minutes=1.0, seed=args.seed)
+    return demo.model_copy(update={"epochs": args.epochs, "max_minutes": args.minutes})
+
+
 def run_condition(out: Path, name: str, rows, splits, args) -> pd.DataFrame:
     """Train on ``name``'s sources, score every test specimen of LHDL and DIDSR."""
     used = name.split("+")
@@ -101,10 +128,11 @@ def run_condition(out: Path, name: str, rows, splits, args) -> pd.DataFrame:
     manifest = write_manifest(keep, folder / "manifest.csv")
     config = StudyConfig(
         prepare=PrepareConfig(roi=400, normalize="minmax", split_file=folder / "splits.json"),
-        train=demo_train_config(minutes=args.minutes, seed=args.seed),
+        train=train_config(args),
         morphometry=MorphometryConfig(threshold="otsu"),
         pooled=False,
         features_3d=False,
+        keep_factors=True,
         device=args.device,
     )
     run_study(manifest, folder / "study", config, report=False)
@@ -148,7 +176,8 @@ def markdown(frame: pd.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--minutes", type=float, default=4.0)
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs per model")
+    parser.add_argument("--minutes", type=float, default=None, help="wall-time cap per model")
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--phantoms", type=int, default=4, help="per site (femur, spine)")
     parser.add_argument("--lhdl", type=Path, default=SHARED / "lhdl_3155_D_4_bc")

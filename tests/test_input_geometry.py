@@ -78,6 +78,42 @@ def test_hr_scan_given_as_lr_is_refused_unless_forced():
     assert sr.shape == (8, 24, 24)  # the trained factors, as asked
 
 
+def test_refusal_names_keep_factors():
+    _, hr = make_pair(0, shape=(4, 12, 12))
+    with pytest.raises(MicrosrError, match="--keep-factors"):
+        predict_volume(loaded_model(Centre(), spacings=TRAINED), hr, progress=False)
+
+
+@pytest.mark.parametrize("scale", [3.0, 0.5], ids=["3x coarser", "finer than HR target"])
+def test_keep_factors_upsamples_by_the_trained_factors_on_the_input_grid(scale, caplog):
+    # trained 0.02 -> 0.01 mm (factor 2); an input at scale x the training LR voxel
+    spacing = 0.02 * scale
+    lr = Volume(np.full((4, 10, 10), 500, np.float32), (spacing,) * 3)
+    loaded = loaded_model(Centre(), spacings=TRAINED)
+    with caplog.at_level(logging.WARNING, logger="microsr"):
+        sr = predict_volume(loaded, lr, options=PredictOptions(keep_factors=True), progress=False)
+    assert sr.shape == (8, 20, 20)
+    assert sr.spacing_mm == pytest.approx((spacing / 2,) * 3)  # input spacing / factor
+    assert "physical scale differs from training" in caplog.text
+    assert f"SR voxel ({spacing / 2:.4g}, " in caplog.text
+    np.testing.assert_allclose(sr.array, 500, atol=0.5)  # the identity model, unchanged
+
+
+def test_without_keep_factors_the_hr_target_rule_holds():
+    meta = loaded_model(Centre(), spacings=TRAINED).meta
+    coarse = (0.06, 0.06, 0.06)  # 3x the training LR voxel
+    assert plan_scale(coarse, meta, z_grid="hr").factors == (6, 6, 6)  # -> 0.01 mm
+    assert plan_scale(coarse, meta, z_grid="hr", keep_factors=True).factors == (2, 2, 2)
+    assert plan_scale(coarse, meta, z_grid="lr", keep_factors=True).factors == (1, 2, 2)
+
+
+def test_keep_factors_at_the_training_scale_does_not_warn_about_transfer(caplog):
+    meta = loaded_model(Centre(), spacings=TRAINED).meta
+    with caplog.at_level(logging.WARNING, logger="microsr"):
+        plan = plan_scale((0.02, 0.02, 0.02), meta, z_grid="hr", keep_factors=True)
+    assert plan.factors == (2, 2, 2) and caplog.text == ""
+
+
 def test_voxel_more_than_10_percent_off_warns_with_numbers(caplog):
     meta = loaded_model(Centre(), spacings=TRAINED).meta
     with caplog.at_level(logging.WARNING, logger="microsr"):
@@ -144,3 +180,46 @@ def test_a_pair_whose_lr_is_not_coarser_is_refused():
     # an anisotropic LR (z already at HR spacing) is a valid pair
     stacks = volume_stacks(hr, _anisotropic_lr(_hr((8, 36, 36))), name="s")
     assert len(stacks.hr_slice) == 8
+
+
+def test_cli_predict_keep_factors_transfers_across_scales(tmp_path):
+    """``predict --keep-factors``: an input at 3x the training LR voxel -> input voxel / 2."""
+    from conftest import save_model
+    from typer.testing import CliRunner
+
+    from microsr.cli import app
+    from microsr.io import read_volume, write_volume
+
+    path = save_model(tmp_path / "m.ckpt", ModelConfig(width=4, depth=1))
+    meta, _ = parse_checkpoint(path)
+    meta = meta.model_copy(update={"lr_spacing_mm": TRAINED[0], "hr_spacing_mm": TRAINED[1]})
+    ckpt = save_checkpoint(tmp_path / "spaced.ckpt", build_model(meta.network), meta)
+    lr = write_volume(
+        Volume(np.full((4, 10, 10), 500, np.float32), (0.06,) * 3), tmp_path / "lr.mha"
+    )
+    runner = CliRunner()
+    for flags, shape, spacing in (
+        ([], (24, 60, 60), 0.01),
+        (["--keep-factors"], (8, 20, 20), 0.03),
+    ):
+        out = tmp_path / f"sr{len(flags)}.mha"
+        res = runner.invoke(app, ["predict", str(ckpt), str(lr), str(out), *flags])
+        assert res.exit_code == 0, res.output
+        sr = read_volume(out)
+        assert sr.shape == shape and sr.spacing_mm == pytest.approx((spacing,) * 3)
+
+
+@pytest.mark.parametrize("keep", [None, True])
+def test_study_passes_keep_factors_to_predict(keep, monkeypatch, tmp_path):
+    from microsr.data.manifest import SpecimenRow
+    from microsr.study import StudyConfig
+    from microsr.study import evaluate as study_evaluate
+
+    seen = {}
+    monkeypatch.setattr(study_evaluate, "predict_file", lambda *a, **k: seen.update(k))
+    row = SpecimenRow("s0", "femur", tmp_path / "lr.mha", tmp_path / "hr.mha")
+    config = StudyConfig(keep_factors=keep)
+    study_evaluate.predict_specimen(tmp_path / "m.ckpt", row, tmp_path / "sr.mha", config)
+    assert seen["options"].keep_factors is bool(keep)
+    assert seen["options"].precision == "32"  # still the scoring options
+    assert "keep_factors" in config.model_dump()  # recorded in study.json

@@ -312,6 +312,13 @@ def predict(
             "that do not convert into the model's (refused otherwise)"
         ),
     ] = False,
+    keep_factors: Annotated[
+        bool,
+        typer.Option(
+            help="upsample by the model's trained factors from the input's own voxel size "
+            "(a transfer across physical scales, warned) instead of aiming at its HR voxel"
+        ),
+    ] = False,
     input_units: Annotated[
         str,
         typer.Option(
@@ -326,7 +333,8 @@ def predict(
 ) -> None:
     """Super-resolve an LR volume, or many (--out-dir / --manifest), with a checkpoint.
 
-    Each axis is upsampled to the model's HR voxel size from the input's own voxel size."""
+    Each axis is upsampled to the model's HR voxel size from the input's own voxel size
+    (--keep-factors: by the trained factors)."""
     from microsr.inference.batch import plan_jobs, predict_batch, select_shard
     from microsr.inference.predict import predict_file
     from microsr.inference.runner import PredictOptions
@@ -336,8 +344,8 @@ def predict(
     with option_errors():
         opts = PredictOptions(
             batch_size=batch_size, tile=tile, precision=precision, channels_last=channels_last,
-            compile=compile, tta=tta, z_grid=z_grid, force=force, input_units=input_units,
-            output_units=output_units,
+            compile=compile, tta=tta, z_grid=z_grid, force=force, keep_factors=keep_factors,
+            input_units=input_units, output_units=output_units,
         )  # fmt: skip
     sp = parse_spacing(spacing)
     if manifest is None and out_dir is None:

@@ -9,7 +9,8 @@ to HR units (:func:`super_resolve`).
 
 Output grids: each axis is upsampled by the factor that brings the input's voxel size to the
 model's HR target voxel (:func:`microsr.inference.scale.plan_scale`: an axis already at the
-target is kept, an HR scan given as LR is refused unless ``force``), origin from the
+target is kept, an HR scan given as LR is refused unless ``force``; ``keep_factors``: the
+trained factors on the input's own grid, a transfer across scales), origin from the
 convention of :mod:`microsr.pairing.geometry`. ``PredictOptions.z_grid``: ``"hr"``: z too;
 ``"lr"``: the LR slices, in-plane upsampling only; ``"auto"``: the grid the checkpoint was
 trained for (microsr 0.1 checkpoints: ``"lr"``).
@@ -73,7 +74,12 @@ class OutputGrid:
 
 
 def output_grid(
-    source: SliceSource, loaded: LoadedModel, z_grid: str = "auto", *, force: bool = False
+    source: SliceSource,
+    loaded: LoadedModel,
+    z_grid: str = "auto",
+    *,
+    force: bool = False,
+    keep_factors: bool = False,
 ) -> OutputGrid:
     """The SR volume's grid for ``source`` (see the module notes).
 
@@ -85,8 +91,9 @@ def output_grid(
     """
     grid = loaded.meta.z_grid if z_grid == "auto" else z_grid
     plan = plan_scale(
-        source.spacing_mm, loaded.meta, z_grid=grid, force=force, name=str(source.path)
-    )
+        source.spacing_mm, loaded.meta, z_grid=grid, force=force, keep_factors=keep_factors,
+        name=str(source.path),
+    )  # fmt: skip
     fz, f, _ = plan.factors
     z = source.shape[0]
     if fz > 1 and z < 2:
@@ -187,7 +194,9 @@ def predict_slices(
     split volume equal the whole's).
     """
     opts = options or PredictOptions()
-    grid = grid or output_grid(source, loaded, opts.z_grid, force=opts.force)
+    grid = grid or output_grid(
+        source, loaded, opts.z_grid, force=opts.force, keep_factors=opts.keep_factors
+    )
     units = units or units_plan(source, loaded, opts)
     zrange = zrange or (0, len(grid.t))
     norm, k, f = loaded.meta.normalization, loaded.context_slices, grid.factor
@@ -253,7 +262,9 @@ def predict_stream(
         written only if every slice succeeded.
     """
     opts = options or PredictOptions()
-    grid = output_grid(source, loaded, opts.z_grid, force=opts.force)
+    grid = output_grid(
+        source, loaded, opts.z_grid, force=opts.force, keep_factors=opts.keep_factors
+    )
     units = units_plan(source, loaded, opts)
     target = output_target(loaded, source, opts, grid=grid, units=units)
     writer = BackgroundWriter(
@@ -290,7 +301,9 @@ def output_target(
     ``grid`` / ``units``: default :func:`output_grid` / :func:`units_plan` of the options.
     """
     opts = options
-    grid = grid or output_grid(source, loaded, opts.z_grid, force=opts.force)
+    grid = grid or output_grid(
+        source, loaded, opts.z_grid, force=opts.force, keep_factors=opts.keep_factors
+    )
     units = units or units_plan(source, loaded, opts)
     dtype = autocast_dtype(loaded.device, opts.precision) or torch.float32
     meta = {

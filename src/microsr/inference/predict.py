@@ -55,7 +55,9 @@ def predict_volume(
     """
     opts = options or PredictOptions()
     source = volume_source(lr)
-    grid = output_grid(source, loaded, opts.z_grid, force=opts.force)
+    grid = output_grid(
+        source, loaded, opts.z_grid, force=opts.force, keep_factors=opts.keep_factors
+    )
     units = units_plan(source, loaded, opts)
     if out is None:
         out = np.empty(grid.shape, np.float32)

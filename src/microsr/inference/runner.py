@@ -27,10 +27,11 @@ from microsr.inference.checkpoint import LoadedModel
 class PredictOptions(BaseModel):
     """How prediction runs (:mod:`microsr.inference.engine`).
 
-    ``z_grid`` chooses the output slices and ``force`` runs an input at the HR target
-    (:mod:`microsr.inference.scale`); ``input_units`` / ``output_units`` (and ``force``) say
-    how density units are converted (:mod:`microsr.inference.units`); the other options
-    change only speed and float rounding (``tta``: averaging over flips and rotations).
+    ``z_grid`` chooses the output slices, ``force`` runs an input at the HR target and
+    ``keep_factors`` keeps the trained factors on any input (:mod:`microsr.inference.scale`);
+    ``input_units`` / ``output_units`` (and ``force``) say how density units are converted
+    (:mod:`microsr.inference.units`); the other options change only speed and float
+    rounding (``tta``: averaging over flips and rotations).
 
     ``precision="auto"``: bf16 autocast on CUDA (fp16 where bf16 is unsupported) and on
     CPUs with native bf16 (:func:`cpu_has_native_bf16`), fp32 on other CPUs.
@@ -61,6 +62,12 @@ class PredictOptions(BaseModel):
         description="run an input already at or finer than the model's HR target voxel (an HR "
         "scan given as LR) with the trained factors, or in units that do not convert into the "
         "model's (taken as the model's), instead of refusing it",
+    )
+    keep_factors: bool = Field(
+        False,
+        description="upsample by the model's trained factors from the input's own voxel size "
+        "(SR voxel = input voxel / factor), whatever the model's HR voxel: a transfer across "
+        "physical scales (warned), instead of aiming at the model's HR voxel size",
     )
     input_units: Literal["auto", "mgha", "model"] = Field(
         "auto",

@@ -13,6 +13,12 @@ an input of voxel size ``s``, per axis:
   ``force`` runs it anyway with the trained factors (the input treated as an LR scan at
   the training voxel size, as earlier versions did).
 
+``keep_factors`` replaces the rule by the trained factors on every input, relative to the
+input's own grid (SR voxel = input voxel / factor): a transfer across physical scales, e.g. a
+model trained at 39 -> 19.5 um run on a 103 um scan to give 51 um. Nothing is refused for
+its scale; a warning gives the SR voxel beside the model's HR target when they differ by
+more than :data:`TOLERANCE`.
+
 Checkpoints that record no voxel sizes (written before they did): the input's in-plane voxel
 is assumed to be the training LR's, the HR target is that / ``factor`` in-plane and as fine
 along z (HR microCT is usually isotropic), the training LR slice that z target times
@@ -77,11 +83,13 @@ def plan_scale(
     *,
     z_grid: str,
     force: bool = False,
+    keep_factors: bool = False,
     name: str = "input",
 ) -> ScalePlan:
     """The per-axis factors for an input of voxel size ``spacing_mm`` (z, y, x) in mm.
 
     ``z_grid``: ``"hr"`` upsamples z as the other axes; ``"lr"`` keeps the LR slices.
+    ``keep_factors``: the trained factors whatever the input's voxel size (module notes).
 
     Raises
     ------
@@ -97,14 +105,19 @@ def plan_scale(
             name, meta.microsr_version, _fmt(target), meta.factor, _fmt(lr_mm),
         )  # fmt: skip
     ratios = [s / t for s, t in zip(spacing_mm, target)]
-    if all(r < 1 + TOLERANCE for r in ratios):
+    if keep_factors:
+        factors = [meta.slice_factor, meta.factor, meta.factor]
+    elif all(r < 1 + TOLERANCE for r in ratios):
         text = (
             f"{name}: voxel size {_fmt(spacing_mm)} mm (z, y, x) is already at or finer than "
             f"the model's HR target {_fmt(target)} mm (trained on LR voxels {_fmt(lr_mm)} mm); "
             "is this an HR scan? Nothing to super-resolve"
         )
         if not force:
-            raise MicrosrError(text + " (--force runs the model with its trained factors)")
+            raise MicrosrError(
+                text + " (--keep-factors runs the model with its trained factors on the "
+                "input's own grid, a transfer across scales; --force does so here too)"
+            )
         log.warning("%s; --force: upsampled by the trained factors", text)
         factors = [meta.slice_factor, meta.factor, meta.factor]
     else:
@@ -119,6 +132,9 @@ def plan_scale(
         )
     _warn_scale(spacing_mm, lr_mm, name)
     sr = tuple(s / f for s, f in zip(spacing_mm, factors))
+    if keep_factors:  # an LR z grid keeps the input's slices: compare in-plane only
+        skip = 1 if z_grid == "lr" else 0
+        _warn_transfer(sr[skip:], target[skip:], name)
     log.info(
         "%s: LR voxel %s mm -> SR voxel %s mm (factors z, y, x: %s)",
         name, _fmt(spacing_mm), _fmt(sr), tuple(factors),
@@ -138,4 +154,15 @@ def _warn_scale(spacing_mm, lr_mm, name: str) -> None:
             "%s: LR voxel size differs from the training LR voxel by more than %d %%: %s; the "
             "model learned structures at another physical scale, check the SR",
             name, round(100 * TOLERANCE), "; ".join(off),
+        )  # fmt: skip
+
+
+def _warn_transfer(sr_mm, target_mm, name: str) -> None:
+    """``keep_factors``: warn when the SR voxel is more than :data:`TOLERANCE` off the HR target."""
+    if any(abs(s - t) > TOLERANCE * t for s, t in zip(sr_mm, target_mm)):
+        log.warning(
+            "%s: --keep-factors: SR voxel %s mm, but the model was trained for an HR voxel of "
+            "%s mm: the physical scale differs from training (a transfer across "
+            "scales), check the SR",
+            name, _fmt(sr_mm), _fmt(target_mm),
         )  # fmt: skip

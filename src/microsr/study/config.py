@@ -48,6 +48,12 @@ class StudyConfig(BaseModel):
     folds: int | None = Field(
         None, description="subject-level K-fold cross-validation (None: one global split)"
     )
+    keep_factors: bool | None = Field(
+        None,
+        description="predict test specimens with each model's trained factors on their own "
+        "voxel size, a transfer across physical scales (PredictOptions.keep_factors); "
+        "None/False: SR on the model's HR voxel size",
+    )
     device: str = "auto"
 
 

@@ -62,8 +62,10 @@ def score_config(config: StudyConfig, normalization: dict | NormalizationConfig)
 def predict_specimen(
     checkpoint: Path, row: SpecimenRow, sr_path: Path, config: StudyConfig
 ) -> Path:
-    """The study's SR file of one specimen: :data:`SCORING` options (fp32, as compare)."""
-    options = SCORING.model_copy(update={"batch_size": config.predict_batch_size})
+    """The study's SR file of one specimen: :data:`SCORING` options (fp32, as compare), and
+    the trained factors on the specimen's own voxel size with ``config.keep_factors``."""
+    update = {"batch_size": config.predict_batch_size, "keep_factors": bool(config.keep_factors)}
+    options = SCORING.model_copy(update=update)
     return predict_file(
         checkpoint, row.lr_path, sr_path, spacing_mm=row.lr_spacing_mm, device=config.device,
         options=options, progress=False,
