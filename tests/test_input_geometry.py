@@ -162,6 +162,10 @@ def test_training_spacings_are_the_median_of_the_specimens():
     # pooled sources at two physical scales (e.g. 19.5 and 51.3 um HR): no one HR target
     info["specimens"]["c"]["hr_spacing_mm"] = [0.0255] * 3
     assert training_spacings(info) == {}
+    # a checkpoint counts its training specimens only: a held-out test specimen of another
+    # scale does not erase the HR target
+    assert training_spacings(info, ["a", "b"])["hr_spacing_mm"] == [0.01] * 3
+    assert training_spacings(info, ["b"])["lr_spacing_mm"] == [0.04, 0.02, 0.02]
 
 
 def test_evaluate_checks_that_sr_covers_the_hr_box():

@@ -232,7 +232,7 @@ def _warn_spacings(meta: dict[str, SpecimenRecord]) -> None:
             )  # fmt: skip
 
 
-def training_spacings(info: dict | DatasetInfo) -> dict:
+def training_spacings(info: dict | DatasetInfo, specimens=None) -> dict:
     """``{"lr_spacing_mm": (z, y, x), "hr_spacing_mm": (z, y, x)}``: the median voxel sizes
     (mm) of a dataset's specimens, which a checkpoint records; ``{}`` if none are recorded,
     and ``{}`` (with a warning) when the specimens' HR voxels differ by more than 10 % on an
@@ -240,8 +240,16 @@ def training_spacings(info: dict | DatasetInfo) -> dict:
     then keeps the trained factors relative to each input (:mod:`microsr.inference.scale`).
 
     ``info`` is a :class:`~microsr.data.records.DatasetInfo` or its JSON, whose specimen
-    records may lack the voxel sizes (then not counted)."""
-    return _median_spacings(specimen_records(info).values())
+    records may lack the voxel sizes (then not counted); ``specimens``: the ids counted
+    (None: all; a checkpoint counts its training split's, not the test specimens')."""
+    return _median_spacings(_records(info, specimens).values())
+
+
+def _records(info, specimens) -> dict:
+    records = specimen_records(info)
+    if specimens is None:
+        return records
+    return {k: m for k, m in records.items() if k in set(specimens)} or records
 
 
 def _median_spacings(specimens) -> dict:
@@ -265,12 +273,13 @@ def _median_spacings(specimens) -> dict:
     }
 
 
-def dataset_units(info: dict | DatasetInfo) -> dict | None:
+def dataset_units(info: dict | DatasetInfo, specimens=None) -> dict | None:
     """The units of a dataset's HR window (:class:`~microsr.calibration.WindowUnits` as a
     dict): mg HA/cm3 (``--units mgha`` or density-valued scans), native values with the
-    specimens' calibration, or grey values; ``None`` when specimens disagree."""
+    specimens' calibration, or grey values; ``None`` when specimens disagree;
+    ``specimens`` as in :func:`training_spacings`."""
     found = {}
-    for sid, m in specimen_records(info).items():
+    for sid, m in _records(info, specimens).items():
         meta = {"value_units": "mgha"} if m.units == "mgha" else {}
         found.setdefault(units_of(m.density_calibration, meta).model_dump_json(), sid)
     if len(found) != 1:

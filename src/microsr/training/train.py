@@ -225,7 +225,8 @@ def _module_data(data: SRDataModule, config: TrainConfig, init: InitSource | Non
         "acquisition_file": info.acquisition_file,
         "init": init.record if init is not None else None,
     }
-    out.update(training_spacings(data.info), units=dataset_units(data.info))
+    trained = data.splits["train"]  # what the weights saw, not the held-out specimens
+    out.update(training_spacings(info, trained), units=dataset_units(info, trained))
     if config.structure_weight and config.structure_threshold is None:
         sigma = config.structure_sigma
         out["structure_threshold"] = structure_threshold(
