@@ -163,15 +163,15 @@ def test_prepare_records_the_file_and_draws_within_it(tmp_path):
                               "--acquisition", str(acq)])  # fmt: skip
     assert res.exit_code == 0, res.output
     info = load_dataset_info(tmp_path / "ds")[0]
-    assert info["config"]["simulation"]["acquisition_file"] == _file().record()
-    rec = info["specimens"]["s1"]["simulated"]
+    assert info.acquisition_file == _file().record()
+    rec = info.specimens["s1"].simulated
     assert rec["acquisition"]["photons"] == 800.0 and rec["acquisition"]["filter_name"] == "hann"
     args = ["prepare", str(manifest), str(tmp_path / "dr"), "--roi", "32", "--acquisition",
             str(acq), "--randomize", "--draws", "2"]  # fmt: skip
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     info = load_dataset_info(tmp_path / "dr")[0]
-    drawn = [s["simulated"] for s in info["specimens"].values()]
+    drawn = [s.simulated for s in info.specimens.values()]
     assert all(d["randomized"] and d["acquisition"]["filter_name"] == "hann" for d in drawn)
     assert len({d["acquisition"]["photons"] for d in drawn}) == 4
     assert any(d["draws"] for d in drawn)  # training specimens got a second draw
@@ -214,7 +214,7 @@ def test_demo_pairs_dataset_and_checkpoint_record_the_file(tmp_path):
     assert read_acquisition_file(tmp_path / "data/acquisition_file.json") == file
     cfg = file_prepare_config(PrepareConfig(roi=32), file)
     ds = prepare_dataset(manifest, tmp_path / "ds", cfg, progress=False)
-    assert load_dataset_info(ds)[0]["config"]["simulation"]["acquisition_file"] == file.record()
+    assert load_dataset_info(ds)[0].acquisition_file == file.record()
     tiny = TrainConfig(model=ModelConfig(width=4, depth=1), epochs=1, batch_size=4, patch=16,
                        seed=0, device="cpu", val_max_slices=1)  # fmt: skip
     result = train(ds, tmp_path / "run", tiny, progress=False)

@@ -156,7 +156,6 @@ def test_compare_and_study_give_the_same_ba_ta(pair_manifest, tmp_path):
 
     from microsr.compare.scoring import score_candidate
     from microsr.data.manifest import read_manifest
-    from microsr.data.normalize import NormalizationConfig
     from microsr.data.prepare import load_dataset_info
     from microsr.evaluation import score_stacks
     from microsr.evaluation.stacks import volume_stacks
@@ -168,12 +167,12 @@ def test_compare_and_study_give_the_same_ba_ta(pair_manifest, tmp_path):
 
     ds = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=400))  # whole slices
     info, splits = load_dataset_info(ds)
-    norm = NormalizationConfig.model_validate(info["normalization"])
+    norm = info.normalization
     ckpt = save_model(tmp_path / "m.ckpt", ModelConfig(width=4, depth=1), normalization=norm)
     study = StudyConfig(
         morphometry=MorphometryConfig(threshold="otsu"), features_3d=False, device="cpu"
     )
-    config = score_config(study, info["normalization"])
+    config = score_config(study, info.normalization)
     sid = splits["test"][0]
     by_compare, _ = score_candidate(
         ds, info, [sid], load_checkpoint(ckpt, device="cpu"), name="m", config=config

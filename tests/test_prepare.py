@@ -21,6 +21,7 @@ from microsr.volume import Volume
 def test_prepare_pairs_every_hr_slice_on_the_hr_grid(pair_manifest, tmp_path):
     out = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24), progress=False)
     info, splits = load_dataset_info(out)
+    info = info.to_json()  # the file's content
     assert info["factor"] == 2 and info["z_factor"] == 2 and info["z_grid"] == "hr"
     assert set(info["specimens"]) == {f"s{i}" for i in range(5)}
     assert sorted(s for k in ("train", "val", "test") for s in splits[k]) == sorted(
@@ -51,7 +52,7 @@ def test_minmax_preset_fits_the_output_range_on_training_pairs(pair_manifest, tm
     cfg = PrepareConfig(roi=24, normalize="minmax")
     out = prepare_dataset(pair_manifest, tmp_path / "ds", cfg, progress=False)
     info, splits = load_dataset_info(out)
-    norm = NormalizationConfig.model_validate(info["normalization"])
+    norm = info.normalization
     assert norm.mode == "minmax" and norm.inverse.n_slices == 8 * len(splits["train"])
     with pytest.raises(ValueError, match="not used"):
         PrepareConfig(normalize="minmax", window=(0, 1))
@@ -82,6 +83,7 @@ def test_window_normalisation_and_user_split(pair_manifest, tmp_path):
     cfg = PrepareConfig(roi=400, window=(0, 2000), split_file=split)
     out = prepare_dataset(pair_manifest, tmp_path / "ds", cfg, progress=False)
     info, splits = load_dataset_info(out)
+    info = info.to_json()
     assert splits["test"] == ["s4"] and info["normalization"]["mode"] == "window"
     assert (info["normalization"]["low"], info["normalization"]["high"]) == (0, 2000)
     hr = np.load(out / "specimens/s0/hr.npy")
@@ -176,7 +178,7 @@ def test_typed_dataset_records_read_dataset_json_and_keep_extra_keys(pair_manife
     from microsr.data.records import DatasetInfo
 
     out = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24), progress=False)
-    info, _ = load_dataset_info(out)
+    info = json.loads((out / "dataset.json").read_text())
     info["specimens"]["s0"]["acquisition_file"] = "a.json"  # a newer writer's key
     typed = DatasetInfo.of(info)
     assert DatasetInfo.of(typed) is typed
@@ -217,3 +219,12 @@ def test_dataset_json_round_trips_through_dataset_info(pair_manifest, tmp_path):
     assert info.with_normalization(window).to_json() == info.to_json() | {
         "normalization": window.model_dump(mode="json")
     }
+
+
+def test_a_dataset_json_of_wrong_types_is_one_error_naming_the_field(pair_manifest, tmp_path):
+    out = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24), progress=False)
+    info = json.loads((out / "dataset.json").read_text())
+    info["factor"] = "two"
+    (out / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(MicrosrError, match=r"ds/dataset.json: factor: .*integer"):
+        load_dataset_info(out)

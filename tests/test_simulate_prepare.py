@@ -34,7 +34,7 @@ def _prepare(tmp_path, name, simulation):
     manifest = tmp_path / "manifest.csv"
     manifest = manifest if manifest.is_file() else _manifest(tmp_path)
     out = prepare_dataset(manifest, tmp_path / name, cfg, progress=False)
-    return load_dataset_info(out)[0]["specimens"]
+    return load_dataset_info(out)[0].to_json()["specimens"]
 
 
 def test_missing_lr_is_simulated_and_recorded(tmp_path):
@@ -88,7 +88,7 @@ def test_cli_prepare_randomize(tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     info, splits = load_dataset_info(tmp_path / "ds")
-    specimens = info["specimens"]
+    specimens = info.to_json()["specimens"]
     assert specimens["s1"]["simulated"]["acquisition"]["frames"] == 2
     assert {specimens[s]["n_lr_draws"] for s in splits["train"] if s != "s0"} == {2}
     res = CliRunner().invoke(app, [*args[:-1], "0", "--overwrite"])
@@ -127,7 +127,7 @@ def test_several_draws_per_training_specimen_are_paired_and_read(tmp_path):
         tmp_path / "manifest.csv", tmp_path / "three", PrepareConfig(roi=32, simulation=sim),
         progress=False,
     ))  # fmt: skip
-    specimens = info["specimens"]
+    specimens = info.to_json()["specimens"]
     train = [s for s in splits["train"] if s != "s0"]  # s0 has a real LR scan
     held_out = [s for s in splits["val"] + splits["test"] if s != "s0"]
     assert train and held_out

@@ -27,6 +27,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pydantic
 
 from microsr import __version__
 from microsr.calibration import units_of
@@ -273,13 +274,12 @@ def _median_spacings(specimens) -> dict:
     }
 
 
-def dataset_units(info: dict | DatasetInfo, specimens=None) -> dict | None:
+def dataset_units(info: dict | DatasetInfo) -> dict | None:
     """The units of a dataset's HR window (:class:`~microsr.calibration.WindowUnits` as a
     dict): mg HA/cm3 (``--units mgha`` or density-valued scans), native values with the
-    specimens' calibration, or grey values; ``None`` when specimens disagree;
-    ``specimens`` as in :func:`training_spacings`."""
+    specimens' calibration, or grey values; ``None`` when specimens disagree."""
     found = {}
-    for sid, m in _records(info, specimens).items():
+    for sid, m in specimen_records(info).items():
         meta = {"value_units": "mgha"} if m.units == "mgha" else {}
         found.setdefault(units_of(m.density_calibration, meta).model_dump_json(), sid)
     if len(found) != 1:
@@ -292,8 +292,9 @@ def dataset_units(info: dict | DatasetInfo, specimens=None) -> dict | None:
     return json.loads(next(iter(found)))
 
 
-def load_dataset_info(dataset_dir: str | Path) -> tuple[dict, dict]:
-    """Read ``dataset.json`` and ``splits.json`` of a prepared dataset."""
+def load_dataset_info(dataset_dir: str | Path) -> tuple[DatasetInfo, dict]:
+    """Read ``dataset.json`` (typed: :class:`~microsr.data.records.DatasetInfo`) and
+    ``splits.json`` of a prepared dataset."""
     dataset_dir = Path(dataset_dir)
     try:
         info = json.loads((dataset_dir / "dataset.json").read_text())
@@ -307,4 +308,9 @@ def load_dataset_info(dataset_dir: str | Path) -> tuple[dict, dict]:
             f"{dataset_dir}: prepared by microsr {info.get('microsr_version', '?')} (dataset "
             f"format {info.get('format_version')}); prepare it again with this version"
         )
-    return info, splits
+    try:
+        return DatasetInfo.model_validate(info), splits
+    except pydantic.ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(x) for x in problem["loc"])
+        raise MicrosrError(f"{dataset_dir}/dataset.json: {where}: {problem['msg']}") from None

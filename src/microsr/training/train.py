@@ -225,8 +225,11 @@ def _module_data(data: SRDataModule, config: TrainConfig, init: InitSource | Non
         "acquisition_file": info.acquisition_file,
         "init": init.record if init is not None else None,
     }
-    trained = data.splits["train"]  # what the weights saw, not the held-out specimens
-    out.update(training_spacings(info, trained), units=dataset_units(info, trained))
+    # voxel sizes: what the weights saw, not the held-out specimens (a test specimen of
+    # another scale must not erase the HR target); units: all specimens, so a dataset whose
+    # held-out scans come in other units records none and predict takes inputs as they are
+    trained = data.splits["train"]
+    out.update(training_spacings(info, trained), units=dataset_units(info))
     if config.structure_weight and config.structure_threshold is None:
         sigma = config.structure_sigma
         out["structure_threshold"] = structure_threshold(
