@@ -143,3 +143,28 @@ def test_evaluate_streams_stores_to_the_same_scores(tmp_path, reads):
         {**whole.summary, "specimen": stream.summary["specimen"]}, default=str
     )
     assert reads_seen and max(reads_seen) <= 32
+
+
+@pytest.mark.parametrize("ext", ["nrrd", "nii.gz", "aim"])
+def test_convert_a_store_to_formats_written_whole(tmp_path, ext):
+    zarr_path, _ = _hr(tmp_path)
+    res = runner.invoke(app, ["convert", str(zarr_path), str(tmp_path / f"o.{ext}")])
+    assert res.exit_code == 0, res.output
+    got = read_volume(tmp_path / f"o.{ext}")
+    assert np.array_equal(got.array, read_volume(zarr_path).array)
+
+
+def test_pyramid_is_built_one_chunk_slab_at_a_time(tmp_path, monkeypatch):
+    import microsr.io.omezarr as omezarr
+
+    depths: list[int] = []
+    downsample = omezarr.downsample
+
+    def recording(block, step, *, dtype):
+        depths.append(len(block))
+        return downsample(block, step, dtype=dtype)
+
+    monkeypatch.setattr(omezarr, "downsample", recording)
+    v = Volume(np.zeros((200, 8, 8), np.uint8), (0.01,) * 3)
+    write_volume(v, tmp_path / "deep.zarr")
+    assert sum(depths) == 200 and max(depths) <= 2 * 32  # level 1: 2 x its 32-slice chunk
