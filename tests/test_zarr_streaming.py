@@ -168,3 +168,14 @@ def test_pyramid_is_built_one_chunk_slab_at_a_time(tmp_path, monkeypatch):
     v = Volume(np.zeros((200, 8, 8), np.uint8), (0.01,) * 3)
     write_volume(v, tmp_path / "deep.zarr")
     assert sum(depths) == 200 and max(depths) <= 2 * 32  # level 1: 2 x its 32-slice chunk
+
+
+@pytest.mark.parametrize(
+    "settings", [{"quick": True}, {"shift_hr_voxels": (0.5, 0.0, -0.3), "photons": 1e4}]
+)
+def test_simulate_paths_that_read_whole_give_the_same_scan(tmp_path, settings):
+    zarr_path, _ = _hr(tmp_path)
+    config = AcquisitionConfig(factor=2, projections_ratio=0.3, seed=1, **settings)
+    lazy = simulate_acquisition(open_volume(zarr_path), config)
+    whole = simulate_acquisition(read_volume(zarr_path), config)
+    assert np.array_equal(lazy.array, whole.array)
