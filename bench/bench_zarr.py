@@ -5,7 +5,8 @@ The issue's case: a 512^3 uint16 LR volume (an OME-Zarr store) super-resolved on
 own process: ``plain`` (:func:`microsr.inference.predict.predict_file`, one process streaming)
 and ``dask:N`` (:func:`microsr.inference.distributed.predict_dask` on a ``LocalCluster`` of N
 worker processes, one torch thread per CPU share). Reported per case: wall time (start-up
-included: imports, model load, the cluster), output slices/s, the ratio of plain's wall time
+included: imports, model load, the cluster), CPU time of all its processes (user + system:
+less sensitive than wall time to other jobs on a shared machine), output slices/s, the ratio of plain's wall time
 to the case's (> 1: faster than plain, same run, same machine), peak RSS of the main process
 and of the largest worker process (``RUSAGE_CHILDREN`` after the cluster closed; all workers
 together stay below main + N x largest), and the bytes the store holds on disk (pyramid
@@ -71,8 +72,10 @@ def child(mode: str, ckpt: str, lr: str, out: str, device: str, block: str) -> N
         config = DaskConfig(scheduler=scheduler, block_slices=int(block))
         predict_dask(ckpt, lr, out, config=config, device=device)
     wall = time.perf_counter() - t0
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "peak_rss_mb": peak_rss_mb(), "worker_peak_rss_mb": workers}))
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime  # workers: after they exit
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_rss_mb(),
+                      "worker_peak_rss_mb": kids.ru_maxrss / 1024}))  # fmt: skip
 
 
 def main() -> None:
@@ -109,7 +112,8 @@ def main() -> None:
             r["raw_level0_bytes"] = raw
             r["plain_wall_over_case_wall"] = results[0]["wall_s"] / r["wall_s"] if results else 1.0
             results.append(r)
-            print(f"{mode:8s} {r['wall_s']:9.1f} s  {r['slices_per_s']:7.2f} slices/s  "
+            print(f"{mode:8s} {r['wall_s']:9.1f} s ({r['cpu_s']:7.1f} s CPU)  "
+                  f"{r['slices_per_s']:7.2f} slices/s  "
                   f"x{r['plain_wall_over_case_wall']:5.2f} vs plain  "
                   f"peak RSS {r['peak_rss_mb']:7.0f} MiB (largest worker "
                   f"{r['worker_peak_rss_mb']:6.0f} MiB)  {r['bytes_written'] / 2**20:9.1f} MiB "
