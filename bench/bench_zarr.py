@@ -4,14 +4,21 @@ The issue's case: a 512^3 uint16 LR volume (an OME-Zarr store) super-resolved on
 1024^3 float32 (4 GiB raw), written as an OME-Zarr store with its pyramid. Cases, each in its
 own process: ``plain`` (:func:`microsr.inference.predict.predict_file`, one process streaming)
 and ``dask:N`` (:func:`microsr.inference.distributed.predict_dask` on a ``LocalCluster`` of N
-worker processes). Reported per case: wall time, output slices/s, peak RSS of the main process
-and of the largest worker process (``RUSAGE_CHILDREN`` after the cluster closed), and the bytes
-the store holds on disk. The output store of each case is deleted before the next.
+worker processes, one torch thread per CPU share). Reported per case: wall time (start-up
+included: imports, model load, the cluster), CPU time of all its processes (user + system:
+less sensitive than wall time to other jobs on a shared machine), output slices/s, the ratio of plain's wall time
+to the case's (> 1: faster than plain, same run, same machine), peak RSS of the main process
+and of the largest worker process (``RUSAGE_CHILDREN`` after the cluster closed; all workers
+together stay below main + N x largest), and the bytes the store holds on disk (pyramid
+included) against the raw float32 level 0. The output store of each case is deleted before
+the next.
 
-The full size takes hours of CPU on a 2-core machine; ``--side 32 --z 32`` is a smoke test.
+Sizes: the full size takes hours of CPU on a 2-core machine; ``--side 256 --z 256`` (a 512^3
+output, 1/8 of the voxels) is a reduced run that still has 8 Dask blocks of 64 output slices,
+so 2 workers have work to share; ``--side 32 --z 32`` is a smoke test.
 
 Usage: python bench/bench_zarr.py [--side 512] [--z 512] [--workers 1,2] [--width 16]
-           [--device cpu] [--tmp DIR] [--json OUT.json]
+           [--block-slices 64] [--device cpu] [--tmp DIR] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ def store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def child(mode: str, ckpt: str, lr: str, out: str, device: str) -> None:
+def child(mode: str, ckpt: str, lr: str, out: str, device: str, block: str) -> None:
     t0 = time.perf_counter()
     if mode == "plain":
         from microsr.inference.predict import predict_file
@@ -62,10 +69,13 @@ def child(mode: str, ckpt: str, lr: str, out: str, device: str) -> None:
         from microsr.inference.distributed import DaskConfig, predict_dask
 
         scheduler = mode.replace("dask", "local")
-        predict_dask(ckpt, lr, out, config=DaskConfig(scheduler=scheduler), device=device)
+        config = DaskConfig(scheduler=scheduler, block_slices=int(block))
+        predict_dask(ckpt, lr, out, config=config, device=device)
     wall = time.perf_counter() - t0
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"wall_s": wall, "peak_rss_mb": peak_rss_mb(), "worker_peak_rss_mb": workers}))
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime  # workers: after they exit
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak_rss_mb(),
+                      "worker_peak_rss_mb": kids.ru_maxrss / 1024}))  # fmt: skip
 
 
 def main() -> None:
@@ -77,7 +87,8 @@ def main() -> None:
     ap.add_argument("--tmp", type=Path, default=None, help="scratch folder (needs ~2x output)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--device", default="cpu", help="cpu | cuda (every worker uses it)")
-    ap.add_argument("--child", nargs=5)
+    ap.add_argument("--block-slices", type=int, default=64, help="Dask: output slices per task")
+    ap.add_argument("--child", nargs=6)
     a = ap.parse_args()
     if a.child:
         child(*a.child)
@@ -86,24 +97,34 @@ def main() -> None:
     print(f"LR {a.z} x {a.side} x {a.side} uint16 -> SR {2 * a.z} x {2 * a.side} x {2 * a.side}"
           " float32 OME-Zarr (HR grid)")  # fmt: skip
     results = []
+    n_out = 2 * a.z
+    raw = n_out * (2 * a.side) ** 2 * 4  # float32 level 0
     with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
         tmp = Path(tmp)
         config = ModelConfig(width=a.width, in_channels=3)  # the default 2.5D residual U-Net
         ckpt = write_checkpoint(tmp / "m.ckpt", config)
         lr = write_lr_zarr(tmp / "lr.zarr", a.z, a.side)
-        n_out = 2 * a.z
         for mode in ["plain", *(f"dask:{n}" for n in a.workers.split(","))]:
             out = tmp / "sr.zarr"
-            r = run_child(__file__, "--child", mode, str(ckpt), str(lr), str(out), a.device)
+            args = (mode, str(ckpt), str(lr), str(out), a.device, str(a.block_slices))
+            r = run_child(__file__, "--child", *args)
             r.update(case=mode, slices_per_s=n_out / r["wall_s"], bytes_written=store_bytes(out))
+            r["raw_level0_bytes"] = raw
+            r["plain_wall_over_case_wall"] = results[0]["wall_s"] / r["wall_s"] if results else 1.0
             results.append(r)
-            print(f"{mode:8s} {r['wall_s']:9.1f} s  {r['slices_per_s']:7.2f} slices/s  "
+            print(f"{mode:8s} {r['wall_s']:9.1f} s ({r['cpu_s']:7.1f} s CPU)  "
+                  f"{r['slices_per_s']:7.2f} slices/s  "
+                  f"x{r['plain_wall_over_case_wall']:5.2f} vs plain  "
                   f"peak RSS {r['peak_rss_mb']:7.0f} MiB (largest worker "
                   f"{r['worker_peak_rss_mb']:6.0f} MiB)  {r['bytes_written'] / 2**20:9.1f} MiB "
-                  "written", flush=True)  # fmt: skip
+                  f"written ({r['bytes_written'] / raw:.2f} of raw float32)", flush=True)  # fmt: skip
             shutil.rmtree(out)
     if a.json:
-        a.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+        size = {"lr_zyx": [a.z, a.side, a.side], "sr_zyx": [n_out, 2 * a.side, 2 * a.side],
+                "width": a.width, "block_slices": a.block_slices, "device": a.device}  # fmt: skip
+        a.json.write_text(
+            json.dumps({"machine": machine(), "size": size, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -149,6 +149,14 @@ def _zarr_without_spacing(ws: Path, out: Path) -> Path:
     return path
 
 
+def _zarr_with_nan_late(ws: Path, out: Path) -> Path:
+    """A float32 store whose NaN voxel sits in its second z chunk (found while streaming)."""
+    a = np.ones((40, 16, 16), np.float32)
+    a[:, 4:8, 4:8] = 900.0  # contrast for simulate's attenuation reference
+    a[37, 3, 3] = np.nan
+    return write_volume(Volume(a, (0.02,) * 3), out / "nan.zarr")
+
+
 def _locked_store(ws: Path, out: Path) -> Path:
     import json
     import os
@@ -267,6 +275,10 @@ CASES = [
          _zarr_without_ome),
     Case("OME-Zarr store without spacing", ["convert", "{s}", "{o}/x.mha"], "no voxel spacing",
          _zarr_without_spacing),
+    Case("convert a .zarr with NaN in a late chunk (streamed)",
+         ["convert", "{s}", "{o}/x.zarr"], "NaN or Inf", _zarr_with_nan_late),
+    Case("simulate a .zarr with NaN in a late chunk (streamed)",
+         ["simulate", "{s}", "{o}/x.zarr"], "NaN or Inf", _zarr_with_nan_late),
     Case("predict --dask into a store locked by another job",
          ["predict", "{w}/model.ckpt", "{w}/lr0.mha", "{s}", "--dask", "local:1"],
          "another job", _locked_store),

@@ -108,19 +108,20 @@ def simulate(
     overwrite: Overwrite = False,
 ) -> None:
     """Simulate a low-resolution acquisition of a high-resolution volume."""
-    from microsr.io import check_volume_output, read_volume, write_volume
-    from microsr.simulate import simulate_acquisition
+    from microsr.io import check_volume_output, write_stream
+    from microsr.io.lazy import open_volume
+    from microsr.simulate import simulate_slabs
 
     if acquisition is not None:
         config, record = _file_config(ctx, acquisition, randomize, ranges, seed, factor)
     else:
         config, record = _option_config(locals())
     check_volume_output(out_volume, inputs=[hr_volume], overwrite=overwrite)
-    hr = read_volume(hr_volume, spacing_mm=parse_spacing(spacing))
-    lr = simulate_acquisition(hr, config, progress=True)
-    attenuation = lr.metadata["acquisition_resolved"]["attenuation"]
+    hr = open_volume(hr_volume, spacing_mm=parse_spacing(spacing))  # .zarr: slab by slab
+    target, slabs = simulate_slabs(hr, config, progress=True)
+    attenuation = target.metadata["acquisition_resolved"]["attenuation"]
     typer.echo(json.dumps(record | {"attenuation": attenuation}), err=True)
-    typer.echo(write_volume(lr, out_volume, overwrite=overwrite))
+    typer.echo(write_stream(target, slabs, out_volume, overwrite=overwrite))
 
 
 #: simulate's acquisition-setting parameters -> their options (refused beside --acquisition).

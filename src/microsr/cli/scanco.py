@@ -38,17 +38,18 @@ def convert(
     spacing: Spacing = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Write a volume in another format (by extension) and unit."""
-    from microsr.calibration import UNITS, to_units, with_calibration
-    from microsr.io import check_volume_output, read_volume, write_volume
+    """Write a volume in another format (by extension) and unit (an OME-Zarr input streams)."""
+    from microsr.calibration import UNITS, with_calibration
+    from microsr.io import check_volume_output, write_volume
+    from microsr.io.lazy import convert_units, open_volume
 
     if units not in UNITS:
         raise MicrosrError(f"--units {units!r}: use one of {', '.join(UNITS)}")
     check_volume_output(out_volume, inputs=[in_volume], overwrite=overwrite)
-    volume = read_volume(in_volume, spacing_mm=parse_spacing(spacing))
+    volume = open_volume(in_volume, spacing_mm=parse_spacing(spacing))  # .zarr: slab by slab
     if slope is not None:
         volume = with_calibration(volume, slope, intercept)
-    out = write_volume(to_units(volume, units), out_volume, overwrite=overwrite)  # type: ignore[arg-type]
+    out = write_volume(convert_units(volume, units), out_volume, overwrite=overwrite)  # type: ignore[arg-type]
     typer.echo(out)
 
 

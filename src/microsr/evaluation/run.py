@@ -23,7 +23,7 @@ from microsr.evaluation.scores import (
 )
 from microsr.evaluation.stacks import stacks_source, volume_stacks
 from microsr.inference.checkpoint import LoadedModel
-from microsr.io import read_volume
+from microsr.io.lazy import open_volume
 from microsr.volume import Volume, is_density
 
 SPLITS = ("train", "val", "test")
@@ -67,7 +67,8 @@ def evaluate_files(
     Otsu's threshold of HR (instead of ``config``'s morphometry threshold). ``truth``: a
     binary bone mask on the HR grid (:func:`read_truth`).
     """
-    vols = [read_volume(p, spacing_mm=spacing_mm) if p else None for p in (hr, lr, sr)]
+    # OME-Zarr stores stay on disk: the scores read them slab by slab (stacks.read)
+    vols = [open_volume(p, spacing_mm=spacing_mm) if p else None for p in (hr, lr, sr)]
     config = config or ScoreConfig()
     if default_threshold:
         morph = default_morphometry(is_density(vols[0].calibration))

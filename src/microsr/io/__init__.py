@@ -5,7 +5,9 @@ path (a folder is a series of 2D TIFF slices or one DICOM series). Every bad inp
 single :class:`~microsr.errors.InputFileError` naming the file; input files are never
 modified; writes are atomic and follow one output policy (:mod:`microsr.io.atomic`).
 
-- whole volumes: :func:`read_volume`, :func:`write_volume` (:mod:`microsr.io.files`);
+- whole volumes: :func:`read_volume`, :func:`write_volume` (:mod:`microsr.io.files`); a
+  volume computed slab by slab: :func:`write_stream`; OME-Zarr inputs kept on disk and read
+  when indexed: :func:`microsr.io.lazy.open_volume`;
 - slice sources and sinks for streaming: :func:`open_slices` (:mod:`microsr.io.source`),
   :func:`write_slices` and :func:`template` (:mod:`microsr.io.sink`);
 - formats: :mod:`microsr.io.tiff` / :mod:`microsr.io.tiff_write`,
@@ -20,6 +22,7 @@ from microsr.io.files import (
     check_volume_output,
     choose_spacing,
     read_volume,
+    write_stream,
     write_volume,
 )
 from microsr.io.sink import format_suffix, output_suffix, template, write_slices
@@ -38,5 +41,6 @@ __all__ = [
     "template",
     "volume_source",
     "write_slices",
+    "write_stream",
     "write_volume",
 ]

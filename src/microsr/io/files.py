@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -127,16 +127,36 @@ def write_volume(volume: Volume, path: str | Path, *, overwrite: bool = False) -
     """
     path = Path(path)
     suffix = output_suffix(path)
+    if suffix in SCANCO_FORMATS or suffix in (".nrrd", ".nhdr"):
+        return _write_checked(volume, path, overwrite, lambda: write_whole(volume, path, suffix))
+    return write_stream(volume, slabs(volume.array), path, overwrite=overwrite)
+
+
+def write_stream(
+    target: Volume, batches: Iterable[np.ndarray], path: str | Path, *, overwrite: bool = False
+) -> Path:
+    """:func:`write_volume` of a volume given as its geometry and its ``(n, Y, X)`` slabs.
+
+    ``target`` gives shape, dtype, spacing, origin, calibration and metadata (e.g. a
+    :func:`microsr.io.template`); ``batches`` are consumed as they are written
+    (:func:`microsr.io.write_slices`), so a streamed computation never holds the volume.
+    Same output policy and errors as :func:`write_volume`.
+    """
+    path = Path(path)
+    output_suffix(path)
+    return _write_checked(
+        target, path, overwrite, lambda: write_slices(target, batches, path, overwrite=overwrite)
+    )
+
+
+def _write_checked(target: Volume, path: Path, overwrite: bool, write) -> Path:
     if not overwrite and (path.is_file() or (path.is_dir() and any(path.iterdir()))):
         raise InputFileError(path, "exists; use --overwrite to replace it")
     try:
-        if suffix in SCANCO_FORMATS or suffix in (".nrrd", ".nhdr"):
-            write_whole(volume, path, suffix)
-        else:
-            write_slices(volume, slabs(volume.array), path, overwrite=overwrite)
+        write()
     except (OSError, RuntimeError) as exc:  # RuntimeError: SimpleITK's write errors
         raise InputFileError(path, f"cannot write: {exc}") from exc
-    logger.info("wrote %s: shape %s, %s", path, volume.shape, volume.array.dtype)
+    logger.info("wrote %s: shape %s, %s", path, target.shape, target.array.dtype)
     return path
 
 

@@ -230,6 +230,7 @@ def open_ome_zarr(path: Path):
         "origin_mm": origin,
         "calibration": Calibration(**cal) if cal else None,
         "metadata": dict(ours.get("metadata") or {}),
+        "chunk_z": int(array.chunks[0]),
     }
 
     def read(start: int, stop: int) -> np.ndarray:

@@ -79,7 +79,12 @@ def template(
 
 
 def slabs(array: np.ndarray, *, size: int = 16) -> Iterator[np.ndarray]:
-    """``array[z : z + size]`` for consecutive ``z`` (a whole volume as batches)."""
+    """``array[z : z + size]`` for consecutive ``z`` (a whole volume as batches).
+
+    An array read lazily from a store (:class:`microsr.io.lazy.LazySlices`) is cut at its own
+    ``slab`` (the store's z chunk) instead, so each chunk is read once.
+    """
+    size = getattr(array, "slab", None) or size
     for z in range(0, array.shape[0], size):
         yield np.asarray(array[z : z + size])
 

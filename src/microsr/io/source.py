@@ -42,6 +42,10 @@ class SliceSource:
         ``(z, y, x)`` in mm.
     streamed
         ``False`` when the whole volume was read into memory (see the module notes).
+    dtype
+        The stored voxel type (what the raw reader returns; :meth:`read` gives float32).
+    chunk_z
+        Slices one read should span to be chunk-aligned (an OME-Zarr store's z chunk).
     """
 
     path: Path
@@ -52,6 +56,8 @@ class SliceSource:
     metadata: dict
     streamed: bool
     _read: Callable[[int, int], np.ndarray] | None = field(repr=False, default=None)
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    chunk_z: int = 32
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Slices ``start .. stop - 1`` as a float32 ``(n, Y, X)`` array (NaN/Inf refused)."""
@@ -76,6 +82,7 @@ def volume_source(volume: Volume, *, name: str = "volume") -> SliceSource:
         metadata=dict(volume.metadata),
         streamed=isinstance(volume.array, np.memmap),
         _read=lambda start, stop: volume.array[start:stop],
+        dtype=np.dtype(volume.array.dtype),
     )
 
 
@@ -111,11 +118,11 @@ def open_slices(
         opened = open_itk_file(path, suffix)
     if opened is None or 0 in opened[0]:
         return volume_source(read_volume(path, spacing_mm=spacing_mm), name=str(path))
-    shape, _, header, read = opened
+    shape, dtype, header, read = opened
     spacing = choose_spacing(path, header["spacing_mm"], user)
     metadata = {**header["metadata"], "source": str(path)}
     log.info("streaming %s: shape %s, spacing %s mm", path, shape, spacing)
     return SliceSource(
         path, shape, spacing, tuple(header["origin_mm"]), header["calibration"], metadata, True,
-        read,
+        read, np.dtype(dtype), int(header.get("chunk_z", 32)),
     )  # fmt: skip

@@ -1,6 +1,11 @@
 """Synthetic data: bone phantoms and a simulated low-resolution microCT acquisition."""
 
-from microsr.simulate.acquisition import AcquisitionConfig, fbp_noise_sigma, simulate_acquisition
+from microsr.simulate.acquisition import (
+    AcquisitionConfig,
+    fbp_noise_sigma,
+    simulate_acquisition,
+    simulate_slabs,
+)
 from microsr.simulate.attenuation import Attenuation, resolve_attenuation
 from microsr.simulate.from_mask import MaskGreyConfig, grey_from_mask, read_mask
 from microsr.simulate.phantom import make_phantom
@@ -25,4 +30,5 @@ __all__ = [
     "read_mask",
     "resolve_attenuation",
     "simulate_acquisition",
+    "simulate_slabs",
 ]

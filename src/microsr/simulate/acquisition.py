@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ from scipy import ndimage
 from skimage.transform import iradon, radon
 
 from microsr.errors import MicrosrError
+from microsr.io.sink import template
 from microsr.runtime import progress as make_progress
 from microsr.simulate.attenuation import Attenuation, resolve_attenuation
 from microsr.simulate.config import DEFAULT_CONFIG, AcquisitionConfig
@@ -50,7 +52,7 @@ from microsr.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AcquisitionConfig", "fbp_noise_sigma", "simulate_acquisition"]
+__all__ = ["AcquisitionConfig", "fbp_noise_sigma", "simulate_acquisition", "simulate_slabs"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,32 @@ def simulate_acquisition(
     MicrosrError
         A volume too small for ``factor``; see also :func:`resolve_attenuation`.
     """
+    target, slabs = simulate_slabs(hr, config, progress=progress)
+    lr = np.empty(target.shape, np.float32)
+    z = 0
+    for slab in slabs:
+        lr[z : z + len(slab)] = slab
+        z += len(slab)
+    return target.with_array(lr)
+
+
+def simulate_slabs(
+    hr: Volume, config: AcquisitionConfig = DEFAULT_CONFIG, *, progress: bool = False
+) -> tuple[Volume, Iterator[np.ndarray]]:
+    """:func:`simulate_acquisition` as a geometry and an iterator of LR slabs, for streaming.
+
+    The projection / FBP path reads ``hr.array`` one z chunk at a time (of a store read
+    lazily, :class:`microsr.io.lazy.LazySlices`; its LR slices are yielded before the next
+    chunk is read), so peak memory is one HR chunk slab and its LR slices. ``quick`` and a non-zero
+    ``shift_hr_voxels`` need the whole volume (3D filters): they read it and yield one slab.
+    The slabs are the same numbers :func:`simulate_acquisition` returns.
+
+    Returns
+    -------
+    tuple
+        A :func:`microsr.io.template` of the LR volume (geometry, calibration, metadata as
+        :func:`simulate_acquisition`'s; no voxels) and its ``(n, Y_lr, X_lr)`` float32 slabs.
+    """
     f = config.factor
     shape = hr.shape
     if shape[0] < f or min(shape[1:]) < f:
@@ -118,21 +146,17 @@ def simulate_acquisition(
     content = shift_volume(hr, config.shift_hr_voxels)
     if config.quick:
         lr, resolved["quick_noise_sigma"] = _quick(content, config, attenuation)
+        slabs: Iterator[np.ndarray] = iter([lr.astype(np.float32, copy=False)])
     else:
-        lr = _full(content, config, attenuation, progress=progress)
+        slabs = _full(content, config, attenuation, progress=progress)
         resolved.update(_projection_counts(shape, config))
     spacing = tuple(s * f for s in hr.spacing_mm)
     origin = tuple(o + (f - 1) / 2 * s for o, s in zip(hr.origin_mm, hr.spacing_mm))
     metadata = dict(hr.metadata)
     metadata["acquisition"] = config.model_dump()
     metadata["acquisition_resolved"] = resolved
-    return Volume(
-        array=lr.astype(np.float32, copy=False),
-        spacing_mm=spacing,
-        origin_mm=origin,
-        calibration=hr.calibration,
-        metadata=metadata,
-    )
+    target = template(lr_shape, spacing, origin, hr.calibration, metadata, dtype=np.float32)  # type: ignore[arg-type]
+    return target, slabs
 
 
 def _projection_counts(shape: tuple[int, int, int], config: AcquisitionConfig) -> dict:
@@ -154,18 +178,32 @@ def _slice_rng(seed: int, index: int, *, stream: int = 0) -> np.random.Generator
 
 def _full(
     hr: Volume, config: AcquisitionConfig, attenuation: Attenuation, *, progress: bool
-) -> np.ndarray:
-    """Projection / noise / FBP simulation, float32 ``(Z_lr, Y_lr, X_lr)`` in grey units."""
+) -> Iterator[np.ndarray]:
+    """Projection / noise / FBP simulation: float32 ``(n, Y_lr, X_lr)`` slabs in grey units.
+
+    HR is read one z chunk at a time (``hr.array.slab`` slices for a lazily read store, else
+    32); the fewer than ``factor`` slices left over at a chunk's end wait for the next.
+    """
     f = config.factor
     geometry = _make_geometry(hr.shape[1:], hr.spacing_mm[1], config)
     n_slices = hr.shape[0] // f
-    out = np.empty((n_slices,) + geometry.lr_shape, dtype=np.float32)
-    for z in make_progress(range(n_slices), disable=not progress, desc="simulate LR", unit="slice"):
-        # detector rows: the mean of f HR slices, read one group at a time (memmap friendly)
-        binned = np.mean(hr.array[z * f : (z + 1) * f], axis=0, dtype=np.float64)
-        mu = attenuation.to_mu(binned)
-        out[z] = attenuation.to_value(_acquire_slice(mu, geometry, config, config.seed, z))
-    return out
+    chunk = int(getattr(hr.array, "slab", None) or 32)
+    bar = make_progress(total=n_slices, disable=not progress, desc="simulate LR", unit="slice")
+    carry, z = None, 0  # HR slices of LR slice z not read yet; the next LR slice
+    for start in range(0, n_slices * f, chunk):
+        block = np.asarray(hr.array[start : min(start + chunk, n_slices * f)])
+        block = block if carry is None else np.concatenate([carry, block])
+        out = np.empty((len(block) // f,) + geometry.lr_shape, dtype=np.float32)
+        for i in range(len(out)):
+            # detector rows: the mean of the f HR slices of LR slice z + i
+            binned = np.mean(block[i * f : (i + 1) * f], axis=0, dtype=np.float64)
+            mu = attenuation.to_mu(binned)
+            out[i] = attenuation.to_value(_acquire_slice(mu, geometry, config, config.seed, z + i))
+            bar.update(1)
+        carry, z = block[len(out) * f :], z + len(out)
+        if len(out):
+            yield out
+    bar.close()
 
 
 def _make_geometry(
