@@ -9,7 +9,11 @@ Tolerances (stated before running; a protocol passes an item when):
 
 * filter: the true filter, exactly;
 * noise-equivalent photons ``photons x projections_ratio`` (what the noise identifies;
-  frames = 1): within a factor 1.5 of the truth;
+  frames = 1): within a factor 1.5 of the truth (revised in the third round, see
+  BENCHMARKS.md: where the truth's photon noise is under 5 % of the scan's
+  slice-to-slice noise variance, measured here by simulating the scan's own HR slab with
+  the truth at no photon noise, no estimator can tell it from none; there the fit must
+  not report fewer than 1 / 1.5 of the true photons);
 * ``psf_sigma_bins``: within 0.3 LR detector bins of the truth;
 * ``projections_ratio`` (revised after the first run, see BENCHMARKS.md; the first rule was
   "within a factor 1.5", which a ratio above the Nyquist count can never meet): where the
@@ -42,6 +46,7 @@ from scipy.ndimage import gaussian_filter
 from microsr.io import read_volume
 from microsr.simulate import AcquisitionConfig, simulate_acquisition
 from microsr.simulate.fit import fit_acquisition
+from microsr.simulate.fit_stats import scan_statistics
 
 LHDL = Path(__file__).resolve().parents[2] / "shared" / "data" / "lhdl_3155_D_4_bc"
 #: (filter, photons, psf_sigma_bins, projections_ratio): filters ramp..hann, 500..1e6
@@ -61,6 +66,7 @@ PROTOCOLS = [
     ("ramp", 10000, 0.75, 0.5),
 ]
 TOL_PHOTONS, TOL_PSF, TOL_RATIO = 1.5, 0.3, 1.1
+MIN_PHOTON_SHARE = 0.05
 
 
 def ratio_ok(fitted: float, true: float) -> bool:
@@ -68,6 +74,22 @@ def ratio_ok(fitted: float, true: float) -> bool:
     if true < 0.35:
         return abs(math.log(fitted / true)) <= math.log(TOL_RATIO)
     return fitted >= 0.35
+
+
+def photons_ok(neq_ratio: float, share: float) -> bool:
+    """The photons tolerance above (``neq_ratio``: fitted / true noise-equivalent photons;
+    ``share``: the truth's photon share of the scan's slice-to-slice noise variance)."""
+    if share < MIN_PHOTON_SHARE:
+        return neq_ratio >= 1 / TOL_PHOTONS
+    return abs(math.log(neq_ratio)) <= math.log(TOL_PHOTONS)
+
+
+def photon_share(lr, floor_lr) -> float:
+    """Photon share of ``lr``'s slice-to-slice noise variance: 1 - that of ``floor_lr`` (the
+    same protocol without photon noise), both relative to their noise scale."""
+    scan, _ = scan_statistics(lr.array)
+    floor, _ = scan_statistics(floor_lr.array, patch=scan.patch, structured=True)
+    return 1.0 - (floor.noise_diff / floor.scale) ** 2 / (scan.noise_diff / scan.scale) ** 2
 
 
 def _slab(hr, z0: int):
@@ -83,6 +105,9 @@ def run(index: int, hr, phantom: bool, label: str = "LHDL slab") -> dict:
         filter_name=filt, photons=photons, psf_sigma_bins=psf, projections_ratio=ratio, seed=7
     )
     lr = simulate_acquisition(_slab(hr, 60), truth)
+    share = photon_share(
+        lr, simulate_acquisition(_slab(hr, 60), truth.model_copy(update={"photons": 1e10}))
+    )
     start = time.process_time()
     fit = fit_acquisition(lr, factor=2, reference=None if phantom else _slab(hr, 140))
     cpu = time.process_time() - start
@@ -94,7 +119,9 @@ def run(index: int, hr, phantom: bool, label: str = "LHDL slab") -> dict:
         "fit": [got.filter_name, got.photons, got.psf_sigma_bins, got.projections_ratio],
         "filter_ok": got.filter_name == filt,
         "noise_equivalent_photons_ratio": neq,
-        "photons_ok": abs(math.log(neq)) <= math.log(TOL_PHOTONS),
+        "photon_share": share,
+        "photons_ok": photons_ok(neq, share),
+        "photons_within_1_5": abs(math.log(neq)) <= math.log(TOL_PHOTONS),
         "psf_ok": abs(got.psf_sigma_bins - psf) <= TOL_PSF,
         "ratio_ok": ratio_ok(got.projections_ratio, ratio),
         "ratio_within_1_5": abs(math.log(got.projections_ratio / ratio)) <= math.log(1.5),
@@ -106,9 +133,9 @@ def run(index: int, hr, phantom: bool, label: str = "LHDL slab") -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| # | reference | true filter / photons / PSF / views | fitted | NEQ photons fit/true "
+        "| # | reference | true filter / photons / PSF / views | fitted | photon share | NEQ photons fit/true "
         "| filter | photons | PSF | views | CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     mark = {True: "ok", False: "**miss**"}
     for r in sorted(rows, key=lambda r: (r["reference"], r["protocol"])):
@@ -116,7 +143,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['protocol']} | {r['reference']} | {t[0]} / {t[1]:g} / {t[2]:g} / {t[3]:g} "
             f"| {f[0]} / {f[1]:.4g} / {f[2]:.2f} / {f[3]:g} "
-            f"| {r['noise_equivalent_photons_ratio']:.2f} | {mark[r['filter_ok']]} "
+            f"| {_share(r)} | {r['noise_equivalent_photons_ratio']:.2f} | {mark[r['filter_ok']]} "
             f"| {mark[r['photons_ok']]} | {mark[r['psf_ok']]} | {mark[r['ratio_ok']]} "
             f"| {r['cpu_s']:.0f} |"
         )
@@ -125,10 +152,20 @@ def table(rows: list[dict]) -> str:
             sub = [r for r in rows if r["reference"] == ref]
             lines.append(f"- {key[:-3]} ({ref}): {sum(r[key] for r in sub)}/{len(sub)} within")
     for ref in sorted({r["reference"] for r in rows}):
+        sub = [r for r in rows if r["reference"] == ref and "photons_within_1_5" in r]
+        n = sum(r["photons_within_1_5"] for r in sub)
+        lines.append(
+            f"- photons ({ref}), first rule (factor 1.5 everywhere): {n}/{len(sub)} within"
+        )
+    for ref in sorted({r["reference"] for r in rows}):
         sub = [r for r in rows if r["reference"] == ref and "ratio_within_1_5" in r]
         n = sum(r["ratio_within_1_5"] for r in sub)
         lines.append(f"- ratio ({ref}), first rule (factor 1.5): {n}/{len(sub)} within")
     return "\n".join(lines)
+
+
+def _share(row: dict) -> str:
+    return "-" if row.get("photon_share") is None else f"{row['photon_share']:.2f}"
 
 
 def _indices(text: str) -> list[int]:

@@ -40,15 +40,17 @@ FIRST_TEST=${TEST%% *}
 FIRST_TRAIN=$(split train); FIRST_TRAIN=${FIRST_TRAIN%% *}
 
 # name -> "filter photons projections_ratio psf_sigma_bins": spanning ramp..hann, 300..1e5
-# photons, 35..80 % of the views, PSF 0..1.2 LR bins
+# photons, 30..80 % of the views, PSF 0..1.2 LR bins (the last two added in the third round)
 declare -A PROTOCOL=(
   [hann300]="hann 300 0.6 0"
   [shepplogan3000]="shepp-logan 3000 0.5 0.8"
   [cosine1e5]="cosine 1e5 0.35 0"
   [hamming1500]="hamming 1500 0.5 1.2"
   [ramp20000]="ramp 20000 0.8 0.4"
+  [shepplogan800]="shepp-logan 800 0.3 0.5"
+  [hann5e4]="hann 5e4 0.5 1.0"
 )
-NAMES=${PROTOCOLS:-hann300 shepplogan3000 cosine1e5 hamming1500 ramp20000}
+NAMES=${PROTOCOLS:-hann300 shepplogan3000 cosine1e5 hamming1500 ramp20000 shepplogan800 hann5e4}
 
 {
   echo "specimen,site,lr_path,hr_path"

@@ -166,6 +166,7 @@ def test_training_spacings_are_the_median_of_the_specimens():
     # scale does not erase the HR target
     assert training_spacings(info, ["a", "b"])["hr_spacing_mm"] == [0.01] * 3
     assert training_spacings(info, ["b"])["lr_spacing_mm"] == [0.04, 0.02, 0.02]
+    assert training_spacings(info, ["not-in-the-dataset"]) == {}  # not every specimen instead
 
 
 def test_evaluate_checks_that_sr_covers_the_hr_box():

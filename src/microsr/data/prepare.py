@@ -242,7 +242,8 @@ def training_spacings(info: dict | DatasetInfo, specimens=None) -> dict:
 
     ``info`` is a :class:`~microsr.data.records.DatasetInfo` or its JSON, whose specimen
     records may lack the voxel sizes (then not counted); ``specimens``: the ids counted
-    (None: all; a checkpoint counts its training split's, not the test specimens')."""
+    (None: all; a checkpoint counts its training split's, not the test specimens'; ids that
+    are not in the dataset count nothing, never the other specimens instead)."""
     return _median_spacings(_records(info, specimens).values())
 
 
@@ -250,7 +251,8 @@ def _records(info, specimens) -> dict:
     records = specimen_records(info)
     if specimens is None:
         return records
-    return {k: m for k, m in records.items() if k in set(specimens)} or records
+    wanted = set(specimens)
+    return {k: m for k, m in records.items() if k in wanted}  # none: none counted
 
 
 def _median_spacings(specimens) -> dict:

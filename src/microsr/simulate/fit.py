@@ -9,11 +9,15 @@ are identifiable:
 1. **filter** from the *shape* of the noise power spectrum (NPS). The simulator applies
    the detector PSF before the Poisson noise, so the noise texture depends on the FBP
    filter only; it is compared with the NPS of white sinogram noise reconstructed by the
-   same FBP for each filter.
+   same FBP for each filter; re-checked by simulation among the filters that can be as
+   sharp as the scan (edge width with no detector blur: a PSF only blurs further).
 2. **photons** from the slice-to-slice independent noise (neighbouring-slice
    differences) relative to the scan's grey-value scale (99.5th percentile of the smoothed
-   scan minus the marrow level), which scales as
-   ``photons ** -0.5`` (secant steps on candidate simulations).
+   scan minus the marrow level). Its NPS is split, frequency by frequency, into photon
+   noise (a noisy candidate's excess over a noise-free one, scaling as ``1 / photons``)
+   and a floor (the noise-free candidate: the reference's own HR noise and structure
+   changing between slices), with a free floor scale, since the floor differs between
+   volumes; the floor is low-frequency heavy and photon noise follows the filtered ramp.
 3. **projections_ratio** first of all, from the scan alone: the number of views is the
    angular period of the spokes of its power spectrum where views are too few to fill it
    (:mod:`microsr.simulate.fit_views`); at or above about 0.8 of the Nyquist count there are
@@ -25,8 +29,8 @@ Not identifiable from one scan (kept at the simulator's defaults and reported in
 notes): photons x frames x views (only their product sets the photon noise: ``frames``
 is 1), and views above about 0.8 of the Nyquist count. ``projections_ratio`` is relative to
 the Nyquist count of each simulated volume (``hr_projections`` is not fixed), so a fitted
-ratio means the same angular undersampling on training volumes of any size.
-and ``mu_bone_per_mm`` against photons (the fitted photons are those that give the scan's
+ratio means the same angular undersampling on training volumes of any size. Nor is
+``mu_bone_per_mm`` against photons (the fitted photons are those that give the scan's
 noise at the default attenuation and the reference's path lengths).
 """
 
@@ -64,7 +68,7 @@ __all__ = ["AcquisitionFit", "fit_acquisition"]
 #: Smallest scan accepted: (Z, Y, X) voxels.
 MIN_SHAPE = (2, 24, 24)
 _START_PHOTONS = 5000.0
-_REF_SLICES = 4  # LR slices of the reference simulated per candidate
+_REF_SLICES = 12  # LR slices of the reference simulated per candidate (its noise floor's precision)
 _MAX_REF_INPLANE = 320  # HR voxels; larger references are cropped at the centre
 
 
@@ -84,6 +88,9 @@ class AcquisitionFit:
     reference: str = ""
     views: ViewEstimate | None = None  # the scan's view count (fit_views)
     views_fitted: ViewEstimate | None = None  # the same on the fitted simulation
+    #: the scan's slice-to-slice noise floor (non-photon part) against the reference's:
+    #: ``scale_over_reference`` and ``share_of_slice_difference_noise`` (None: not split)
+    floor: dict | None = None
 
     def statistics(self) -> dict:
         """``{name: {"scan", "fit", "residual"}}``, unit-free (JSON-ready); ``residual`` is
@@ -200,6 +207,7 @@ def fit_acquisition(
     stats = fit.stats  # possibly re-measured with a smaller patch
     if fit.filter_scores is not None:
         templates["distance_simulated"] = fit.filter_scores
+    templates["edge_widths"] = fit.filter_edge_widths
     return AcquisitionFit(
         acquisition=config,
         uncertainty=_uncertainty(stats, final, fit, views),
@@ -213,6 +221,7 @@ def fit_acquisition(
         reference=ref_label,
         views=views,
         views_fitted=views_fitted,
+        floor=fit.floor_record(),
     )
 
 
@@ -352,8 +361,9 @@ def _intensity(scan: ScanStats, fit: ScanStats, ref: Volume, config) -> dict:
 
 def _uncertainty(scan: ScanStats, fit: ScanStats, fitter: CandidateSearch, views) -> dict:
     """Rough standard deviations: sampling error of the noise statistics, a 10 % model floor
-    for photons plus the part of the noise that does not come from photons (structure and
-    HR noise: where it dominates, photons are barely identified); PSF 0.2 bins (the
+    for photons plus a term growing with the share of the scan's slice-to-slice noise that
+    is floor, not photons (structure and HR noise: where it dominates, photons are barely
+    identified, even split from it); PSF 0.2 bins (the
     largest error on the LHDL recovery bench was 0.27); views: 0.01 when counted, else 0.1
     (at or above 0.8 of the Nyquist count the ratio changes nothing but the noise, which
     photons absorb)."""

@@ -11,6 +11,7 @@ import logging
 import math
 
 import numpy as np
+from scipy.optimize import nnls
 from skimage.transform import iradon
 
 from microsr.errors import MicrosrError
@@ -29,6 +30,15 @@ logger = logging.getLogger(__name__)
 
 PSF_GRID = (0.0, 0.75, 1.5, 2.25)
 PHOTON_RANGE = (50.0, 1e7)
+#: Photons of the floor candidate (no photon noise to speak of) and the range of the noisy
+#: one in :meth:`CandidateSearch._spectral_photons`.
+NO_NOISE_PHOTONS = 1e10
+LOW_PHOTONS = (200.0, 1250.0)
+#: A filter is kept only if its edge width with no detector blur is at most this much above
+#: the scan's (relative; edge widths of one protocol on two LHDL slabs differ by ~5 %).
+EDGE_SLACK = 0.08
+#: The scan's floor over the reference's: slabs of one bone differ by up to ~2x (LHDL).
+FLOOR_SCALE = (1 / 3, 3.0)
 
 
 def _list(a):
@@ -46,6 +56,8 @@ class CandidateSearch:
         self.last_lr: np.ndarray | None = None  # the last candidate's LR scan
         self.filter_scores: dict | None = None
         self.floor_share = 0.0  # share of the scan's relative noise variance not from photons
+        self.floor_scale: float | None = None  # the scan's noise floor over the reference's
+        self.filter_edge_widths: dict | None = None  # scan vs each filter with no PSF
 
     def simulate(self, config: AcquisitionConfig) -> ScanStats:
         lr = simulate_acquisition(self.ref, config)
@@ -86,12 +98,89 @@ class CandidateSearch:
         return stats.noise / stats.scale
 
     def photons(self, config: AcquisitionConfig) -> AcquisitionConfig:
-        """Photons whose relative slice-to-slice noise (:meth:`noise`) matches the scan's.
+        """Photons whose slice-to-slice photon noise matches the scan's.
+
+        The scan's neighbouring-slice NPS is split into photon noise and a floor
+        (:meth:`_spectral_photons`): the floor is what the reference gives with no photon
+        noise (its own HR noise and structure changing between slices, carried through the
+        simulator), with a free scale, because it differs between volumes (by up to ~2x
+        between slabs of one bone). Without slice-difference spectra (one flat slice), the
+        total noise is matched instead (:meth:`_total_photons`).
+        """
+        if self.stats.nps_diff is not None:
+            photons = self._spectral_photons(config)
+            if photons is not None:
+                return config.model_copy(update={"photons": round(photons, 1)})
+        return self._total_photons(config)
+
+    def _spectral_photons(self, config: AcquisitionConfig) -> float | None:
+        """Photons from :meth:`_split`; the top of :data:`PHOTON_RANGE` (with a note) when
+        no photon noise is separable from the floor; None if :meth:`_split` cannot run."""
+        split = self._split(config)
+        if split is None:
+            return None
+        u, s = split
+        self.floor_scale = s
+        if u * PHOTON_RANGE[1] <= 1.0:
+            note = (
+                "no photon noise separable from the floor of the scan's slice-to-slice noise "
+                f"(structure and HR noise): photons set to the top of the range {PHOTON_RANGE[1]:g}"
+            )
+            if note not in self.notes:
+                self.notes.append(note)
+            return PHOTON_RANGE[1]
+        return float(np.clip(1.0 / u, *PHOTON_RANGE))
+
+    def _split(self, config: AcquisitionConfig) -> tuple[float, float] | None:
+        """Fit ``nps_scan(f) = u * nps_photon(f) + s * nps_floor(f)`` per frequency bin of
+        the slice-difference NPS (relative to the noise scale; weights 1 / nps_scan; ``s``
+        within :data:`FLOOR_SCALE`) for ``config``'s filter, PSF and views.
+
+        ``nps_floor`` is a candidate at :data:`NO_NOISE_PHOTONS` (the reference's own HR
+        noise and structure changing between slices, carried through the simulator; it
+        differs between volumes, hence the free scale ``s``), ``nps_photon`` the excess of
+        a noisy candidate over it, per 1 / photons. The floor is low-frequency heavy,
+        photon noise follows the filtered ramp, so the two separate where the floor
+        dominates the total. Sets :attr:`floor_share`. Returns ``(u, s)`` (``u = 1 /
+        photons``), or None if a candidate was measured with another patch size than the
+        scan.
+        """
+        low = float(np.clip(0.25 * config.photons, *LOW_PHOTONS))
+        floor = self.simulate(config.model_copy(update={"photons": NO_NOISE_PHOTONS}))
+        noisy = self.simulate(config.model_copy(update={"photons": low}))
+        scan = self.stats
+        spectra = [x.nps_diff for x in (scan, floor, noisy)]
+        if any(s is None or len(s) != len(spectra[0]) for s in spectra):
+            return None
+        y = scan.nps_diff / scan.scale**2
+        b = floor.nps_diff / floor.scale**2
+        a = np.maximum(noisy.nps_diff / noisy.scale**2 - b, 0.0) * low
+        w = 1.0 / np.maximum(y, 1e-30)
+        (u, s), _ = nnls(np.stack([a * w, b * w], axis=1), y * w)
+        if not FLOOR_SCALE[0] <= s <= FLOOR_SCALE[1]:
+            s = float(np.clip(s, *FLOOR_SCALE))
+            u = max(float(np.sum(w * w * a * (y - s * b)) / max(np.sum((w * a) ** 2), 1e-30)), 0.0)
+        self.floor_share = float(np.clip(s * b.mean() / max(y.mean(), 1e-30), 0.0, 1.0))
+        return float(u), float(s)
+
+    def floor_record(self) -> dict | None:
+        """``{"scale_over_reference", "share_of_slice_difference_noise"}`` of the last split
+        (:meth:`_split`), or None when photons were matched on the total noise."""
+        if self.floor_scale is None:
+            return None
+        return {
+            "scale_over_reference": round(self.floor_scale, 3),
+            "share_of_slice_difference_noise": round(self.floor_share, 3),
+        }
+
+    def _total_photons(self, config: AcquisitionConfig) -> AcquisitionConfig:
+        """Photons whose relative total noise (:meth:`noise`) matches the scan's.
 
         Two candidates at ``P`` and ``4 P`` fit ``noise**2 = a / photons + b``, where ``b`` is
         what does not scale with photons (structure changing between slices); the
         photons are then ``a / (target**2 - b)``, within :data:`PHOTON_RANGE`.
         """
+        self.floor_scale = None
         target = self.noise(self.stats) ** 2
         p1 = config.photons
         y1 = self.noise(self.simulate(config)) ** 2
@@ -124,14 +213,36 @@ class CandidateSearch:
         return self.simulate(config.model_copy(update={"photons": photons}))
 
     def filter(self, config: AcquisitionConfig) -> AcquisitionConfig:
-        """Re-check the filter by simulation: the candidate filter whose simulated NPS shape
+        """Re-check the filter by simulation: among the filters that can be as sharp as the
+        scan (in-plane edge width at no detector blur at most :data:`EDGE_SLACK` above the
+        scan's: a detector PSF only blurs further), the one whose simulated NPS shape
         (structure leaking into the flat patches included) is nearest the scan's."""
-        shapes = {
-            name: self.simulate(config.model_copy(update={"filter_name": name})).noise_shape
-            for name in FILTERS
+        sims = {
+            name: self.simulate(config.model_copy(update={"filter_name": name})) for name in FILTERS
         }
-        best, scores = nearest_filter(self.stats, shapes)
+        best, scores = nearest_filter(self.stats, {k: s.noise_shape for k, s in sims.items()})
         self.filter_scores = scores["distance"]
+        width = self.stats.width_inplane
+        if width is None:
+            return config.model_copy(update={"filter_name": best})
+        if config.psf_sigma_bins > 0:
+            sharp = {name: self.simulate(config.model_copy(
+                update={"filter_name": name, "psf_sigma_bins": 0.0})) for name in FILTERS}  # fmt: skip
+        else:
+            sharp = sims
+        widths = {k: s.width_inplane for k, s in sharp.items() if s.width_inplane is not None}
+        self.filter_edge_widths = {"scan": width, "no_psf": widths}
+        allowed = [k for k, w in widths.items() if w <= width * (1 + EDGE_SLACK)]
+        if not allowed and widths:  # sharper than every filter: the sharpest
+            allowed = [min(widths, key=widths.get)]
+        if allowed and best not in allowed:
+            choice = min(allowed, key=self.filter_scores.get)
+            self.notes.append(
+                f"filter {best} has the nearest NPS shape but cannot be as sharp as the scan "
+                f"(edge width {widths[best]:.2f} voxels with no detector blur against the scan's "
+                f"{width:.2f}): {choice}, the nearest of the filters that can"
+            )
+            best = choice
         return config.model_copy(update={"filter_name": best})
 
     def psf(self, config: AcquisitionConfig) -> tuple[AcquisitionConfig, str | None]:
