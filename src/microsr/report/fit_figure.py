@@ -90,9 +90,15 @@ def fit_figure(fit: AcquisitionFit) -> Figure:
     ax_edge.set(xlabel="distance across the edge (voxels)", ylabel="(value - marrow) / contrast",
                 title=f"edge spread: psf {fit.acquisition.psf_sigma_bins:.2f} bins")  # fmt: skip
     ax_edge.legend(fontsize=8)
+    floor = ""
+    if fit.floor:
+        floor = (
+            f"; floor {fit.floor['scale_over_reference']:.2f}x the reference's, "
+            f"{100 * fit.floor['share_of_slice_difference_noise']:.0f} % of the scan's"
+        )
     fig.suptitle(
         f"photons {fit.acquisition.photons:.4g}; slice-to-slice noise / scale: scan "
-        f"{fit.scan.relative_photon_noise:.3g}, fit {fit.fitted.relative_photon_noise:.3g}",
+        f"{fit.scan.relative_photon_noise:.3g}, fit {fit.fitted.relative_photon_noise:.3g}" + floor,
         fontsize=9,
     )
     fig.tight_layout()
