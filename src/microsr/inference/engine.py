@@ -73,15 +73,9 @@ class OutputGrid:
     factor: int = 1  # in-plane factor (y and x)
 
 
-def output_grid(
-    source: SliceSource,
-    loaded: LoadedModel,
-    z_grid: str = "auto",
-    *,
-    force: bool = False,
-    keep_factors: bool = False,
-) -> OutputGrid:
-    """The SR volume's grid for ``source`` (see the module notes).
+def output_grid(source: SliceSource, loaded: LoadedModel, options: PredictOptions) -> OutputGrid:
+    """The SR volume's grid for ``source`` under ``options`` (``z_grid``, ``force``,
+    ``keep_factors``; see the module notes).
 
     Raises
     ------
@@ -89,10 +83,11 @@ def output_grid(
         The HR grid asked of a one-slice LR volume; an input already at the HR target
         (unless ``force``; :func:`~microsr.inference.scale.plan_scale`).
     """
+    z_grid = options.z_grid
     grid = loaded.meta.z_grid if z_grid == "auto" else z_grid
     plan = plan_scale(
-        source.spacing_mm, loaded.meta, z_grid=grid, force=force, keep_factors=keep_factors,
-        name=str(source.path),
+        source.spacing_mm, loaded.meta, z_grid=grid, force=options.force,
+        keep_factors=options.keep_factors, name=str(source.path),
     )  # fmt: skip
     fz, f, _ = plan.factors
     z = source.shape[0]
@@ -194,9 +189,7 @@ def predict_slices(
     split volume equal the whole's).
     """
     opts = options or PredictOptions()
-    grid = grid or output_grid(
-        source, loaded, opts.z_grid, force=opts.force, keep_factors=opts.keep_factors
-    )
+    grid = grid or output_grid(source, loaded, opts)
     units = units or units_plan(source, loaded, opts)
     zrange = zrange or (0, len(grid.t))
     norm, k, f = loaded.meta.normalization, loaded.context_slices, grid.factor
@@ -262,9 +255,7 @@ def predict_stream(
         written only if every slice succeeded.
     """
     opts = options or PredictOptions()
-    grid = output_grid(
-        source, loaded, opts.z_grid, force=opts.force, keep_factors=opts.keep_factors
-    )
+    grid = output_grid(source, loaded, opts)
     units = units_plan(source, loaded, opts)
     target = output_target(loaded, source, opts, grid=grid, units=units)
     writer = BackgroundWriter(
@@ -301,9 +292,7 @@ def output_target(
     ``grid`` / ``units``: default :func:`output_grid` / :func:`units_plan` of the options.
     """
     opts = options
-    grid = grid or output_grid(
-        source, loaded, opts.z_grid, force=opts.force, keep_factors=opts.keep_factors
-    )
+    grid = grid or output_grid(source, loaded, opts)
     units = units or units_plan(source, loaded, opts)
     dtype = autocast_dtype(loaded.device, opts.precision) or torch.float32
     meta = {

@@ -55,9 +55,7 @@ def predict_volume(
     """
     opts = options or PredictOptions()
     source = volume_source(lr)
-    grid = output_grid(
-        source, loaded, opts.z_grid, force=opts.force, keep_factors=opts.keep_factors
-    )
+    grid = output_grid(source, loaded, opts)
     units = units_plan(source, loaded, opts)
     if out is None:
         out = np.empty(grid.shape, np.float32)

@@ -243,15 +243,15 @@ def _views_notes(views: ViewEstimate, factor: int) -> list:
         ]
     return [
         f"{views.views} views over 180 degrees counted from the spokes of the scan's spectrum "
-        f"(peak contrast {views.contrast:.1f}), {views.views / views.nyquist:.2f} of its "
+        f"(peak contrast {views.contrast:.1f}), {views.ratio_of_nyquist:.2f} of its "
         f"Nyquist count {views.nyquist}, assuming the slices are the whole reconstructed "
         "field of view"
     ]
 
 
 def _search(fit: CandidateSearch, config: AcquisitionConfig) -> AcquisitionConfig:
-    """Photons, PSF (the views are counted before); the filter re-checked by simulation (and photons and PSF again
-    if it changed); photons once more at the final PSF."""
+    """Photons, PSF (the views are counted before); the filter re-checked by simulation
+    (and photons and PSF again if it changed); photons once more at the final PSF."""
     config = fit.photons(config)
     config, warning = fit.psf(config)
     checked = fit.filter(config)

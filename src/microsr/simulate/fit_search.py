@@ -116,11 +116,9 @@ class CandidateSearch:
     def _spectral_photons(self, config: AcquisitionConfig) -> float | None:
         """Photons from :meth:`_split`; the top of :data:`PHOTON_RANGE` (with a note) when
         no photon noise is separable from the floor; None if :meth:`_split` cannot run."""
-        split = self._split(config)
-        if split is None:
+        u = self._split(config)
+        if u is None:
             return None
-        u, s = split
-        self.floor_scale = s
         if u * PHOTON_RANGE[1] <= 1.0:
             note = (
                 "no photon noise separable from the floor of the scan's slice-to-slice noise "
@@ -131,7 +129,7 @@ class CandidateSearch:
             return PHOTON_RANGE[1]
         return float(np.clip(1.0 / u, *PHOTON_RANGE))
 
-    def _split(self, config: AcquisitionConfig) -> tuple[float, float] | None:
+    def _split(self, config: AcquisitionConfig) -> float | None:
         """Fit ``nps_scan(f) = u * nps_photon(f) + s * nps_floor(f)`` per frequency bin of
         the slice-difference NPS (relative to the noise scale; weights 1 / nps_scan; ``s``
         within :data:`FLOOR_SCALE`) for ``config``'s filter, PSF and views.
@@ -141,9 +139,9 @@ class CandidateSearch:
         differs between volumes, hence the free scale ``s``), ``nps_photon`` the excess of
         a noisy candidate over it, per 1 / photons. The floor is low-frequency heavy,
         photon noise follows the filtered ramp, so the two separate where the floor
-        dominates the total. Sets :attr:`floor_share`. Returns ``(u, s)`` (``u = 1 /
-        photons``), or None if a candidate was measured with another patch size than the
-        scan.
+        dominates the total. Sets :attr:`floor_scale` and :attr:`floor_share`. Returns
+        ``u`` (``1 / photons``), or None if a candidate was measured with another patch size
+        than the scan.
         """
         low = float(np.clip(0.25 * config.photons, *LOW_PHOTONS))
         floor = self.simulate(config.model_copy(update={"photons": NO_NOISE_PHOTONS}))
@@ -160,8 +158,9 @@ class CandidateSearch:
         if not FLOOR_SCALE[0] <= s <= FLOOR_SCALE[1]:
             s = float(np.clip(s, *FLOOR_SCALE))
             u = max(float(np.sum(w * w * a * (y - s * b)) / max(np.sum((w * a) ** 2), 1e-30)), 0.0)
+        self.floor_scale = float(s)
         self.floor_share = float(np.clip(s * b.mean() / max(y.mean(), 1e-30), 0.0, 1.0))
-        return float(u), float(s)
+        return float(u)
 
     def floor_record(self) -> dict | None:
         """``{"scale_over_reference", "share_of_slice_difference_noise"}`` of the last split

@@ -18,7 +18,6 @@ from microsr import __version__
 from microsr.data.config import NormalizationConfig
 from microsr.data.manifest import SpecimenRow, read_manifest
 from microsr.data.prepare import load_dataset_info, prepare_dataset
-from microsr.data.records import DatasetInfo
 from microsr.data.splits import make_folds
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
@@ -182,8 +181,7 @@ def run_study(
     if not (layout.dataset / "dataset.json").is_file():
         prepare_dataset(manifest, layout.dataset, config.prepare, progress=progress)
     info, splits = load_dataset_info(layout.dataset)
-    normalization = DatasetInfo.of(info).normalization
-    run = StudyRun(layout, config, rows, splits, normalization, progress=progress)
+    run = StudyRun(layout, config, rows, splits, info.normalization, progress=progress)
     _evaluate_all(run, _train_all(run))
     summary = write_stats(layout, run.problems)
     return _report(layout, summary) if report else summary

@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader
 
 from microsr.data.dataset import PatchDataset, SliceDataset, SlicePairs
 from microsr.data.prepare import dataset_units, load_dataset_info, training_spacings
-from microsr.data.records import DatasetInfo
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path, check_output, remove_stale_temporaries
@@ -115,8 +114,7 @@ class SRDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.dataset_dir, self.cfg = Path(dataset_dir), config
-        info, self.splits = load_dataset_info(dataset_dir)
-        self.info = DatasetInfo.of(info)
+        self.info, self.splits = load_dataset_info(dataset_dir)
         if init is not None:  # fine-tuning: the checkpoint's normalisation, not the dataset's
             check_dataset_fits(init, self.info, dataset_dir)
             self.info = finetune_info(init, self.info)
