@@ -15,8 +15,20 @@ from microsr.cli import app
 from microsr.io import write_volume
 from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
 from microsr.simulate.fit import fit_acquisition
-from microsr.simulate.fit_search import PHOTON_RANGE, filter_templates, nearest_filter
-from microsr.simulate.fit_stats import scan_statistics
+from microsr.simulate.fit_search import (
+    MIN_WIDTH_SD,
+    PHOTON_RANGE,
+    CandidateSearch,
+    filter_templates,
+    nearest_filter,
+)
+from microsr.simulate.fit_stats import (
+    classify,
+    edge_profile,
+    edge_width,
+    scan_statistics,
+    width_spread,
+)
 from microsr.simulate.fit_views import estimate_views
 from microsr.volume import Volume
 
@@ -59,6 +71,65 @@ def test_known_psf_and_photons_recovered():
     assert got.psf_sigma_bins == pytest.approx(1.0, abs=0.3)
     assert got.photons == pytest.approx(3000, rel=0.3)
     assert got.factor == 2 and fit.warnings == []
+    # a PSF of 1 bin is told from 0: its range holds the truth and excludes 0
+    assert 0 < fit.psf_range["low"] <= 1.0 <= fit.psf_range["high"]
+    assert fit.uncertainty["psf_sigma_bins"] == pytest.approx(
+        max((fit.psf_range["high"] - fit.psf_range["low"]) / 4, 0.05), abs=1e-3
+    )
+
+
+def _blobs(shape, seed, sigma_x):
+    """Binary blobs (thresholded smoothed noise) blurred in-plane by ``sigma_x``: a float
+    or one value per X half."""
+    rng = np.random.default_rng(seed)
+    binary = ndimage.gaussian_filter(rng.standard_normal(shape), (1.5, 3, 3)) > 0
+    out = np.empty(shape, np.float32)
+    half = shape[2] // 2
+    for part, sigma in zip((slice(0, half), slice(half, None)), np.broadcast_to(sigma_x, 2)):
+        out[..., part] = ndimage.gaussian_filter(binary.astype(np.float32), (0, sigma, sigma))[
+            ..., part
+        ]
+    return 100.0 * out
+
+
+def _width(array, region):
+    smooth, threshold = classify(array)
+    stats, _ = scan_statistics(array, patch=8, structured=True)
+    profile, _ = edge_profile(array, smooth, threshold, (stats.marrow, stats.bone), region)
+    return edge_width(profile)
+
+
+def test_edge_width_spread_between_regions_finds_a_blur_that_differs_between_halves():
+    same = _blobs((8, 96, 96), 4, 1.2)
+    stats, _ = scan_statistics(same, patch=8, structured=True)
+    homogeneous = width_spread(same, stats)
+    assert homogeneous["splits"] == 3
+    mixed = _blobs((8, 96, 96), 4, (0.9, 1.5))
+    stats, _ = scan_statistics(mixed, patch=8, structured=True)
+    spread = width_spread(mixed, stats)
+    left = np.zeros(mixed.shape, bool)
+    left[..., :48] = True
+    d = (_width(mixed, left) - _width(mixed, ~left)) / stats.width_inplane
+    # the X split carries d, the Z and Y splits about none: sqrt(d**2 / 3) / 2
+    assert spread["relative_sd"] == pytest.approx(abs(d) / (2 * math.sqrt(3)), rel=0.3)
+    assert spread["relative_sd"] > 3 * homogeneous["relative_sd"]
+
+
+def test_psf_range_inverts_the_width_grid_at_two_standard_deviations():
+    search = CandidateSearch.__new__(CandidateSearch)
+    search.stats = type("S", (), {"width_inplane": 1.0})()
+    search.psf_grid = [(0.0, 1.0), (0.75, 1.2), (1.5, 1.6), (2.25, 2.1)]
+    got = search.psf_range({"relative_sd": 0.02, "splits": 3}, (500, 500))
+    sd = 0.02 * math.sqrt(2)  # scan and reference with as many edges: sqrt(1 + 1)
+    assert got["edge_width_relative_sd"] == pytest.approx(sd, abs=1e-4)
+    assert got["low"] == 0.0  # below the PSF-0 width
+    # psf**2 linear in width**2 between (1.0, 0) and (1.2, 0.75)
+    high = math.sqrt(((1 + 2 * sd) ** 2 - 1) / (1.44 - 1) * 0.75**2)
+    assert got["high"] == pytest.approx(high, abs=1e-3)
+    search.stats.width_inplane = 1.4  # between 0.75 and 1.5: both ends inside
+    tight = search.psf_range({"relative_sd": 0.0, "splits": 3}, (500, 500))
+    assert tight["edge_width_relative_sd"] == MIN_WIDTH_SD
+    assert 0.75 < tight["low"] < tight["high"] < 1.5
 
 
 def test_photons_separated_from_a_higher_noise_floor_than_the_references():
@@ -162,6 +233,11 @@ def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
     config = AcquisitionConfig(**record["acquisition"])  # the reader's round trip
     assert config.filter_name == "hamming"
     assert set(record["uncertainty"]) == {"photons", "psf_sigma_bins", "projections_ratio"}
+    psf_range = record["fit"]["psf_range"]
+    assert psf_range["low"] <= record["acquisition"]["psf_sigma_bins"] <= psf_range["high"]
+    # the phantom reference: its regions are alike, its bias is not in the range
+    assert record["uncertainty"]["psf_sigma_bins"] >= 0.2
+    assert any("here the phantom" in n for n in record["fit"]["notes"])
     assert record["fit"]["spacing_mm"] == pytest.approx([0.02] * 3)
     for name, row in record["fit"]["statistics"].items():
         assert set(row) == {"scan", "fit", "residual"}, name

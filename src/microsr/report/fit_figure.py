@@ -49,6 +49,7 @@ def fit_record(fit: AcquisitionFit, *, scan_path: str, spacing_mm) -> dict:
             "edges": fit.scan.n_edges,
             "views": None if fit.views is None else fit.views.as_dict(),
             "noise_floor": fit.floor,
+            "psf_range": fit.psf_range,
             "notes": fit.notes,
             "warnings": fit.warnings,
             "candidates": fit.trace,

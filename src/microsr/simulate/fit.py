@@ -24,6 +24,10 @@ are identifiable:
    no spokes to count and none of the image depends on it, so the Nyquist count is used.
 4. **psf_sigma_bins** from the in-plane edge-spread width, interpolated on a grid of
    candidate PSFs (``width**2`` is about linear in ``psf**2``); then photons once more.
+   Its range (``psf_range``) is the PSFs whose width lies within two standard deviations
+   of the scan's, where the standard deviation is how much widths differ between regions
+   of the reference (halves of its final candidate): structure changes an edge width by a
+   few per cent, as much as a PSF of about 0.4 bins does, so small PSFs are not told from 0.
 
 Not identifiable from one scan (kept at the simulator's defaults and reported in the
 notes): photons x frames x views (only their product sets the photon noise: ``frames``
@@ -51,6 +55,7 @@ from microsr.simulate.fit_stats import (
     ScanStats,
     largest_patch,
     scan_statistics,
+    width_spread,
 )
 from microsr.simulate.fit_views import (
     MIN_CONTRAST,
@@ -91,6 +96,9 @@ class AcquisitionFit:
     #: the scan's slice-to-slice noise floor (non-photon part) against the reference's:
     #: ``scale_over_reference`` and ``share_of_slice_difference_noise`` (None: not split)
     floor: dict | None = None
+    #: PSFs as consistent with the scan's edge width as the fitted one, given how edge widths
+    #: vary between regions of the reference (``low``, ``high``, ...; None: not measured)
+    psf_range: dict | None = None
 
     def statistics(self) -> dict:
         """``{name: {"scan", "fit", "residual"}}``, unit-free (JSON-ready); ``residual`` is
@@ -205,23 +213,30 @@ def fit_acquisition(
     final = fit.simulate(config)
     views_fitted = estimate_views(fit.last_lr)
     stats = fit.stats  # possibly re-measured with a smaller patch
+    psf_range = fit.psf_range(
+        width_spread(fit.last_lr, final), (stats.n_edges["inplane"], final.n_edges["inplane"])
+    )
     if fit.filter_scores is not None:
         templates["distance_simulated"] = fit.filter_scores
     templates["edge_widths"] = fit.filter_edge_widths
     return AcquisitionFit(
         acquisition=config,
-        uncertainty=_uncertainty(stats, final, fit, views),
+        uncertainty=_uncertainty(stats, final, fit, views, psf_range, phantom=reference is None),
         scan=stats,
         fitted=final,
         templates=templates,
         intensity=_intensity(stats, final, ref, config),
-        notes=_notes(stats) + _views_notes(views, factor) + fit.notes,
+        notes=_notes(stats)
+        + _views_notes(views, factor)
+        + fit.notes
+        + _psf_notes(psf_range, phantom=reference is None),
         warnings=fit.warnings,
         trace=fit.trace,
         reference=ref_label,
         views=views,
         views_fitted=views_fitted,
         floor=fit.floor_record(),
+        psf_range=psf_range,
     )
 
 
@@ -359,24 +374,50 @@ def _intensity(scan: ScanStats, fit: ScanStats, ref: Volume, config) -> dict:
     }  # fmt: skip
 
 
-def _uncertainty(scan: ScanStats, fit: ScanStats, fitter: CandidateSearch, views) -> dict:
+def _uncertainty(
+    scan: ScanStats, fit: ScanStats, fitter: CandidateSearch, views, psf_range, *, phantom: bool
+) -> dict:
     """Rough standard deviations: sampling error of the noise statistics, a 10 % model floor
     for photons plus a term growing with the share of the scan's slice-to-slice noise that
     is floor, not photons (structure and HR noise: where it dominates, photons are barely
-    identified, even split from it); PSF 0.2 bins (the
-    largest error on the LHDL recovery bench was 0.27); views: 0.01 when counted, else 0.1
-    (at or above 0.8 of the Nyquist count the ratio changes nothing but the noise, which
-    photons absorb)."""
+    identified, even split from it); PSF: a quarter of :attr:`AcquisitionFit.psf_range`
+    (two standard deviations each side; at least 0.05 bins), else 0.2 bins, and at least
+    0.2 bins on the phantom reference (whose regions are alike, while its difference from
+    a real bone is not in the range: 0.3-1.2 bins on the LHDL bench); views: 0.01
+    when counted, else 0.1 (at or above 0.8 of the Nyquist count the ratio changes nothing
+    but the noise, which photons absorb)."""
     se = [x.noise_diff_rel_se or x.noise_rel_se for x in (scan, fit)]
     share = min(fitter.floor_share, 0.9)
     floor = 0.3 * share / (1 - share)  # photons ~ 1 / (target - b)
     photons = math.sqrt((2 * se[0]) ** 2 + (2 * se[1]) ** 2 + 0.1**2 + floor**2)
     ratio = 0.01 if views.views is not None else 0.1
+    psf = 0.2 if psf_range is None else max((psf_range["high"] - psf_range["low"]) / 4, 0.05)
+    if phantom:
+        psf = max(psf, 0.2)
     return {
         "photons": round(photons, 3),
-        "psf_sigma_bins": 0.2,
+        "psf_sigma_bins": round(psf, 3),
         "projections_ratio": round(ratio, 3),
     }
+
+
+def _psf_notes(psf_range: dict | None, *, phantom: bool) -> list:
+    notes = []
+    if phantom and psf_range is not None:
+        notes.append(
+            "psf_range covers how edge widths vary between regions of the reference, here the "
+            "phantom, not how the phantom's edges differ from your bone's: give your HR data "
+            "as --reference"
+        )
+    if psf_range is not None and psf_range["low"] == 0:
+        notes.append(
+            f"psf_sigma_bins is not distinguishable from 0 below {psf_range['high']:.2f} LR "
+            "bins: so little detector blur widens the scan's edges by less than edge widths "
+            f"differ between regions of the reference "
+            f"({100 * psf_range['edge_width_relative_sd']:.1f} %, one standard deviation "
+            "between scan and reference)"
+        )
+    return notes
 
 
 def _notes(stats: ScanStats) -> list:

