@@ -19,6 +19,8 @@ def microsr(*args, cwd):
         cwd=cwd,
         capture_output=True,
         text=True,
+        encoding="utf-8",  # not the locale's: the CLI prints non-ASCII (e.g. progress bars)
+        errors="replace",
         timeout=600,
     )
     assert proc.returncode == 0, (

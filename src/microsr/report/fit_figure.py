@@ -88,8 +88,11 @@ def fit_figure(fit: AcquisitionFit) -> Figure:
         if stats.edge_inplane is not None:
             width = f"{stats.width_inplane:.2f}" if stats.width_inplane else "?"
             ax_edge.plot(EDGE_OFFSETS, stats.edge_inplane, style, label=f"{label} (sigma {width})")
+    psf = f"edge spread: psf {fit.acquisition.psf_sigma_bins:.2f} bins"
+    if fit.psf_range:
+        psf += f" (range {fit.psf_range['low']:.2f}-{fit.psf_range['high']:.2f})"
     ax_edge.set(xlabel="distance across the edge (voxels)", ylabel="(value - marrow) / contrast",
-                title=f"edge spread: psf {fit.acquisition.psf_sigma_bins:.2f} bins")  # fmt: skip
+                title=psf)  # fmt: skip
     ax_edge.legend(fontsize=8)
     floor = ""
     if fit.floor:
