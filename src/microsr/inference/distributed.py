@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -258,6 +259,12 @@ def _run_blocks(client, job: BlockJob, todo: list[tuple[int, int]], retries: int
         ) from first
 
 
+#: One block at a time per worker process: a worker with several threads (or several
+#: in-process workers) shares the cached model and torch's process-wide state, and two
+#: blocks predicted at once in one process were seen to fail (bf16 input, fp32 bias).
+_BLOCK_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=2)
 def _model(checkpoint: str, device: str) -> LoadedModel:
     """The checkpoint, loaded once per worker process."""
@@ -265,17 +272,19 @@ def _model(checkpoint: str, device: str) -> LoadedModel:
 
 
 def predict_block(job: BlockJob, start: int, stop: int) -> tuple[int, int]:
-    """Worker task: predict output slices ``start .. stop - 1`` into the store, then mark them."""
-    if job.threads is not None:
-        import torch
+    """Worker task: predict output slices ``start .. stop - 1`` into the store, then mark
+    them (one block at a time per process: :data:`_BLOCK_LOCK`)."""
+    with _BLOCK_LOCK:
+        if job.threads is not None:
+            import torch
 
-        torch.set_num_threads(job.threads)
-    loaded = _model(job.checkpoint, job.device)
-    source = open_slices(job.lr_path, spacing_mm=job.spacing_mm)
-    srs = (sr for _, _, sr in predict_slices(
-        loaded, source, options=job.options, progress=False, zrange=(start, stop)
-    ))  # fmt: skip
-    _write_block(Path(job.out_path), start, srs)
+            torch.set_num_threads(job.threads)
+        loaded = _model(job.checkpoint, job.device)
+        source = open_slices(job.lr_path, spacing_mm=job.spacing_mm)
+        srs = (sr for _, _, sr in predict_slices(
+            loaded, source, options=job.options, progress=False, zrange=(start, stop)
+        ))  # fmt: skip
+        _write_block(Path(job.out_path), start, srs)
     marker = _done_marker(Path(job.out_path), (start, stop))
     tmp = marker.with_name(marker.name + f".tmp{os.getpid()}")
     tmp.write_text("done\n")
