@@ -70,6 +70,16 @@ PROTOCOLS = [
 ]
 TOL_PHOTONS, TOL_PSF, TOL_RATIO = 1.5, 0.3, 1.1
 MIN_PHOTON_SHARE = 0.05
+#: (row key, name, rule) of the counts under the table; first rules: see the docstring
+COUNTS = (
+    ("filter_ok", "filter", ""),
+    ("photons_ok", "photons", ""),
+    ("psf_ok", "psf", ""),
+    ("psf_in_range", "truth within the fit's PSF range", ""),
+    ("ratio_ok", "ratio", ""),
+    ("photons_within_1_5", "photons", ", first rule (factor 1.5 everywhere)"),
+    ("ratio_within_1_5", "ratio", ", first rule (factor 1.5)"),
+)
 
 
 def ratio_ok(fitted: float, true: float) -> bool:
@@ -153,21 +163,11 @@ def table(rows: list[dict]) -> str:
             f"| {mark[r['photons_ok']]} | {mark[r['psf_ok']]} | {_range(r)} | {mark[r['ratio_ok']]} "
             f"| {r['cpu_s']:.0f} |"
         )
-    for key in ("filter_ok", "photons_ok", "psf_ok", "psf_in_range", "ratio_ok"):
-        for ref in sorted({r["reference"] for r in rows}):
+    refs = sorted({r["reference"] for r in rows})
+    for key, name, rule in COUNTS:
+        for ref in refs:
             sub = [r for r in rows if r["reference"] == ref and key in r]
-            name = "truth within the fit's PSF range" if key == "psf_in_range" else key[:-3]
-            lines.append(f"- {name} ({ref}): {sum(r[key] for r in sub)}/{len(sub)} within")
-    for ref in sorted({r["reference"] for r in rows}):
-        sub = [r for r in rows if r["reference"] == ref and "photons_within_1_5" in r]
-        n = sum(r["photons_within_1_5"] for r in sub)
-        lines.append(
-            f"- photons ({ref}), first rule (factor 1.5 everywhere): {n}/{len(sub)} within"
-        )
-    for ref in sorted({r["reference"] for r in rows}):
-        sub = [r for r in rows if r["reference"] == ref and "ratio_within_1_5" in r]
-        n = sum(r["ratio_within_1_5"] for r in sub)
-        lines.append(f"- ratio ({ref}), first rule (factor 1.5): {n}/{len(sub)} within")
+            lines.append(f"- {name} ({ref}){rule}: {sum(r[key] for r in sub)}/{len(sub)} within")
     return "\n".join(lines)
 
 

@@ -402,14 +402,16 @@ def _uncertainty(
 
 
 def _psf_notes(psf_range: dict | None, *, phantom: bool) -> list:
+    if psf_range is None:
+        return []
     notes = []
-    if phantom and psf_range is not None:
+    if phantom:
         notes.append(
             "psf_range covers how edge widths vary between regions of the reference, here the "
             "phantom, not how the phantom's edges differ from your bone's: give your HR data "
             "as --reference"
         )
-    if psf_range is not None and psf_range["low"] == 0:
+    if psf_range["low"] == 0:
         notes.append(
             f"psf_sigma_bins is not distinguishable from 0 below {psf_range['high']:.2f} LR "
             "bins: so little detector blur widens the scan's edges by less than edge widths "
