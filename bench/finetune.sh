@@ -39,7 +39,7 @@ read -r -a TRAIN_SLABS <<< "$(split train)"
 VAL=$(split val); VAL=${VAL%% *}
 
 cat > "$OUT/unseen.json" <<'EOF'
-{"format": "microsr-acquisition", "version": 1,
+{"format": "microsr-acquisition", "version": 2,
  "acquisition": {"filter_name": "hann", "photons": 800, "psf_sigma_bins": 1.0}}
 EOF
 

@@ -65,7 +65,7 @@ for name in $NAMES; do
   D="$OUT/$name"; mkdir -p "$D"
   step "$name: $filter, $photons photons, projections ratio $ratio, PSF $psf bins"
   todo "$D/true.json" && cat > "$D/true.json" <<EOF
-{"format": "microsr-acquisition", "version": 1,
+{"format": "microsr-acquisition", "version": 2,
  "acquisition": {"filter_name": "$filter", "photons": $photons, "projections_ratio": $ratio,
                  "psf_sigma_bins": $psf}}
 EOF

@@ -16,8 +16,10 @@ from microsr.errors import InputFileError, MicrosrError
 from microsr.io import read_volume, write_volume
 from microsr.simulate import AcquisitionConfig
 from microsr.simulate.acquisition_file import (
+    ACQUISITION_VERSION,
     AcquisitionFile,
     AcquisitionUncertainty,
+    FilterMatch,
     draw_within_uncertainty,
     read_acquisition_file,
     write_acquisition_file,
@@ -31,7 +33,8 @@ UNC = AcquisitionUncertainty(photons=0.2, psf_sigma_bins=0.1, projections_ratio=
 
 
 def _file(**kw) -> AcquisitionFile:
-    return AcquisitionFile(acquisition=FITTED, uncertainty=UNC, fit={"nps": [1.0, 0.5]}, **kw)
+    return AcquisitionFile(**{"acquisition": FITTED, "uncertainty": UNC, "fit": {"nps": [1.0, 0.5]},
+                              **kw})  # fmt: skip
 
 
 def test_round_trip(tmp_path):
@@ -40,11 +43,21 @@ def test_round_trip(tmp_path):
     again = read_acquisition_file(path)
     assert again == original and again.record() == original.record()
     data = json.loads(path.read_text())
-    assert data["format"] == "microsr-acquisition" and data["version"] == 1
+    assert data["format"] == "microsr-acquisition" and data["version"] == ACQUISITION_VERSION == 2
     assert data["acquisition"]["filter_name"] == "hann" and data["uncertainty"]["photons"] == 0.2
     bare = read_acquisition_file(write_acquisition_file(FITTED, tmp_path / "bare.json"))
     assert bare.acquisition == FITTED and bare.uncertainty is None and bare.fit is None
     assert not list(tmp_path.glob(".microsr-tmp*"))
+
+
+def test_version_1_files_are_read_as_they_are(tmp_path):
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps({"format": "microsr-acquisition", "version": 1,
+                                "acquisition": {"filter_name": "hann"},
+                                "uncertainty": {"photons": 0.2}}))  # fmt: skip
+    old = read_acquisition_file(path)
+    assert old.version == 1 and old.uncertainty.filters == {}
+    assert old.acquisition.filter_name == "hann"
 
 
 @pytest.mark.parametrize(
@@ -53,7 +66,7 @@ def test_round_trip(tmp_path):
         ("{not json", "not valid JSON"),
         ("[1, 2]", "not an acquisition file"),
         ('{"format": "microsr-ranges", "version": 1}', "not an acquisition file"),
-        ('{"format": "microsr-acquisition", "version": 2, "acquisition": {}}', "newer"),
+        ('{"format": "microsr-acquisition", "version": 3, "acquisition": {}}', "newer"),
         ('{"format": "microsr-acquisition", "version": "1", "acquisition": {}}', "integer"),
         ('{"format": "microsr-acquisition", "version": 1}', "acquisition: Field required"),
         ('{"format": "microsr-acquisition", "version": 1, "acquisition": {"photons": -5}}',
@@ -62,6 +75,12 @@ def test_round_trip(tmp_path):
          "acquisition.photon"),
         ('{"format": "microsr-acquisition", "version": 1, "acquisition": {},'
          ' "uncertainty": {"photons": -1}}', "uncertainty.photons"),
+        ('{"format": "microsr-acquisition", "version": 2, "acquisition": {},'
+         ' "uncertainty": {"filters": {"butterworth": {"photons": 5, "psf_sigma_bins": 0}}}}',
+         "uncertainty.filters"),
+        ('{"format": "microsr-acquisition", "version": 2, "acquisition": {},'
+         ' "uncertainty": {"filters": {"ramp": {"photons": 0, "psf_sigma_bins": 0}}}}',
+         "uncertainty.filters.ramp.photons"),
     ],
 )  # fmt: skip
 def test_bad_files_are_one_message_naming_the_file(tmp_path, content, match):
@@ -96,6 +115,26 @@ def test_draws_are_around_the_fit_seeded_and_valid():
         assert d.psf_sigma_bins >= 0 and d.projections_ratio >= 0.02 and d.photons == 800.0
     with pytest.raises(MicrosrError, match="uncertainty"):
         draw_within_uncertainty(AcquisitionFile(acquisition=FITTED), np.random.default_rng(0))
+
+
+def test_draws_choose_among_the_consistent_filters_each_around_its_own_match():
+    filters = {"hann": FilterMatch(photons=800.0, psf_sigma_bins=1.0),
+               "hamming": FilterMatch(photons=2e4, psf_sigma_bins=3.0)}  # fmt: skip
+    two = _file(uncertainty=UNC.model_copy(update={"filters": filters}))
+    draws = [draw_within_uncertainty(two, np.random.default_rng(s)) for s in range(200)]
+    names = [d.filter_name for d in draws]
+    assert set(names) == {"hann", "hamming"} and 70 < names.count("hamming") < 130
+    for name, match in filters.items():
+        mine = [d for d in draws if d.filter_name == name]
+        assert abs(np.median(np.log([d.photons for d in mine])) - np.log(match.photons)) < 0.1
+        assert abs(np.mean([d.psf_sigma_bins for d in mine]) - match.psf_sigma_bins) < 0.05
+    one = _file(uncertainty=UNC.model_copy(update={"filters": {"hann": filters["hann"]}}))
+    # one filter: nothing drawn, so the other settings are the same draws as without
+    for s in range(5):
+        rng = np.random.default_rng(s)
+        assert draw_within_uncertainty(one, rng) == draw_within_uncertainty(
+            _file(), np.random.default_rng(s)
+        )
 
 
 def _hr(tmp_path):

@@ -16,13 +16,16 @@ from microsr.io import write_volume
 from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
 from microsr.simulate.fit import fit_acquisition
 from microsr.simulate.fit_search import (
+    FILTER_CONSISTENT_SHARE,
     MIN_WIDTH_SD,
     PHOTON_RANGE,
     CandidateSearch,
+    filter_choice_frequencies,
     filter_templates,
     nearest_filter,
 )
 from microsr.simulate.fit_stats import (
+    ScanStats,
     classify,
     edge_profile,
     edge_width,
@@ -61,6 +64,48 @@ def test_ramp_and_hann_nps_told_apart(truth):
     assert record["distance"][other] > 5 * record["distance"][truth]
 
 
+def _spectra(shape: np.ndarray, blocks: int, rng, per_block: int = 4) -> ScanStats:
+    """Slice-difference NPS of ``blocks * per_block`` patches scattered around ``shape``
+    (each bin of a patch's radial spectrum a mean of 8 exponential periodogram values)."""
+    freq = np.linspace(0.03, 0.47, len(shape))
+    each = shape * rng.gamma(8.0, 1 / 8.0, size=(blocks * per_block, len(shape)))
+    nps = each.mean(axis=0)
+    return ScanStats(marrow=0.0, bone=1.0, noise=1.0, noise_diff=1.0, patch=16,
+                     n_patches=len(each), nps_freq=freq, nps=nps, noise_rel_se=0.1, nps_diff=nps,
+                     nps_diff_patches=each,
+                     nps_diff_blocks=np.repeat(np.arange(blocks), per_block))  # fmt: skip
+
+
+def test_filter_choice_frequencies_widen_with_little_data_and_narrow_with_more():
+    rng = np.random.default_rng(0)
+    f = np.linspace(0.03, 0.47, 8)
+    ramp, near, far = f, f * (1 - 0.4 * f), f * (1 - f) ** 2  # near: ~10 % lower at the top
+    # a far shape is never chosen, whatever the amount of data
+    shares = filter_choice_frequencies(
+        _spectra(ramp, 10, rng), {"ramp": _spectra(ramp, 10, rng), "far": _spectra(far, 10, rng)}
+    )
+    assert shares == {"ramp": 1.0, "far": 0.0}
+    # the same shape twice: each about half the time
+    shares = filter_choice_frequencies(
+        _spectra(ramp, 40, rng), {"a": _spectra(ramp, 40, rng), "b": _spectra(ramp, 40, rng)}
+    )
+    assert 0.2 < shares["a"] < 0.8 and shares["a"] + shares["b"] == 1.0
+    # a near shape: consistent on a few blocks, excluded on many
+    few = filter_choice_frequencies(
+        _spectra(ramp, 3, rng), {"ramp": _spectra(ramp, 3, rng), "near": _spectra(near, 3, rng)}
+    )
+    assert min(few.values()) >= FILTER_CONSISTENT_SHARE, few
+    many = filter_choice_frequencies(
+        _spectra(ramp, 300, rng),
+        {"ramp": _spectra(ramp, 300, rng), "near": _spectra(near, 300, rng)},
+    )
+    assert many["near"] < FILTER_CONSISTENT_SHARE, many
+    # without per-patch spectra there is nothing to resample
+    bare = _spectra(ramp, 3, rng)
+    bare.nps_diff_patches = None
+    assert filter_choice_frequencies(bare, {"ramp": _spectra(ramp, 3, rng)}) is None
+
+
 def test_known_psf_and_photons_recovered():
     hr = make_phantom((8, 160, 160), spacing_mm=0.01, seed=5)
     truth = AcquisitionConfig(photons=3000, psf_sigma_bins=1.0, filter_name="ramp")
@@ -71,6 +116,33 @@ def test_known_psf_and_photons_recovered():
     assert got.psf_sigma_bins == pytest.approx(1.0, abs=0.3)
     assert got.photons == pytest.approx(3000, rel=0.3)
     assert got.factor == 2 and fit.warnings == []
+    assert fit.filter_set["consistent"][0] == "ramp"
+
+
+def test_every_consistent_filter_gets_its_own_photons_and_psf(monkeypatch):
+    # the known-PSF scan (ramp, PSF 1) with Hann made consistent too: Hann's smoother
+    # reconstruction needs less detector blur for the scan's edges and fewer photons for
+    # its noise (it passes less of the ramp's high-frequency noise)
+    from microsr.simulate import fit_search
+
+    hr = make_phantom((8, 160, 160), spacing_mm=0.01, seed=5)
+    truth = AcquisitionConfig(photons=3000, psf_sigma_bins=1.0, filter_name="ramp", seed=11)
+    lr = simulate_acquisition(hr, truth)
+
+    def ramp_or_hann(scan, sims, **kw):
+        return {k: {"ramp": 0.8, "hann": 0.2}.get(k, 0.0) for k in sims}
+
+    monkeypatch.setattr(fit_search, "filter_choice_frequencies", ramp_or_hann)
+    fit = fit_acquisition(lr, factor=2, reference=hr)
+    got = fit.acquisition
+    assert fit.filter_set["consistent"] == ["ramp", "hann"]
+    matches = fit.uncertainty["filters"]
+    assert list(matches) == ["ramp", "hann"]
+    assert matches["ramp"] == {"photons": got.photons, "psf_sigma_bins": got.psf_sigma_bins}
+    assert matches["hann"]["psf_sigma_bins"] < got.psf_sigma_bins - 0.2
+    assert matches["hann"]["photons"] < got.photons
+    assert got.psf_sigma_bins == pytest.approx(1.0, abs=0.3)  # the fit itself unchanged
+    assert any("does not tell ramp from hann" in n for n in fit.notes)
     # a PSF of 1 bin is told from 0: its range holds the truth and excludes 0
     assert 0 < fit.psf_range["low"] <= 1.0 <= fit.psf_range["high"]
     assert fit.uncertainty["psf_sigma_bins"] == pytest.approx(
@@ -229,10 +301,17 @@ def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
     assert res.exit_code == 0, res.output
     assert out.is_file() and out.with_suffix(".png").stat().st_size > 1000
     record = json.loads(out.read_text())
-    assert record["format"] == "microsr-acquisition" and record["version"] == 1
+    assert record["format"] == "microsr-acquisition" and record["version"] == 2
     config = AcquisitionConfig(**record["acquisition"])  # the reader's round trip
     assert config.filter_name == "hamming"
-    assert set(record["uncertainty"]) == {"photons", "psf_sigma_bins", "projections_ratio"}
+    assert set(record["uncertainty"]) == {"photons", "psf_sigma_bins", "projections_ratio",
+                                          "filters"}  # fmt: skip
+    consistent = record["fit"]["filter_set"]["consistent"]
+    assert consistent[0] == "hamming"
+    assert list(record["uncertainty"]["filters"]) == (consistent if len(consistent) > 1 else [])
+    shares = record["fit"]["filter_set"]["chosen_share"]
+    assert sum(shares.values()) == pytest.approx(1.0, abs=0.01)
+    assert all(shares[k] >= FILTER_CONSISTENT_SHARE for k in consistent[1:])
     psf_range = record["fit"]["psf_range"]
     assert psf_range["low"] <= record["acquisition"]["psf_sigma_bins"] <= psf_range["high"]
     # the phantom reference: its regions are alike, its bias is not in the range

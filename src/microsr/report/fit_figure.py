@@ -1,8 +1,9 @@
 """Output of ``microsr fit-acquisition``: the acquisition file (JSON) and its figure (PNG).
 
-The JSON (``format: microsr-acquisition``, ``version: 1``) holds the fitted
+The JSON (an acquisition file: :mod:`microsr.simulate.acquisition_file`) holds the fitted
 :class:`~microsr.simulate.AcquisitionConfig` (``acquisition``), rough standard deviations
-(``uncertainty``: photons relative, ``psf_sigma_bins`` and ``projections_ratio`` absolute)
+(``uncertainty``: photons relative, ``psf_sigma_bins`` and ``projections_ratio`` absolute,
+the consistent ``filters``)
 and the fit's record (``fit``: every statistic on the scan, on the fitted simulation and
 their residual, the intensity maps, notes, warnings and the candidates tried). The PNG
 beside it shows the NPS and the in-plane edge profile of the scan against the fit.
@@ -19,18 +20,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from microsr.io.atomic import atomic_path
+from microsr.simulate.acquisition_file import ACQUISITION_FORMAT, ACQUISITION_VERSION
 from microsr.simulate.fit import AcquisitionFit
 from microsr.simulate.fit_stats import EDGE_OFFSETS
-
-FORMAT = "microsr-acquisition"
-VERSION = 1
 
 
 def fit_record(fit: AcquisitionFit, *, scan_path: str, spacing_mm) -> dict:
     """The JSON-ready acquisition file content."""
     record = {
-        "format": FORMAT,
-        "version": VERSION,
+        "format": ACQUISITION_FORMAT,
+        "version": ACQUISITION_VERSION,
         "acquisition": fit.acquisition.model_dump(mode="json"),
         "uncertainty": fit.uncertainty,
         "fit": {
@@ -50,6 +49,7 @@ def fit_record(fit: AcquisitionFit, *, scan_path: str, spacing_mm) -> dict:
             "views": None if fit.views is None else fit.views.as_dict(),
             "noise_floor": fit.floor,
             "psf_range": fit.psf_range,
+            "filter_set": fit.filter_set,
             "notes": fit.notes,
             "warnings": fit.warnings,
             "candidates": fit.trace,
@@ -81,8 +81,10 @@ def fit_figure(fit: AcquisitionFit) -> Figure:
         ax_nps.plot(freq, template, lw=0.8, ls=":", label=f"template {name}")
     ax_nps.plot(freq, fit.scan.noise_shape, "k-o", ms=3, label="scan")
     ax_nps.plot(freq, fit.fitted.noise_shape, "r-s", ms=3, label="fitted simulation")
-    ax_nps.set(xlabel="frequency (cycles/voxel)", ylabel="NPS / mean",
-               title=f"noise texture: {fit.acquisition.filter_name}")  # fmt: skip
+    texture = f"noise texture: {fit.acquisition.filter_name}"
+    if fit.filter_set and len(fit.filter_set["consistent"]) > 1:
+        texture += f" (or {', '.join(fit.filter_set['consistent'][1:])})"
+    ax_nps.set(xlabel="frequency (cycles/voxel)", ylabel="NPS / mean", title=texture)
     ax_nps.legend(fontsize=7)
     for stats, style, label in ((fit.scan, "k-", "scan"), (fit.fitted, "r--", "fit")):
         if stats.edge_inplane is not None:

@@ -4,15 +4,21 @@
 ``simulate``, ``prepare``, ``demo``, ``study-demo`` and ``compare`` simulates LR scans with
 it. Layout::
 
-    {"format": "microsr-acquisition", "version": 1,
+    {"format": "microsr-acquisition", "version": 2,
      "acquisition": {...AcquisitionConfig fields...},                  # required
      "uncertainty": {"photons": 0.2, "psf_sigma_bins": 0.1,
-                     "projections_ratio": 0.05},                       # optional
+                     "projections_ratio": 0.05,
+                     "filters": {"shepp-logan": {"photons": 8.8e4, "psf_sigma_bins": 1.52},
+                                 "ramp": {"photons": 1.1e5, "psf_sigma_bins": 1.58}}},
      "fit": {...statistics of the fit...}}                             # optional
 
 ``uncertainty``: the fit's standard errors: ``photons`` relative (0.2 = 20 %), the others
-absolute (LR detector bins; a fraction of the HR projections). With ``--randomize`` every
-specimen's acquisition is drawn around the fitted values (:func:`draw_within_uncertainty`).
+absolute (LR detector bins; a fraction of the HR projections); ``filters`` (version 2;
+empty: the fitted filter only): the FBP filters as consistent with the scan as the fitted
+one, each with the photons and PSF that match the scan with it (a smoother filter needs
+less detector blur for the same edges, and gives other noise for the same photons).
+With ``--randomize`` every specimen's acquisition is drawn around the fitted values
+(:func:`draw_within_uncertainty`). Version 1 files (no ``filters``) are read as they are.
 """
 
 from __future__ import annotations
@@ -27,13 +33,22 @@ import pydantic
 
 from microsr.errors import InputFileError, MicrosrError
 from microsr.io.atomic import atomic_path
-from microsr.simulate.config import AcquisitionConfig
+from microsr.simulate.config import FILTERS, AcquisitionConfig
 
 ACQUISITION_FORMAT = "microsr-acquisition"
 #: The newest file version this microsr reads and the one it writes.
-ACQUISITION_VERSION = 1
+ACQUISITION_VERSION = 2
 #: Smallest projection ratio a draw may give (a few views of the HR scan's).
 MIN_PROJECTIONS_RATIO = 0.02
+
+
+class FilterMatch(pydantic.BaseModel):
+    """The photons and detector PSF that match a scan with one FBP filter."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    photons: float = pydantic.Field(gt=0, description="incident photons per LR bin per frame")
+    psf_sigma_bins: float = pydantic.Field(ge=0, allow_inf_nan=False, description="LR bins")
 
 
 class AcquisitionUncertainty(pydantic.BaseModel):
@@ -50,6 +65,19 @@ class AcquisitionUncertainty(pydantic.BaseModel):
     projections_ratio: float = pydantic.Field(
         0.0, ge=0, allow_inf_nan=False, description="std of LR / HR projections"
     )
+    filters: dict[str, FilterMatch] = pydantic.Field(
+        default_factory=dict,
+        description="FBP filters as consistent with the scan as the fitted one (drawn among), "
+        "each with its own photons and PSF",
+    )
+
+    @pydantic.field_validator("filters")
+    @classmethod
+    def _known(cls, value: dict) -> dict:
+        bad = [f for f in value if f not in FILTERS]
+        if bad:
+            raise ValueError(f"unknown filter(s) {bad}: choose from {list(FILTERS)}")
+        return value
 
 
 class AcquisitionFile(pydantic.BaseModel):
@@ -134,7 +162,9 @@ def draw_within_uncertainty(
     Photons are log-normal with median at the fitted value and relative std
     ``uncertainty.photons`` (log sigma ``sqrt(log(1 + r^2))``); the PSF sigma and the
     projection ratio are normal with the given std, clipped to ``>= 0`` and
-    ``>= MIN_PROJECTIONS_RATIO``. The noise seed is drawn from ``rng`` too. Every other
+    ``>= MIN_PROJECTIONS_RATIO``. With two or more ``uncertainty.filters`` one is drawn
+    first (uniformly), and the draw is around its photons and PSF. The noise seed is drawn
+    from ``rng`` too. Every other
     setting, and the centre of the draw, is ``base``'s (default: the file's acquisition;
     callers pass the copy they simulate with).
 
@@ -149,6 +179,13 @@ def draw_within_uncertainty(
             "file does not have (give one, or drop --randomize)"
         )
     acq, unc = base or file.acquisition, file.uncertainty
+    if len(unc.filters) > 1:
+        name = list(unc.filters)[int(rng.integers(len(unc.filters)))]
+        match = unc.filters[name]
+        acq = acq.model_copy(
+            update={"filter_name": name, "photons": match.photons,
+                    "psf_sigma_bins": match.psf_sigma_bins}
+        )  # fmt: skip
     log_sigma = math.sqrt(math.log1p(unc.photons**2))
     values = {
         "photons": acq.photons

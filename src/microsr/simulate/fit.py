@@ -10,7 +10,10 @@ are identifiable:
    the detector PSF before the Poisson noise, so the noise texture depends on the FBP
    filter only; it is compared with the NPS of white sinogram noise reconstructed by the
    same FBP for each filter; re-checked by simulation among the filters that can be as
-   sharp as the scan (edge width with no detector blur: a PSF only blurs further).
+   sharp as the scan (edge width with no detector blur: a PSF only blurs further). The
+   filters chosen as often on block resamples of the flat patches (``filter_set``: a small
+   scan's NPS rests on a few independent patches) are refitted (photons, PSF) after the
+   fit, and ``uncertainty["filters"]`` gives each with its own photons and PSF.
 2. **photons** from the slice-to-slice independent noise (neighbouring-slice
    differences) relative to the scan's grey-value scale (99.5th percentile of the smoothed
    scan minus the marrow level). Its NPS is split, frequency by frequency, into photon
@@ -99,6 +102,9 @@ class AcquisitionFit:
     #: PSFs as consistent with the scan's edge width as the fitted one, given how edge widths
     #: vary between regions of the reference (``low``, ``high``, ...; None: not measured)
     psf_range: dict | None = None
+    #: filters as consistent with the scan's noise texture as the fitted one (``consistent``,
+    #: the fitted first), and the share of resamples choosing each (None: not measured)
+    filter_set: dict | None = None
 
     def statistics(self) -> dict:
         """``{name: {"scan", "fit", "residual"}}``, unit-free (JSON-ready); ``residual`` is
@@ -219,9 +225,12 @@ def fit_acquisition(
     if fit.filter_scores is not None:
         templates["distance_simulated"] = fit.filter_scores
     templates["edge_widths"] = fit.filter_edge_widths
+    uncertainty = _uncertainty(stats, final, fit, views, psf_range, phantom=reference is None)
+    floor = fit.floor_record()
+    uncertainty["filters"] = _filter_matches(fit, config)
     return AcquisitionFit(
         acquisition=config,
-        uncertainty=_uncertainty(stats, final, fit, views, psf_range, phantom=reference is None),
+        uncertainty=uncertainty,
         scan=stats,
         fitted=final,
         templates=templates,
@@ -229,14 +238,16 @@ def fit_acquisition(
         notes=_notes(stats)
         + _views_notes(views, factor)
         + fit.notes
-        + _psf_notes(psf_range, phantom=reference is None),
+        + _psf_notes(psf_range, phantom=reference is None)
+        + _filter_notes(fit.filter_set),
         warnings=fit.warnings,
         trace=fit.trace,
         reference=ref_label,
         views=views,
         views_fitted=views_fitted,
-        floor=fit.floor_record(),
+        floor=floor,
         psf_range=psf_range,
+        filter_set=fit.filter_set,
     )
 
 
@@ -401,6 +412,21 @@ def _uncertainty(
     }
 
 
+def _filter_matches(fit: CandidateSearch, config: AcquisitionConfig) -> dict:
+    """``{filter: {"photons", "psf_sigma_bins"}}``: the fitted filter's, then every other
+    filter of :attr:`CandidateSearch.filter_set` refitted with it (what ``--randomize``
+    draws among); ``{}`` when only the fitted filter is consistent with the scan."""
+    if not fit.filter_set or len(fit.filter_set["consistent"]) < 2:
+        return {}
+    matches = {config.filter_name: config}
+    for name in fit.filter_set["consistent"][1:]:
+        matches[name] = fit.refit_for(config, name)
+    return {
+        name: {"photons": c.photons, "psf_sigma_bins": c.psf_sigma_bins}
+        for name, c in matches.items()
+    }
+
+
 def _psf_notes(psf_range: dict | None, *, phantom: bool) -> list:
     if psf_range is None:
         return []
@@ -420,6 +446,20 @@ def _psf_notes(psf_range: dict | None, *, phantom: bool) -> list:
             "between scan and reference)"
         )
     return notes
+
+
+def _filter_notes(filter_set: dict | None) -> list:
+    if filter_set is None or len(filter_set["consistent"]) < 2:
+        return []
+    shares = ", ".join(
+        f"{k} {100 * filter_set['chosen_share'][k]:.0f} %" for k in filter_set["consistent"]
+    )
+    return [
+        f"the scan's noise texture does not tell {' from '.join(filter_set['consistent'])}: "
+        f"on {filter_set['resamples']} resamples of its flat patches the nearest simulated "
+        f"NPS shape is {shares}; uncertainty.filters gives each with its own photons and "
+        "PSF, and --randomize draws among them"
+    ]
 
 
 def _notes(stats: ScanStats) -> list:

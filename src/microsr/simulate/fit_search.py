@@ -41,6 +41,12 @@ EDGE_SLACK = 0.08
 FLOOR_SCALE = (1 / 3, 3.0)
 #: Smallest relative standard deviation of an edge width between scan and reference.
 MIN_WIDTH_SD = 0.01
+#: NPS shapes are compared from this frequency up (cycles/voxel): below, structure leaks in.
+SHAPE_FROM = 0.15
+#: Resamples of the filter choice (:func:`filter_choice_frequencies`), and the share of them
+#: a filter must be chosen in to count as consistent with the scan.
+FILTER_RESAMPLES = 200
+FILTER_CONSISTENT_SHARE = 0.05
 
 
 def _list(a):
@@ -61,6 +67,7 @@ class CandidateSearch:
         self.floor_scale: float | None = None  # the scan's noise floor over the reference's
         self.filter_edge_widths: dict | None = None  # scan vs each filter with no PSF
         self.psf_grid: list | None = None  # (psf, edge width) of the last PSF search
+        self.filter_set: dict | None = None  # filters consistent with the scan (_filter_support)
 
     def simulate(self, config: AcquisitionConfig) -> ScanStats:
         lr = simulate_acquisition(self.ref, config)
@@ -245,7 +252,39 @@ class CandidateSearch:
                 f"{width:.2f}): {choice}, the nearest of the filters that can"
             )
             best = choice
+        self._filter_support(best, {k: sims[k] for k in (allowed or sims)})
         return config.model_copy(update={"filter_name": best})
+
+    def refit_for(self, config: AcquisitionConfig, name: str) -> AcquisitionConfig:
+        """``config`` with filter ``name`` and the photons and PSF that match the scan with
+        it (as :func:`~microsr.simulate.fit._search` does after a filter change). The
+        search's state (last candidate, PSF grid, noise floor, notes) is left as it was."""
+        saved = (self.stats, self.last_lr, self.psf_grid, self.floor_scale, self.floor_share,
+                 list(self.notes), list(self.warnings))  # fmt: skip
+        try:
+            config = self.photons(config.model_copy(update={"filter_name": name}))
+            config, _ = self.psf(config)
+            return self.photons(config)
+        finally:
+            (self.stats, self.last_lr, self.psf_grid, self.floor_scale, self.floor_share,
+             self.notes, self.warnings) = saved  # fmt: skip
+
+    def _filter_support(self, best: str, sims: dict) -> None:
+        """Sets :attr:`filter_set`: the filters as consistent with the scan's NPS as
+        ``best`` (:func:`filter_choice_frequencies` among ``sims``), ``best`` first."""
+        shares = filter_choice_frequencies(self.stats, sims)
+        if shares is None:
+            self.filter_set = None
+            return
+        consistent = [best] + sorted(
+            (k for k, v in shares.items() if v >= FILTER_CONSISTENT_SHARE and k != best),
+            key=lambda k: -shares[k],
+        )
+        self.filter_set = {
+            "consistent": consistent,
+            "chosen_share": {k: round(v, 3) for k, v in shares.items()},
+            "resamples": FILTER_RESAMPLES,
+        }
 
     def psf(self, config: AcquisitionConfig) -> tuple[AcquisitionConfig, str | None]:
         """PSF interpolated from the edge widths of a grid of candidates, each at the photons
@@ -337,16 +376,52 @@ def choose_filter(stats: ScanStats, ref: Volume, config: AcquisitionConfig) -> t
 
 
 def nearest_filter(stats: ScanStats, templates: dict) -> tuple[str, dict]:
-    """The filter whose normalised template NPS is closest to the scan's (mean squared log
-    ratio, up to a constant, from 0.15 cycles/voxel up: below, structure leaks in)."""
-    shape = stats.noise_shape
-    use = stats.nps_freq >= 0.15
-
-    def distance(t):
-        d = np.log(np.maximum(shape[use], 1e-6)) - np.log(np.maximum(t[use], 1e-6))
-        return float(np.mean((d - d.mean()) ** 2))
-
-    scores = {name: distance(t) for name, t in templates.items()}
+    """The filter whose normalised template NPS is closest to the scan's
+    (:func:`shape_distance`)."""
+    use = stats.nps_freq >= SHAPE_FROM
+    scores = {name: shape_distance(stats.noise_shape, t, use) for name, t in templates.items()}
     best = min(scores, key=scores.get)
     logger.info("filter NPS distances %s -> %s", scores, best)
     return best, {"templates": {k: _list(v) for k, v in templates.items()}, "distance": scores}
+
+
+def shape_distance(shape: np.ndarray, template: np.ndarray, use: np.ndarray) -> float:
+    """Mean squared log ratio of two NPS shapes, up to a constant, over the bins ``use``
+    (from :data:`SHAPE_FROM` cycles/voxel up: below, structure leaks in)."""
+    d = np.log(np.maximum(shape[use], 1e-6)) - np.log(np.maximum(template[use], 1e-6))
+    return float(np.mean((d - d.mean()) ** 2))
+
+
+def filter_choice_frequencies(
+    scan: ScanStats, sims: dict, *, resamples: int = FILTER_RESAMPLES, seed: int = 0
+) -> dict | None:
+    """How often each filter of ``sims`` (filter -> :class:`ScanStats` of its simulation)
+    has the simulated slice-difference NPS shape nearest the scan's (:func:`shape_distance`)
+    when the flat patches of the scan and of every simulation are resampled (a block
+    bootstrap: patches that overlap or share a slice are drawn together).
+
+    The NPS of a small scan rests on a few independent patches (8 x 80 x 80 LR voxels give
+    about ten), so neighbouring filters (ramp / Shepp-Logan, Hamming / Hann) can swap
+    places between resamples: those chosen in at least :data:`FILTER_CONSISTENT_SHARE` of
+    them are as consistent with the scan as the nearest. None without per-patch spectra.
+    """
+    every = [scan, *sims.values()]
+    if any(s.nps_diff_patches is None or len(s.nps_freq) != len(scan.nps_freq) for s in every):
+        return None
+    rng = np.random.default_rng(seed)
+    use = scan.nps_freq >= SHAPE_FROM
+    wins = dict.fromkeys(sims, 0)
+    for _ in range(resamples):
+        shape = _resampled_shape(scan, rng)
+        d = {k: shape_distance(shape, _resampled_shape(s, rng), use) for k, s in sims.items()}
+        wins[min(d, key=d.get)] += 1
+    return {k: v / resamples for k, v in wins.items()}
+
+
+def _resampled_shape(stats: ScanStats, rng: np.random.Generator) -> np.ndarray:
+    """The normalised slice-difference NPS of one block-bootstrap resample of the patches."""
+    blocks = stats.nps_diff_blocks
+    n = int(blocks.max()) + 1
+    weights = np.bincount(rng.integers(n, size=n), minlength=n)[blocks]
+    nps = weights @ stats.nps_diff_patches / weights.sum()
+    return nps / nps.mean()

@@ -73,6 +73,10 @@ class ScanStats:
     width_inplane: float | None = None
     width_z: float | None = None
     n_edges: dict = field(default_factory=dict)
+    #: ``nps_diff`` of each patch ``(n, bins)`` and its resampling block
+    #: (:func:`microsr.simulate.fit_search.filter_choice_frequencies`)
+    nps_diff_patches: np.ndarray | None = field(default=None, repr=False)
+    nps_diff_blocks: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def contrast(self) -> float:
@@ -206,17 +210,24 @@ def radial_nps(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Returns bin centres (cycles/voxel, up to 0.5) and the NPS per bin, normalised so that
     its mean over the 2D frequency plane is the variance (``|FFT|^2 / P^2``).
     """
+    freq, each = patch_nps(patches)
+    return freq, each.mean(axis=0)
+
+
+def patch_nps(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`radial_nps` of each patch on its own: ``(freq, (n, bins))``."""
     p = patches.shape[-1]
-    power = (np.abs(np.fft.fft2(patches)) ** 2).mean(axis=0) / (p * p)
+    power = (np.abs(np.fft.fft2(patches)) ** 2).reshape(len(patches), -1) / (p * p)
     f = np.fft.fftfreq(p)
     radius = np.hypot(*np.meshgrid(f, f, indexing="ij"))
     edges = np.arange(0.5 / p, 0.5 + 1e-9, 1.0 / p)  # bins of width 1/P from 1/(2P)
-    index = np.digitize(radius, edges)
-    sums = np.bincount(index.ravel(), power.ravel(), minlength=len(edges) + 1)
-    counts = np.bincount(index.ravel(), minlength=len(edges) + 1)
+    index = np.digitize(radius, edges).ravel()
+    onehot = np.zeros((index.size, len(edges) + 1))
+    onehot[np.arange(index.size), index] = 1.0
+    counts = onehot.sum(axis=0)
     keep = slice(1, len(edges))  # drop DC (removed by detrending) and the corners > 0.5
     centres = (edges[:-1] + edges[1:]) / 2
-    return centres, sums[keep] / np.maximum(counts[keep], 1)
+    return centres, (power @ onehot)[:, keep] / np.maximum(counts[keep], 1)
 
 
 def noise_spectrum(array: np.ndarray, flat: np.ndarray, patch: int) -> dict | None:
@@ -246,6 +257,7 @@ def noise_spectrum(array: np.ndarray, flat: np.ndarray, patch: int) -> dict | No
         "noise": math.sqrt(variance), "nps_freq": freq, "nps": nps, "n_patches": len(corners),
         "noise_rel_se": float(variances.std() / math.sqrt(n_eff) / (2 * max(variance, 1e-30))),
         "patch": patch, "noise_diff": None, "nps_diff": None, "excess": None, "excess_se": None,
+        "nps_diff_patches": None, "nps_diff_blocks": None,
     }  # fmt: skip
     pairs = [
         i for i, (z, y, x) in enumerate(corners)
@@ -259,12 +271,24 @@ def noise_spectrum(array: np.ndarray, flat: np.ndarray, patch: int) -> dict | No
         half = diff.var(axis=(1, 2)) * dof / 2
         excess = variances[pairs] - half
         n_eff = max(len(pairs) / overlap, 1.0)
+        each = patch_nps(diff)[1] / 2
         out.update(
-            noise_diff=math.sqrt(float(half.mean())), nps_diff=radial_nps(diff)[1] / 2,
+            noise_diff=math.sqrt(float(half.mean())), nps_diff=each.mean(axis=0),
+            nps_diff_patches=each, nps_diff_blocks=_blocks([corners[i] for i in pairs], patch),
             excess=float(excess.mean()), excess_se=float(excess.std() / math.sqrt(n_eff)),
             noise_diff_rel_se=float(half.std() / math.sqrt(n_eff) / (2 * half.mean())),
         )  # fmt: skip
     return out
+
+
+def _blocks(corners: list, patch: int) -> np.ndarray:
+    """Resampling block of each patch (for
+    :func:`~microsr.simulate.fit_search.filter_choice_frequencies`): patches in one
+    ``patch``-square tile of a pair of slices overlap or share a slice, so they count as one.
+    """
+    keys = [(z // 2, y // patch, x // patch) for z, y, x in corners]
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    return np.array([index[k] for k in keys])
 
 
 def _edge_points(smooth, threshold, contrast, mask, axis: str, rng) -> tuple:
