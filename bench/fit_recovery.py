@@ -138,6 +138,7 @@ def run(index: int, hr, phantom: bool, label: str = "LHDL slab") -> dict:
     consistent = fit.filter_set["consistent"] if fit.filter_set else [got.filter_name]
     in_range = fit.psf_range is not None and fit.psf_range["low"] <= psf <= fit.psf_range["high"]
     unidentified = fit.psf_range is not None and fit.psf_range["low"] == 0
+    psf_close = abs(got.psf_sigma_bins - psf) <= TOL_PSF
     row = {
         "protocol": index, "reference": "phantom" if phantom else label,
         "true": [filt, photons, psf, ratio],
@@ -154,8 +155,8 @@ def run(index: int, hr, phantom: bool, label: str = "LHDL slab") -> dict:
         "photon_share": share,
         "photons_ok": photons_ok(neq, share),
         "photons_within_1_5": abs(math.log(neq)) <= math.log(TOL_PHOTONS),
-        "psf_ok": abs(got.psf_sigma_bins - psf) <= TOL_PSF or (unidentified and in_range),
-        "psf_within_0_3": abs(got.psf_sigma_bins - psf) <= TOL_PSF,
+        "psf_ok": psf_close or (unidentified and in_range),
+        "psf_within_0_3": psf_close,
         "psf_range": fit.psf_range,
         "psf_in_range": in_range,
         "ratio_ok": ratio_ok(got.projections_ratio, ratio),
@@ -178,9 +179,9 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['protocol']} | {r['reference']} | {t[0]} / {t[1]:g} / {t[2]:g} / {t[3]:g} "
             f"| {f[0]} / {f[1]:.4g} / {f[2]:.2f} / {f[3]:g} "
-            f"| {_share(r)} | {r['noise_equivalent_photons_ratio']:.2f} | {_exact(r, 'filter')} "
+            f"| {_share(r)} | {r['noise_equivalent_photons_ratio']:.2f} | {_verdict(r, 'filter_exact', 'filter_ok', 'in set')} "
             f"| {', '.join(r.get('filter_set') or [f[0]])} | {mark[r['photons_ok']]} "
-            f"| {_exact(r, 'psf')} | {_range(r)} | {_true_filter_psf(r)} | {mark[r['ratio_ok']]} "
+            f"| {_verdict(r, 'psf_within_0_3', 'psf_ok', 'in range')} | {_range(r)} | {_true_filter_psf(r)} | {mark[r['ratio_ok']]} "
             f"| {r['cpu_s']:.0f} |"
         )
     refs = sorted({r["reference"] for r in rows})
@@ -191,14 +192,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _exact(row: dict, item: str) -> str:
-    """ok (the first rule holds), "set" / "range" (only the revised one), or a miss."""
-    first = row.get(f"{item}_exact" if item == "filter" else f"{item}_within_0_3")
-    if first or (first is None and row[f"{item}_ok"]):
+def _verdict(row: dict, first: str, revised: str, label: str) -> str:
+    """ok (the first rule, key ``first``, holds; rows without it: the revised one),
+    ``label`` (only the revised rule, key ``revised``, holds), or a miss."""
+    if row.get(first, row[revised]):
         return "ok"
-    if row[f"{item}_ok"]:
-        return "in set" if item == "filter" else "in range"
-    return "**miss**"
+    return label if row[revised] else "**miss**"
 
 
 def _true_filter_psf(row: dict) -> str:

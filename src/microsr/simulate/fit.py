@@ -226,7 +226,6 @@ def fit_acquisition(
         templates["distance_simulated"] = fit.filter_scores
     templates["edge_widths"] = fit.filter_edge_widths
     uncertainty = _uncertainty(stats, final, fit, views, psf_range, phantom=reference is None)
-    floor = fit.floor_record()
     uncertainty["filters"] = _filter_matches(fit, config)
     return AcquisitionFit(
         acquisition=config,
@@ -245,7 +244,7 @@ def fit_acquisition(
         reference=ref_label,
         views=views,
         views_fitted=views_fitted,
-        floor=floor,
+        floor=fit.floor_record(),
         psf_range=psf_range,
         filter_set=fit.filter_set,
     )
@@ -282,11 +281,12 @@ def _search(fit: CandidateSearch, config: AcquisitionConfig) -> AcquisitionConfi
     config, warning = fit.psf(config)
     checked = fit.filter(config)
     if checked.filter_name != config.filter_name:
-        config = fit.photons(checked)
-        config, warning = fit.psf(config)
+        config, warning = fit.match(checked)
+    else:
+        config = fit.photons(config)
     if warning:
         fit.warnings.append(warning)
-    return fit.photons(config)
+    return config
 
 
 def _scan_stats(scan: Volume, mask) -> ScanStats:

@@ -255,16 +255,20 @@ class CandidateSearch:
         self._filter_support(best, {k: sims[k] for k in (allowed or sims)})
         return config.model_copy(update={"filter_name": best})
 
+    def match(self, config: AcquisitionConfig) -> tuple[AcquisitionConfig, str | None]:
+        """Photons, PSF, then photons again at that PSF, for ``config``'s filter; and the
+        PSF search's warning (:meth:`psf`)."""
+        config, warning = self.psf(self.photons(config))
+        return self.photons(config), warning
+
     def refit_for(self, config: AcquisitionConfig, name: str) -> AcquisitionConfig:
         """``config`` with filter ``name`` and the photons and PSF that match the scan with
-        it (as :func:`~microsr.simulate.fit._search` does after a filter change). The
-        search's state (last candidate, PSF grid, noise floor, notes) is left as it was."""
+        it (:meth:`match`). The search's state (last candidate, PSF grid, noise floor,
+        notes) is left as it was."""
         saved = (self.stats, self.last_lr, self.psf_grid, self.floor_scale, self.floor_share,
                  list(self.notes), list(self.warnings))  # fmt: skip
         try:
-            config = self.photons(config.model_copy(update={"filter_name": name}))
-            config, _ = self.psf(config)
-            return self.photons(config)
+            return self.match(config.model_copy(update={"filter_name": name}))[0]
         finally:
             (self.stats, self.last_lr, self.psf_grid, self.floor_scale, self.floor_share,
              self.notes, self.warnings) = saved  # fmt: skip
