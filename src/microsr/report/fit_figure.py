@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from microsr.io.atomic import atomic_path
 from microsr.simulate.acquisition_file import ACQUISITION_FORMAT, ACQUISITION_VERSION
 from microsr.simulate.fit import AcquisitionFit
+from microsr.simulate.fit_search import other_filters
 from microsr.simulate.fit_stats import EDGE_OFFSETS
 
 
@@ -82,8 +83,8 @@ def fit_figure(fit: AcquisitionFit) -> Figure:
     ax_nps.plot(freq, fit.scan.noise_shape, "k-o", ms=3, label="scan")
     ax_nps.plot(freq, fit.fitted.noise_shape, "r-s", ms=3, label="fitted simulation")
     texture = f"noise texture: {fit.acquisition.filter_name}"
-    if fit.filter_set and len(fit.filter_set["consistent"]) > 1:
-        texture += f" (or {', '.join(fit.filter_set['consistent'][1:])})"
+    if others := other_filters(fit.filter_set):
+        texture += f" (or {', '.join(others)})"
     ax_nps.set(xlabel="frequency (cycles/voxel)", ylabel="NPS / mean", title=texture)
     ax_nps.legend(fontsize=7)
     for stats, style, label in ((fit.scan, "k-", "scan"), (fit.fitted, "r--", "fit")):

@@ -52,7 +52,7 @@ import numpy as np
 from microsr.errors import MicrosrError
 from microsr.simulate.attenuation import resolve_attenuation
 from microsr.simulate.config import AcquisitionConfig
-from microsr.simulate.fit_search import CandidateSearch, choose_filter
+from microsr.simulate.fit_search import CandidateSearch, choose_filter, other_filters
 from microsr.simulate.fit_stats import (
     MIN_PATCHES,
     ScanStats,
@@ -416,10 +416,11 @@ def _filter_matches(fit: CandidateSearch, config: AcquisitionConfig) -> dict:
     """``{filter: {"photons", "psf_sigma_bins"}}``: the fitted filter's, then every other
     filter of :attr:`CandidateSearch.filter_set` refitted with it (what ``--randomize``
     draws among); ``{}`` when only the fitted filter is consistent with the scan."""
-    if not fit.filter_set or len(fit.filter_set["consistent"]) < 2:
+    others = other_filters(fit.filter_set)
+    if not others:
         return {}
     matches = {config.filter_name: config}
-    for name in fit.filter_set["consistent"][1:]:
+    for name in others:
         matches[name] = fit.refit_for(config, name)
     return {
         name: {"photons": c.photons, "psf_sigma_bins": c.psf_sigma_bins}
@@ -449,7 +450,7 @@ def _psf_notes(psf_range: dict | None, *, phantom: bool) -> list:
 
 
 def _filter_notes(filter_set: dict | None) -> list:
-    if filter_set is None or len(filter_set["consistent"]) < 2:
+    if not other_filters(filter_set):
         return []
     shares = ", ".join(
         f"{k} {100 * filter_set['chosen_share'][k]:.0f} %" for k in filter_set["consistent"]

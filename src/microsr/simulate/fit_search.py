@@ -379,6 +379,12 @@ def choose_filter(stats: ScanStats, ref: Volume, config: AcquisitionConfig) -> t
     return nearest_filter(stats, templates)
 
 
+def other_filters(filter_set: dict | None) -> list:
+    """The filters of a :attr:`CandidateSearch.filter_set` besides the fitted one (``[]``:
+    none, or not measured)."""
+    return filter_set["consistent"][1:] if filter_set else []
+
+
 def nearest_filter(stats: ScanStats, templates: dict) -> tuple[str, dict]:
     """The filter whose normalised template NPS is closest to the scan's
     (:func:`shape_distance`)."""
