@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+from collections.abc import Collection
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -120,6 +122,45 @@ def given_options(ctx, options: dict[str, str]) -> list[str]:
     line of ``ctx`` (a ``typer.Context``), not left at their default."""
     sources = {name: ctx.get_parameter_source(name) for name in options}
     return [options[n] for n, src in sources.items() if src is not None and src.name != "DEFAULT"]
+
+
+def given_values(ctx, values: dict) -> dict:
+    """The entries of ``values`` (parameter name -> value) given on the command line of
+    ``ctx`` (a ``typer.Context``), not left at their default."""
+    given = set(given_options(ctx, {name: name for name in values}))
+    return {name: value for name, value in values.items() if name in given}
+
+
+def config_options(model, *, skip: Collection[str] = ()):
+    """Decorate a command with one option per field of the pydantic ``model`` (but ``skip``),
+    after the command's own parameters; the command takes them as ``**fields``.
+
+    Each option is ``--field-name`` (or its :data:`OPTION_NAMES` name), typed as the field
+    (``X | None``: optional; ``bool``: ``--x/--no-x``; ``Literal``: its choices), defaults to
+    the field's default, and takes its help from the field's description: the config is the
+    one place where an option is defined, so ``--help`` cannot drift from it.
+    """
+
+    def decorate(fn):
+        signature = inspect.signature(fn, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        added = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=field.default,
+                annotation=Annotated[
+                    field.annotation,
+                    typer.Option(*OPTION_NAMES.get(name, "").split(), help=field.description),
+                ],
+            )
+            for name, field in model.model_fields.items()
+            if name not in skip
+        ]
+        fn.__signature__ = signature.replace(parameters=[*own, *added])
+        return fn
+
+    return decorate
 
 
 #: Config fields whose command-line option has another name.

@@ -17,6 +17,8 @@ from microsr.cli._app import (
     Spacing,
     Threads,
     command,
+    config_options,
+    given_values,
     morph_config,
     option_errors,
     parse_pair,
@@ -25,11 +27,6 @@ from microsr.cli._app import (
 )
 from microsr.errors import MicrosrError
 from microsr.training.config import DEFAULT_MODEL, TrainConfig
-
-# TrainConfig's defaults, read from the torch-free config (`microsr --help` needs no torch).
-_TRAIN = {name: field.default for name, field in TrainConfig.model_fields.items()}
-DEFAULT_LOSS, DEFAULT_MODEL_NAME = _TRAIN["loss"], DEFAULT_MODEL.name
-DEFAULT_CONTEXT, DEFAULT_STRUCTURE_WEIGHT = DEFAULT_MODEL.context_slices, _TRAIN["structure_weight"]
 
 
 @command
@@ -93,8 +90,9 @@ def prepare(
     """Check LR/HR pairs, pair every HR slice with LR, fit the intensity window, split.
 
     Rows with an empty lr_path get an LR scan simulated from their HR scan."""
+    from microsr import api
     from microsr.cli._simulate import simulation_config
-    from microsr.data.prepare import PrepareConfig, prepare_dataset
+    from microsr.data.prepare import PrepareConfig
 
     sim = simulation_config(simulate_factor, randomize, ranges, simulate_seed, draws, acquisition)
     normalize = "minmax" if paper else normalize
@@ -107,146 +105,96 @@ def prepare(
             split_file=splits, register_lr=register, tolerance_lr_voxels=tolerance, units=units,
             simulation=sim,
         )  # fmt: skip
-    typer.echo(prepare_dataset(manifest, out_dir, cfg, overwrite=overwrite))
+    typer.echo(api.prepare_dataset(manifest, out_dir, cfg, overwrite=overwrite))
+
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="TrainConfig as YAML or JSON (e.g. a run's train_config.json); the options "
+        "given beside it override its values"
+    ),
+]
 
 
 @command
+@config_options(TrainConfig, skip=("model", "init"))
 def train(
     ctx: typer.Context,
     dataset_dir: Path,
     run_dir: Path,
-    epochs: int = _TRAIN["epochs"],
-    max_minutes: float | None = _TRAIN["max_minutes"],
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = _TRAIN["lr"],
-    loss: Annotated[
-        str, typer.Option(help="l1_ssim (default) | bce (paper) | l1 | mse | ssim")
-    ] = DEFAULT_LOSS,
-    grad_weight: Annotated[
-        float, typer.Option(help="weight of an edge (gradient L1) term")
-    ] = _TRAIN["grad_weight"],
-    structure_weight: Annotated[
-        float,
-        typer.Option(
-            help="weight of the structure term (soft BA/TA + Dice at the bone threshold; "
-            "0: off, as the paper)"
-        ),
-    ] = DEFAULT_STRUCTURE_WEIGHT,
-    structure_threshold: Annotated[
-        float | None,
-        typer.Option(
-            help="its bone threshold in the model's unit range (default: 500 mg HA/cm3 "
-            "through the HR window if calibrated, else Otsu of the training targets)"
-        ),
-    ] = _TRAIN["structure_threshold"],
-    cldice: Annotated[
-        bool, typer.Option(help="add the clDice topology term to the structure term")
-    ] = _TRAIN["cldice"],
+    config: ConfigFile = None,
     model: Annotated[
-        str, typer.Option(help="unet_residual (default) | unet (paper) | rcan; microsr compare")
-    ] = DEFAULT_MODEL_NAME,
+        str, typer.Option(help="network: unet_residual | unet (paper) | rcan; microsr compare")
+    ] = DEFAULT_MODEL.name,
+    width: Annotated[int, typer.Option(help="network: channels at the first level")] = (
+        DEFAULT_MODEL.width
+    ),
+    depth: Annotated[int, typer.Option(help="network: down-sampling steps (rcan: groups)")] = (
+        DEFAULT_MODEL.depth
+    ),
     context: Annotated[
-        int, typer.Option(help="2.5D: neighbouring LR slices each side (paper: 0)")
-    ] = DEFAULT_CONTEXT,
+        int, typer.Option(help="network, 2.5D: neighbouring LR slices each side (paper: 0)")
+    ] = DEFAULT_MODEL.context_slices,
     paper: Annotated[
         bool,
         typer.Option(
-            help="the paper's U-Net + BCE, single slices (--model unet --loss bce --context 0)"
+            help="the paper's U-Net + BCE, single slices, no structure term (--model unet "
+            "--loss bce --context 0 --structure-weight 0)"
         ),
     ] = False,
-    noise_augment: Annotated[
-        float,
-        typer.Option(
-            help="extra LR noise at training time, std up to this (the window = 1; CT texture)"
-        ),
-    ] = _TRAIN["noise_augment"],
-    batch_size: int = _TRAIN["batch_size"],
-    patch: int = _TRAIN["patch"],
-    device: Device = "auto",
-    resume: Annotated[bool, typer.Option(help="continue from RUN_DIR/last.ckpt")] = False,
-    width: int = DEFAULT_MODEL.width,
-    depth: int = DEFAULT_MODEL.depth,
-    seed: int | None = _TRAIN["seed"],
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = _TRAIN[
-        "num_workers"
-    ],
-    precision: Annotated[str, typer.Option(help="32 | 16-mixed | bf16-mixed")] = _TRAIN[
-        "precision"
-    ],
-    devices: Annotated[
-        int, typer.Option(help="GPUs (or CPU processes) per node; >1: DDP")
-    ] = _TRAIN["devices"],
-    num_nodes: Annotated[int, typer.Option(help="nodes (torchrun / SLURM), DDP")] = _TRAIN[
-        "num_nodes"
-    ],
-    accumulate: Annotated[int, typer.Option(help="batches per optimizer step")] = _TRAIN[
-        "accumulate"
-    ],
-    channels_last: Annotated[
-        bool, typer.Option(help="channels-last memory layout (measured faster; same values)")
-    ] = _TRAIN["channels_last"],
     init: Annotated[
-        Path | None,
-        typer.Option(
-            help="fine-tune: start from this checkpoint's weights (fresh optimiser, epoch 0, "
-            "its normalisation and network; its BatchNorm statistics kept)"
-        ),
+        Path | None, typer.Option(help=TrainConfig.model_fields["init"].description)
     ] = None,
-    freeze_batchnorm: Annotated[
-        bool | None,
-        typer.Option(help="keep BatchNorm statistics fixed (default: with --init only)"),
-    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue from RUN_DIR/last.ckpt")] = False,
     threads: Threads = None,
+    **fields,
 ) -> None:
     """Train a model on a prepared dataset (writes best.ckpt and last.ckpt); --init CKPT
-    fine-tunes a trained model."""
+    fine-tunes a trained model. Every TrainConfig field is an option; --config FILE sets
+    them from a file."""
     import torch
 
+    from microsr import api
+
+    network = _network(ctx, model, width, depth, context, paper, init)
+    given = given_values(ctx, fields) | ({"init": str(init)} if init is not None else {})
+    if paper:
+        given |= {"loss": "bce", "structure_weight": 0.0}
+    with option_errors():
+        cfg = api.train_config(config, **given, **({"model": network} if network else {}))
+    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    cpu_ranks = cfg.devices if on_cpu else 1  # CPU DDP: the ranks share this machine's CPUs
+    use_threads(threads, io_threads=cfg.num_workers, ranks=cpu_ranks)
+    result = api.train(dataset_dir, run_dir, cfg, resume=resume)
+    typer.echo(f"best: {result.best}\nlast: {result.last}")
+
+
+def _network(ctx, model: str, width: int, depth: int, context: int, paper: bool, init):
+    """The network options given on the command line, as ModelConfig fields (a mapping that
+    completes the config file's network); with --init, the checkpoint's network (refusing
+    given options that describe another); None if neither."""
     from microsr.models.config import ModelConfig
     from microsr.training.config import PAPER_MODEL
-    from microsr.training.train import train as run_train
-
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-    cpu_ranks = devices if on_cpu else 1  # CPU DDP: the ranks share this machine's CPUs
-    use_threads(threads, io_threads=workers, ranks=cpu_ranks)
-    if paper:
-        model, loss, context, structure_weight = PAPER_MODEL.name, "bce", 0, 0.0
 
     names = typing.get_args(ModelConfig.model_fields["name"].annotation)
     if model not in names:
         raise MicrosrError(f"--model {model!r}: use one of {', '.join(names)}")
-    with option_errors():
-        network = ModelConfig(name=model, width=width, depth=depth, in_channels=2 * context + 1)
+    if paper:
+        model, context = PAPER_MODEL.name, 0
+    values = {"name": model, "width": width, "depth": depth, "in_channels": 2 * context + 1}
+    options = {"model": "name", "width": "width", "depth": "depth", "context": "in_channels"}
+    given = given_values(ctx, {"model": model, "width": width, "depth": depth,
+                               "context": context, "paper": paper})  # fmt: skip
     if init is not None:
         from microsr.cli._finetune import init_network
 
-        network = init_network(ctx, init, network)
-    with option_errors():
-        cfg = TrainConfig(
-            model=network,
-            epochs=epochs,
-            max_minutes=max_minutes,
-            lr=learning_rate,
-            loss=loss,
-            grad_weight=grad_weight,
-            structure_weight=structure_weight,
-            structure_threshold=structure_threshold,
-            cldice=cldice,
-            noise_augment=noise_augment,
-            batch_size=batch_size,
-            patch=patch,
-            device=device,
-            seed=seed,
-            num_workers=workers,
-            precision=precision,
-            devices=devices,
-            num_nodes=num_nodes,
-            accumulate=accumulate,
-            channels_last=channels_last,
-            init=None if init is None else str(init),
-            freeze_batchnorm=freeze_batchnorm,
-        )
-    result = run_train(dataset_dir, run_dir, cfg, resume=resume)
-    typer.echo(f"best: {result.best}\nlast: {result.last}")
+        with option_errors():
+            return init_network(ctx, init, ModelConfig(**values))
+    fields = {options[o] for o in given if o in options} | (
+        {"name", "in_channels"} if paper else set()
+    )
+    return {f: values[f] for f in fields} or None
 
 
 @command
@@ -335,8 +283,7 @@ def predict(
 
     Each axis is upsampled to the model's HR voxel size from the input's own voxel size
     (--keep-factors: by the trained factors)."""
-    from microsr.inference.batch import plan_jobs, predict_batch, select_shard
-    from microsr.inference.predict import predict_file
+    from microsr import api
     from microsr.inference.runner import PredictOptions
     from microsr.runtime import IO_THREADS
 
@@ -356,30 +303,30 @@ def predict(
         if shard is not None:
             raise MicrosrError("--shard splits a batch (--out-dir or --manifest)")
         lr, out = paths  # type: ignore[misc]
-        if dask is not None:
-            from microsr.inference.distributed import DaskConfig, predict_dask
-
-            with option_errors():
-                dcfg = DaskConfig(scheduler=dask, block_slices=block_slices)
-            written = predict_dask(checkpoint, lr, out, config=dcfg, spacing_mm=sp,
-                                   device=device, options=opts, overwrite=overwrite)  # fmt: skip
-            typer.echo(written)
-            return
-        written = predict_file(
-            checkpoint, lr, out, spacing_mm=sp, device=device, options=opts, overwrite=overwrite
-        )
-        typer.echo(written)
+        typer.echo(
+            api.predict_file(checkpoint, lr, out, spacing_mm=sp, device=device, options=opts,
+                             overwrite=overwrite, dask=_dask_config(dask, block_slices))
+        )  # fmt: skip
         return
     if dask is not None:
         raise MicrosrError("--dask splits one volume: use microsr predict CKPT LR OUT.zarr --dask")
-    jobs = plan_jobs(
-        paths or [], out_dir=out_dir, manifest=manifest, out_suffix=out_suffix, spacing_mm=sp
-    )
-    jobs = select_shard(jobs, shard)
-    done = predict_batch(checkpoint, jobs, device=device, options=opts, overwrite=overwrite)
+    done = api.predict_batch(
+        checkpoint, paths or [], out_dir=out_dir, manifest=manifest, out_suffix=out_suffix,
+        spacing_mm=sp, shard=shard, device=device, options=opts, overwrite=overwrite,
+    )  # fmt: skip
     typer.echo(
         f"written: {len(done['written'])}  skipped (already complete): {len(done['skipped'])}"
     )
+
+
+def _dask_config(scheduler: str | None, block_slices: int):
+    """``--dask`` and ``--block-slices`` as a DaskConfig (None without ``--dask``)."""
+    if scheduler is None:
+        return None
+    from microsr.inference.distributed import DaskConfig
+
+    with option_errors():
+        return DaskConfig(scheduler=scheduler, block_slices=block_slices)
 
 
 @command
@@ -407,13 +354,8 @@ def evaluate(
     threads: Threads = None,
 ) -> None:
     """PSNR/SSIM, BA/TA, intensity bias and 3D morphometry of LR and SR against HR."""
-    from microsr.evaluation import (
-        ScoreConfig,
-        evaluate_dataset,
-        evaluate_files,
-        format_summary,
-        write_evaluation,
-    )
+    from microsr import api
+    from microsr.evaluation import ScoreConfig, format_summary
 
     use_threads(threads)
     morph = morph_config(threshold_mgha, threshold, None, otsu)
@@ -424,17 +366,16 @@ def evaluate(
     if hr is not None or lr is not None:
         if hr is None or lr is None or len(paths) != 1:
             raise MicrosrError("use: microsr evaluate --hr HR --lr LR [--sr SR] OUT_DIR")
-        results = evaluate_files(hr, lr, sr, spacing_mm=parse_spacing(spacing), config=cfg,
-                                 default_threshold=morph is None, truth=truth)  # fmt: skip
+        results = [api.evaluate(hr, lr, sr, spacing_mm=parse_spacing(spacing), config=cfg,
+                                truth=truth)]  # fmt: skip
     else:
         if len(paths) != 3 or truth is not None:
             raise MicrosrError(
                 "use: microsr evaluate DATASET_DIR RUN_DIR|CHECKPOINT OUT_DIR "
                 "(--truth goes with --hr/--lr; a study reads the manifest's truth_path)"
             )
-        results = evaluate_dataset(paths[0], paths[1], split=split, device=device, config=cfg,
-                                   default_threshold=morph is None)  # fmt: skip
-    typer.echo(format_summary(write_evaluation(results, paths[-1])))
+        results = api.evaluate_dataset(paths[0], paths[1], split=split, device=device, config=cfg)
+    typer.echo(format_summary(api.write_evaluation(results, paths[-1])))
 
 
 @command

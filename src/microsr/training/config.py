@@ -42,11 +42,21 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: ModelConfig = DEFAULT_MODEL
-    epochs: int = Field(100, ge=1)
-    max_minutes: float | None = Field(None, gt=0, description="stop after this wall time")
+    model: ModelConfig = Field(
+        DEFAULT_MODEL,
+        description="the network (microsr.models.config.ModelConfig): name, width, depth, "
+        "in_channels (2k + 1 for k neighbouring LR slices each side), norm, dropout, blocks",
+    )
+    epochs: int = Field(100, ge=1, description="epochs (one random patch per training slice each)")
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop after this wall time, minutes; None: epochs only"
+    )
     lr: float = Field(1e-3, ge=0, description="Adam learning rate (0: weights unchanged)")
-    loss: Literal["bce", "l1", "mse", "ssim", "l1_ssim"] = "l1_ssim"
+    loss: Literal["bce", "l1", "mse", "ssim", "l1_ssim"] = Field(
+        "l1_ssim",
+        description="training loss: l1_ssim (L1 + (1 - SSIM)) | bce (the paper's) | l1 | mse "
+        "| ssim",
+    )
     grad_weight: float = Field(0.0, ge=0, description="weight of the edge (gradient L1) term")
     structure_weight: float = Field(
         DEFAULT_STRUCTURE_WEIGHT,
@@ -66,26 +76,37 @@ class TrainConfig(BaseModel):
         description="Gaussian sigma (voxels) before the soft threshold, as the morphometry",
     )
     cldice: bool = Field(False, description="add the clDice topology term to the structure term")
-    batch_size: int = Field(8, ge=1)
-    patch: int = Field(96, ge=16)
-    augment: bool = True
+    batch_size: int = Field(8, ge=1, description="patches per batch (per device)")
+    patch: int = Field(96, ge=16, description="side of the square training patches, HR pixels")
+    augment: bool = Field(
+        True, description="a random 90-degree rotation and flip of each training patch"
+    )
     noise_augment: float = Field(
         0.0,
         ge=0,
         le=1,
         description="extra LR noise at training time: std up to this (unit range), CT texture",
     )
-    device: str = "auto"
-    devices: int = Field(1, ge=1)
-    num_nodes: int = Field(1, ge=1)
-    precision: Literal["32", "16-mixed", "bf16-mixed"] = "32"
+    device: str = Field("auto", description="auto | cpu | cuda (microsr.device.resolve_device)")
+    devices: int = Field(1, ge=1, description="GPUs (or CPU processes) per node; > 1: DDP")
+    num_nodes: int = Field(1, ge=1, description="nodes (torchrun / SLURM), DDP")
+    precision: Literal["32", "16-mixed", "bf16-mixed"] = Field(
+        "32", description="Lightning precision: 32 | 16-mixed | bf16-mixed"
+    )
     channels_last: bool = Field(
         True, description="NHWC memory layout: faster convolutions (BENCHMARKS.md), same values"
     )
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     accumulate: int = Field(1, ge=1, description="batches per optimizer step")
-    val_max_slices: int = Field(16, ge=1, description="validation slices per val specimen set")
-    seed: int | None = None
+    val_max_slices: int = Field(
+        16,
+        ge=1,
+        description="whole validation slices scored per epoch, evenly spaced over the "
+        "validation specimens",
+    )
+    seed: int | None = Field(
+        None, description="seed of weights and patch sampling; None: generated and recorded"
+    )
     init: str | None = Field(
         None,
         description="fine-tune: start from this checkpoint's weights (fresh optimiser, epoch "
