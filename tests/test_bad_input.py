@@ -24,6 +24,7 @@ from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.data.prepare import PrepareConfig, prepare_dataset
 from microsr.io import write_volume
 from microsr.models.factory import ModelConfig
+from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
 from microsr.volume import Volume
 
 runner = CliRunner()
@@ -102,6 +103,14 @@ def _fit_inputs(w: Path) -> None:
     write_volume(Volume(busy.astype(np.float32), (0.02,) * 3), w / "busy_lr.mha")
     noise = rng.normal(100, 5, (4, 48, 48)).astype(np.float32)
     write_volume(Volume(noise, (0.02,) * 3), w / "noise_lr.mha")
+    # references: HR bone at the scan's voxel / 2, the same at 0.013 mm, noise without bone
+    bone = make_phantom((4, 64, 64), spacing_mm=0.01, seed=1)
+    write_volume(bone, w / "ref_hr.mha")
+    write_volume(bone.with_array(bone.array, spacing_mm=(0.013,) * 3), w / "ref_coarse.mha")
+    flat = rng.normal(100, 5, (4, 64, 64)).astype(np.float32)
+    write_volume(Volume(flat, (0.01,) * 3), w / "ref_flat.mha")
+    lr = simulate_acquisition(bone, AcquisitionConfig(photons=5000))
+    write_volume(lr, w / "fit_lr.mha")
 
 
 def _damaged_dataset(ws: Path, out: Path, how: str) -> Path:
@@ -301,12 +310,21 @@ CASES = [
     Case("mask without spacing", ["phantom", "{o}/g.mha", "--from-mask",
                                   "{w}/mask_nospacing.nrrd"], "--spacing"),
     # fit-acquisition
-    Case("fit-acquisition, scan too small", ["fit-acquisition", "{w}/tiny_lr.mha", "{o}/a.json"],
-         "too small"),
+    Case("fit-acquisition, scan too small",
+         ["fit-acquisition", "{w}/tiny_lr.mha", "{o}/a.json", "--reference", "{w}/ref_hr.mha"], "too small"),
     Case("fit-acquisition, no flat region",
-         ["fit-acquisition", "{w}/busy_lr.mha", "{o}/a.json"], "no flat region"),
+         ["fit-acquisition", "{w}/busy_lr.mha", "{o}/a.json", "--reference", "{w}/ref_hr.mha"], "no flat region"),
     Case("fit-acquisition, noise without bone",
-         ["fit-acquisition", "{w}/noise_lr.mha", "{o}/a.json"], "no bone/marrow contrast"),
+         ["fit-acquisition", "{w}/noise_lr.mha", "{o}/a.json", "--reference", "{w}/ref_hr.mha"],
+         "no bone/marrow contrast"),
+    Case("fit-acquisition without --reference",
+         ["fit-acquisition", "{w}/fit_lr.mha", "{o}/a.json"], "needs --reference: an HR scan"),
+    Case("fit-acquisition, reference at another voxel size",
+         ["fit-acquisition", "{w}/fit_lr.mha", "{o}/a.json", "--reference",
+          "{w}/ref_coarse.mha"], "voxel size 0.013 mm is not the scan's 0.02 mm / factor 2"),
+    Case("fit-acquisition, reference without bone",
+         ["fit-acquisition", "{w}/fit_lr.mha", "{o}/a.json", "--reference",
+          "{w}/ref_flat.mha"], "not bone-like"),
     # fine-tuning (train --init) from a checkpoint that does not fit
     Case("train --init, checkpoint of another factor",
          ["train", "{w}/ds", "{o}/run", "--init", "{w}/factor3.ckpt"], "scale factors"),

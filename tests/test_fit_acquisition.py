@@ -15,6 +15,7 @@ from microsr.cli import app
 from microsr.io import write_volume
 from microsr.simulate import AcquisitionConfig, make_phantom, simulate_acquisition
 from microsr.simulate.fit import fit_acquisition
+from microsr.simulate.fit_quality import TOLERANCES
 from microsr.simulate.fit_search import (
     FILTER_CONSISTENT_SHARE,
     MIN_WIDTH_SD,
@@ -117,6 +118,7 @@ def test_known_psf_and_photons_recovered():
     assert got.photons == pytest.approx(3000, rel=0.3)
     assert got.factor == 2 and fit.warnings == []
     assert fit.filter_set["consistent"][0] == "ramp"
+    assert fit.quality.passed, fit.quality  # our own simulator's scan is not flagged
 
 
 def test_every_consistent_filter_gets_its_own_photons_and_psf(monkeypatch):
@@ -296,8 +298,10 @@ def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
     hr = make_phantom((4, 160, 160), spacing_mm=0.01, seed=2)
     lr = simulate_acquisition(hr, AcquisitionConfig(photons=5000, filter_name="hamming"))
     scan = write_volume(lr, tmp_path / "lr.mha")
+    ref = write_volume(make_phantom((4, 160, 160), spacing_mm=0.01, seed=3), tmp_path / "hr.mha")
     out = tmp_path / "fit" / "acq.json"
-    res = CliRunner().invoke(app, ["fit-acquisition", str(scan), str(out)])
+    args = ["fit-acquisition", str(scan), str(out), "--reference", str(ref)]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert out.is_file() and out.with_suffix(".png").stat().st_size > 1000
     record = json.loads(out.read_text())
@@ -314,9 +318,9 @@ def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
     assert all(shares[k] >= FILTER_CONSISTENT_SHARE for k in consistent[1:])
     psf_range = record["fit"]["psf_range"]
     assert psf_range["low"] <= record["acquisition"]["psf_sigma_bins"] <= psf_range["high"]
-    # the phantom reference: its regions are alike, its bias is not in the range
-    assert record["uncertainty"]["psf_sigma_bins"] >= 0.2
-    assert any("here the phantom" in n for n in record["fit"]["notes"])
+    quality = record["fit"]["quality"]  # the project's own simulator: every check passes
+    assert quality["passed"] and set(quality["checks"]) == set(TOLERANCES), quality
+    assert not any("does not reproduce" in w for w in record["fit"]["warnings"])
     assert record["fit"]["spacing_mm"] == pytest.approx([0.02] * 3)
     for name, row in record["fit"]["statistics"].items():
         assert set(row) == {"scan", "fit", "residual"}, name
@@ -326,7 +330,7 @@ def test_cli_writes_the_acquisition_file_and_its_figure(tmp_path):
     assert record["fit"]["statistics"]["relative_noise"]["scan"] > 0
     assert record["fit"]["views"]["views"] is None  # the Nyquist count: no spokes
     assert record["acquisition"]["projections_ratio"] == 0.5
-    res = CliRunner().invoke(app, ["fit-acquisition", str(scan), str(out)])
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 2 and "--overwrite" in res.output
 
 

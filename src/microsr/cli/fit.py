@@ -10,6 +10,13 @@ import typer
 from microsr.cli._app import Overwrite, Spacing, command, parse_spacing
 from microsr.errors import MicrosrError
 
+NO_REFERENCE = (
+    "fit-acquisition needs --reference: an HR scan of bone with marrow (your HR data, any slab "
+    "of it, at the LR voxel size / --factor). The candidates are simulated on it; fitted on a "
+    "synthetic phantom instead, the acquisition made models worse than no fit on scans of "
+    "real bone"
+)
+
 
 @command
 def fit_acquisition(
@@ -23,18 +30,26 @@ def fit_acquisition(
     reference: Annotated[
         Path | None,
         typer.Option(
-            help="HR volume to simulate candidates on (best: your HR data, at the scan's voxel "
-            "size / factor); default: a femur phantom of the scan's field of view"
+            help="required: your HR data (bone with marrow, at the scan's voxel size / factor), "
+            "to simulate candidates on"
         ),
     ] = None,
     reference_spacing: Annotated[
         str | None, typer.Option(help="voxel size of --reference in mm, if its file has none")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the candidate simulations")] = 0,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="a fit whose quality checks fail (fit.quality) is an error: nothing is written"
+        ),
+    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Estimate, from an LR scan alone, the simulator settings that make simulated LR scans
-    look like it; writes OUT_JSON (an --acquisition file) and a figure OUT_JSON.png."""
+    """Estimate, from an LR scan and your HR data (--reference), the simulator settings that
+    make simulated LR scans look like the scan; writes OUT_JSON (an --acquisition file) and a
+    figure OUT_JSON.png. Checks the fit (fit.quality) and warns, naming each statistic the
+    fitted simulation does not reproduce (--strict: an error)."""
     from microsr.io import read_volume
     from microsr.io.atomic import check_output
     from microsr.report.fit_figure import write_fit
@@ -42,6 +57,8 @@ def fit_acquisition(
 
     if factor < 1:
         raise MicrosrError(f"--factor {factor}: must be >= 1")
+    if reference is None:
+        raise MicrosrError(NO_REFERENCE)
     if out_json.suffix.lower() != ".json":
         raise MicrosrError(f"{out_json}: the output must be a .json file")
     inputs = [p for p in (lr_scan, mask, reference) if p is not None]
@@ -51,9 +68,9 @@ def fit_acquisition(
     region = None
     if mask is not None:
         region = read_volume(mask, spacing_mm=scan.spacing_mm).array != 0
-    ref = None
-    if reference is not None:
-        ref = read_volume(reference, spacing_mm=parse_spacing(reference_spacing))
+    ref = read_volume(reference, spacing_mm=parse_spacing(reference_spacing))
     result = fit(scan, factor=factor, reference=ref, mask=region, seed=seed)
+    if strict and result.quality is not None and not result.quality.passed:
+        raise MicrosrError(f"{lr_scan}: --strict: {result.quality.message()}")
     for path in write_fit(result, out_json, scan_path=lr_scan, spacing_mm=scan.spacing_mm):
         typer.echo(path)

@@ -5,8 +5,9 @@ The JSON (an acquisition file: :mod:`microsr.simulate.acquisition_file`) holds t
 (``uncertainty``: photons relative, ``psf_sigma_bins`` and ``projections_ratio`` absolute,
 the consistent ``filters``)
 and the fit's record (``fit``: every statistic on the scan, on the fitted simulation and
-their residual, the intensity maps, notes, warnings and the candidates tried). The PNG
-beside it shows the NPS and the in-plane edge profile of the scan against the fit.
+their residual, the quality checks, the intensity maps, notes, warnings and the candidates
+tried). The PNG beside it shows the NPS and the in-plane edge profile of the scan against
+the fit, and names the failed quality checks in its title.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def fit_record(fit: AcquisitionFit, *, scan_path: str, spacing_mm) -> dict:
             "noise_floor": fit.floor,
             "psf_range": fit.psf_range,
             "filter_set": fit.filter_set,
+            "quality": None if fit.quality is None else fit.quality.model_dump(mode="json"),
             "notes": fit.notes,
             "warnings": fit.warnings,
             "candidates": fit.trace,
@@ -103,10 +105,17 @@ def fit_figure(fit: AcquisitionFit) -> Figure:
             f"; floor {fit.floor['scale_over_reference']:.2f}x the reference's, "
             f"{100 * fit.floor['share_of_slice_difference_noise']:.0f} % of the scan's"
         )
+    verdict = ""
+    if fit.quality is not None:
+        failed = fit.quality.failed()
+        verdict = "\nquality: " + (f"FAILED ({', '.join(failed)})" if failed else "all checks pass")
     fig.suptitle(
         f"photons {fit.acquisition.photons:.4g}; slice-to-slice noise / scale: scan "
-        f"{fit.scan.relative_photon_noise:.3g}, fit {fit.fitted.relative_photon_noise:.3g}" + floor,
+        f"{fit.scan.relative_photon_noise:.3g}, fit {fit.fitted.relative_photon_noise:.3g}"
+        + floor
+        + verdict,
         fontsize=9,
+        color="firebrick" if fit.quality is not None and not fit.quality.passed else "black",
     )
     fig.tight_layout()
     return fig

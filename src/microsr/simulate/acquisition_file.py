@@ -10,7 +10,7 @@ it. Layout::
                      "projections_ratio": 0.05,
                      "filters": {"shepp-logan": {"photons": 8.8e4, "psf_sigma_bins": 1.52},
                                  "ramp": {"photons": 1.1e5, "psf_sigma_bins": 1.58}}},
-     "fit": {...statistics of the fit...}}                             # optional
+     "fit": {...statistics of the fit..., "quality": {...}}}            # optional
 
 ``uncertainty``: the fit's standard errors: ``photons`` relative (0.2 = 20 %), the others
 absolute (LR detector bins; a fraction of the HR projections); ``filters`` (version 2;
@@ -19,11 +19,16 @@ one, each with the photons and PSF that match the scan with it (a smoother filte
 less detector blur for the same edges, and gives other noise for the same photons).
 With ``--randomize`` every specimen's acquisition is drawn around the fitted values
 (:func:`draw_within_uncertainty`). Version 1 files (no ``filters``) are read as they are.
+
+``fit.quality`` (:class:`~microsr.simulate.fit_quality.FitQuality`): the fitted simulation
+against the scan, statistic by statistic; :func:`read_acquisition_file` logs a warning naming
+each failed statistic whenever such a file is read (``prepare``, ``demo``, ``compare``, ...).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +39,9 @@ import pydantic
 from microsr.errors import InputFileError, MicrosrError
 from microsr.io.atomic import atomic_path
 from microsr.simulate.config import FILTERS, AcquisitionConfig
+from microsr.simulate.fit_quality import FitQuality
+
+logger = logging.getLogger(__name__)
 
 ACQUISITION_FORMAT = "microsr-acquisition"
 #: The newest file version this microsr reads and the one it writes.
@@ -95,6 +103,17 @@ class AcquisitionFile(pydantic.BaseModel):
         """The whole file as a JSON-ready dict (what datasets and checkpoints record)."""
         return self.model_dump(mode="json")
 
+    def quality(self) -> FitQuality | None:
+        """The fit's quality checks (``fit.quality``), None in a hand-written file or one
+        written before the checks existed."""
+        record = (self.fit or {}).get("quality")
+        return None if record is None else FitQuality.model_validate(record)
+
+    @pydantic.model_validator(mode="after")
+    def _quality_valid(self):
+        self.quality()  # a malformed fit.quality is refused with the file
+        return self
+
 
 def read_acquisition_file(path: str | Path) -> AcquisitionFile:
     """Read and check an acquisition file.
@@ -128,7 +147,11 @@ def read_acquisition_file(path: str | Path) -> AcquisitionFile:
             f"acquisition file version {version} is newer than this microsr reads "
             f"({ACQUISITION_VERSION}); update microsr",
         )
-    return _validate(path, data)
+    file = _validate(path, data)
+    quality = file.quality()
+    if quality is not None and not quality.passed:
+        logger.warning("%s: %s", path, quality.message())
+    return file
 
 
 def _validate(path: Path, data: dict) -> AcquisitionFile:

@@ -1,8 +1,9 @@
 """Fit the acquisition simulator to a user's low-resolution scan (``microsr fit-acquisition``).
 
 Simulation-based matching of summary statistics (:mod:`microsr.simulate.fit_stats`):
-candidate protocols are simulated on a reference HR volume (the user's own HR data with
-``reference=``, else a phantom made at the scan's voxel size / ``factor``) and their
+candidate protocols are simulated on a reference HR volume (the user's own HR data, at the
+scan's voxel size / ``factor``; required: a phantom reference was seen to make models worse
+than no fit on scans of real bone) and their
 statistics are matched to the scan's, one setting at a time, in the order in which they
 are identifiable:
 
@@ -52,11 +53,15 @@ import numpy as np
 from microsr.errors import MicrosrError
 from microsr.simulate.attenuation import resolve_attenuation
 from microsr.simulate.config import AcquisitionConfig
+from microsr.simulate.fit_quality import FitQuality, assess_fit
 from microsr.simulate.fit_search import CandidateSearch, choose_filter, other_filters
 from microsr.simulate.fit_stats import (
     MIN_PATCHES,
+    MIN_SEPARATION,
     ScanStats,
+    classify,
     largest_patch,
+    otsu_separation,
     scan_statistics,
     width_spread,
 )
@@ -66,7 +71,6 @@ from microsr.simulate.fit_views import (
     estimate_views,
     nyquist_views,
 )
-from microsr.simulate.phantom import make_phantom
 from microsr.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -78,6 +82,10 @@ MIN_SHAPE = (2, 24, 24)
 _START_PHOTONS = 5000.0
 _REF_SLICES = 12  # LR slices of the reference simulated per candidate (its noise floor's precision)
 _MAX_REF_INPLANE = 320  # HR voxels; larger references are cropped at the centre
+#: Largest relative difference between the reference's voxel size and the scan's / factor.
+REFERENCE_SPACING_TOLERANCE = 0.10
+#: Smallest share of the reference's voxels in each class (bone, marrow).
+MIN_CLASS_FRACTION = 0.01
 
 
 @dataclass
@@ -105,6 +113,9 @@ class AcquisitionFit:
     #: filters as consistent with the scan's noise texture as the fitted one (``consistent``,
     #: the fitted first), and the share of resamples choosing each (None: not measured)
     filter_set: dict | None = None
+    #: every matched statistic of the fitted simulation against the scan's, with tolerances
+    #: (:mod:`microsr.simulate.fit_quality`; None: not assessed)
+    quality: FitQuality | None = None
 
     def statistics(self) -> dict:
         """``{name: {"scan", "fit", "residual"}}``, unit-free (JSON-ready); ``residual`` is
@@ -170,8 +181,8 @@ def _residual(a, b):
 def fit_acquisition(
     scan: Volume,
     *,
+    reference: Volume,
     factor: int = 2,
-    reference: Volume | None = None,
     mask: np.ndarray | None = None,
     seed: int = 0,
 ) -> AcquisitionFit:
@@ -184,21 +195,22 @@ def fit_acquisition(
     factor
         LR voxel size / HR voxel size of the protocol to fit.
     reference
-        HR volume to simulate candidates on (ideally the user's HR data, at
-        ``scan.spacing_mm / factor``); None: a femur phantom of the scan's field of view.
+        HR volume to simulate candidates on: the user's HR data (bone and marrow), at
+        ``scan.spacing_mm / factor`` within :data:`REFERENCE_SPACING_TOLERANCE`.
     mask
         Boolean ``(Z, Y, X)``: the region of ``scan`` to use.
     seed
-        Seed of the candidate simulations and of the phantom.
+        Seed of the candidate simulations.
 
     Raises
     ------
     MicrosrError
         A scan too small, a mask of the wrong shape, no flat region to measure noise in,
-        or no bone/marrow contrast.
+        or no bone/marrow contrast; a reference at another voxel size than the scan's /
+        ``factor``, or without bone and marrow.
     """
+    ref, ref_label = _reference(scan, factor, reference)
     stats = _scan_stats(scan, mask)
-    ref, ref_label = _reference(scan, factor, reference, seed)
     stats = _common_patch(scan, mask, stats, ref, ref_label, factor)
     views = estimate_views(scan.array)
     base = AcquisitionConfig(
@@ -206,14 +218,6 @@ def fit_acquisition(
         projections_ratio=_views_ratio(views, scan, factor),
     )  # fmt: skip
     fit = CandidateSearch(stats, ref, base, (scan.array, mask))
-    expected = scan.spacing_mm[1] / factor
-    if reference is not None and abs(ref.spacing_mm[1] / expected - 1) > 0.05:
-        fit.warnings.append(
-            f"the reference's voxel size {ref.spacing_mm[1]:.4g} mm is not the scan's "
-            f"{scan.spacing_mm[1]:.4g} mm / factor {factor} = {expected:.4g} mm: photons and "
-            "PSF are fitted for the reference's geometry"
-        )
-        logger.warning(fit.warnings[-1])
     filter_name, templates = choose_filter(stats, ref, base)
     config = _search(fit, base.model_copy(update={"filter_name": filter_name}))
     final = fit.simulate(config)
@@ -225,8 +229,14 @@ def fit_acquisition(
     if fit.filter_scores is not None:
         templates["distance_simulated"] = fit.filter_scores
     templates["edge_widths"] = fit.filter_edge_widths
-    uncertainty = _uncertainty(stats, final, fit, views, psf_range, phantom=reference is None)
+    uncertainty = _uncertainty(stats, final, fit, views, psf_range)
     uncertainty["filters"] = _filter_matches(fit, config)
+    quality = assess_fit(
+        stats, final, edge_width_relative_sd=(psf_range or {}).get("edge_width_relative_sd")
+    )
+    if not quality.passed:
+        fit.warnings.append(quality.message())
+        logger.warning(fit.warnings[-1])
     return AcquisitionFit(
         acquisition=config,
         uncertainty=uncertainty,
@@ -237,7 +247,7 @@ def fit_acquisition(
         notes=_notes(stats)
         + _views_notes(views, factor)
         + fit.notes
-        + _psf_notes(psf_range, phantom=reference is None)
+        + _psf_notes(psf_range)
         + _filter_notes(fit.filter_set),
         warnings=fit.warnings,
         trace=fit.trace,
@@ -247,6 +257,7 @@ def fit_acquisition(
         floor=fit.floor_record(),
         psf_range=psf_range,
         filter_set=fit.filter_set,
+        quality=quality,
     )
 
 
@@ -343,26 +354,54 @@ def _no_flat_message(name, info) -> str:
     )
 
 
-def _reference(scan: Volume, factor: int, reference: Volume | None, seed: int):
-    """The HR volume (a few LR slices' worth) simulated per candidate, and its label."""
-    nz = factor * min(_REF_SLICES, scan.shape[0])
-    if reference is None:
-        ny, nx = (min(factor * n, _MAX_REF_INPLANE) for n in scan.shape[1:])
-        spacing = scan.spacing_mm[1] / factor
-        hr = make_phantom((nz, ny, nx), spacing_mm=spacing, site="femur", seed=seed)
-        label = f"phantom (femur, seed {seed}) {nz}x{ny}x{nx} at {spacing:.4g} mm"
-        return hr, label
+def _reference(scan: Volume, factor: int, reference: Volume):
+    """The HR volume (a few LR slices' worth, centred) simulated per candidate, and its label.
+
+    Raises
+    ------
+    MicrosrError
+        A reference too small, at another voxel size than the scan's / ``factor``
+        (beyond :data:`REFERENCE_SPACING_TOLERANCE`), or without bone and marrow.
+    """
+    name = reference.metadata.get("source", "the reference")
     shape = reference.shape
     if shape[0] < factor or min(shape[1:]) < 16 * factor:
-        raise MicrosrError(f"reference volume of shape {shape} is too small for factor {factor}")
+        raise MicrosrError(
+            f"{name}: reference volume of shape {shape} is too small for factor {factor}"
+        )
+    expected = scan.spacing_mm[1] / factor
+    if abs(reference.spacing_mm[1] / expected - 1) > REFERENCE_SPACING_TOLERANCE:
+        raise MicrosrError(
+            f"{name}: the reference's voxel size {reference.spacing_mm[1]:.4g} mm is not the "
+            f"scan's {scan.spacing_mm[1]:.4g} mm / factor {factor} = {expected:.4g} mm (beyond "
+            f"{100 * REFERENCE_SPACING_TOLERANCE:.0f} %): give HR data at that voxel size, the "
+            "right --factor, or --reference-spacing if the file's voxel size is wrong"
+        )
+    nz = factor * min(_REF_SLICES, scan.shape[0])
     z0 = max(0, (shape[0] - nz) // 2)
     sl = [slice(z0, z0 + nz)]
     for n in shape[1:]:
         m = min(n, _MAX_REF_INPLANE)
         sl.append(slice((n - m) // 2, (n - m) // 2 + m))
     array = np.asarray(reference.array[tuple(sl)], dtype=np.float32)
+    _check_bone_like(array, name)
     label = f"{reference.metadata.get('source', 'reference')} cropped to {array.shape}"
     return reference.with_array(array), label
+
+
+def _check_bone_like(array: np.ndarray, name: str) -> None:
+    """Refuse a reference without two grey-level classes (bone and marrow): Otsu's
+    effectiveness of the smoothed volume at least :data:`MIN_SEPARATION` and each class at
+    least :data:`MIN_CLASS_FRACTION` of the voxels."""
+    smooth, threshold = classify(array)
+    separation = otsu_separation(smooth, threshold, None)
+    bone = float((smooth >= threshold).mean())
+    if separation < MIN_SEPARATION or not MIN_CLASS_FRACTION <= bone <= 1 - MIN_CLASS_FRACTION:
+        raise MicrosrError(
+            f"{name}: the reference is not bone-like: no separate bone and marrow grey levels "
+            f"(Otsu effectiveness {separation:.2f}, need >= {MIN_SEPARATION}; {100 * bone:.1f} % "
+            "of the voxels above the threshold): give an HR scan of bone with marrow"
+        )
 
 
 def _block_mean(array: np.ndarray, f: int) -> np.ndarray:
@@ -386,15 +425,13 @@ def _intensity(scan: ScanStats, fit: ScanStats, ref: Volume, config) -> dict:
 
 
 def _uncertainty(
-    scan: ScanStats, fit: ScanStats, fitter: CandidateSearch, views, psf_range, *, phantom: bool
+    scan: ScanStats, fit: ScanStats, fitter: CandidateSearch, views, psf_range
 ) -> dict:
     """Rough standard deviations: sampling error of the noise statistics, a 10 % model floor
     for photons plus a term growing with the share of the scan's slice-to-slice noise that
     is floor, not photons (structure and HR noise: where it dominates, photons are barely
     identified, even split from it); PSF: a quarter of :attr:`AcquisitionFit.psf_range`
-    (two standard deviations each side; at least 0.05 bins), else 0.2 bins, and at least
-    0.2 bins on the phantom reference (whose regions are alike, while its difference from
-    a real bone is not in the range: 0.3-1.2 bins on the LHDL bench); views: 0.01
+    (two standard deviations each side; at least 0.05 bins), else 0.2 bins; views: 0.01
     when counted, else 0.1 (at or above 0.8 of the Nyquist count the ratio changes nothing
     but the noise, which photons absorb)."""
     se = [x.noise_diff_rel_se or x.noise_rel_se for x in (scan, fit)]
@@ -403,8 +440,6 @@ def _uncertainty(
     photons = math.sqrt((2 * se[0]) ** 2 + (2 * se[1]) ** 2 + 0.1**2 + floor**2)
     ratio = 0.01 if views.views is not None else 0.1
     psf = 0.2 if psf_range is None else max((psf_range["high"] - psf_range["low"]) / 4, 0.05)
-    if phantom:
-        psf = max(psf, 0.2)
     return {
         "photons": round(photons, 3),
         "psf_sigma_bins": round(psf, 3),
@@ -428,16 +463,10 @@ def _filter_matches(fit: CandidateSearch, config: AcquisitionConfig) -> dict:
     }
 
 
-def _psf_notes(psf_range: dict | None, *, phantom: bool) -> list:
+def _psf_notes(psf_range: dict | None) -> list:
     if psf_range is None:
         return []
     notes = []
-    if phantom:
-        notes.append(
-            "psf_range covers how edge widths vary between regions of the reference, here the "
-            "phantom, not how the phantom's edges differ from your bone's: give your HR data "
-            "as --reference"
-        )
     if psf_range["low"] == 0:
         notes.append(
             f"psf_sigma_bins is not distinguishable from 0 below {psf_range['high']:.2f} LR "
