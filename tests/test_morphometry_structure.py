@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 from skimage.measure import euler_number
 
-from microsr.morphometry import euler_delta, local_thickness, structure_features
-from microsr.morphometry.structure import mean_local_thickness
+from microsr.morphometry import (
+    euler_delta,
+    local_thickness,
+    mean_local_thickness,
+    structure_features,
+)
 
 
 def plate(t: int, n: int = 32) -> np.ndarray:

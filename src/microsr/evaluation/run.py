@@ -38,17 +38,19 @@ def evaluate_volumes(
     config: ScoreConfig | None = None,
     mask: np.ndarray | None = None,
     truth: np.ndarray | None = None,
+    progress: bool = True,
 ) -> SpecimenScores:
     """Scores of LR (interpolated) and optionally SR against HR, on every paired HR slice.
 
     Without ``config``: the default scores, bone at 500 mg HA/cm3 when HR is calibrated,
     else at Otsu's threshold of HR. ``truth``: a ``(Z, Y, X)`` bool bone mask on the HR
     grid; LR, SR and HR morphometry are then also scored against it (``ba_ta_truth``,
-    ``<feature>_truth_err``).
+    ``<feature>_truth_err``). ``progress``: every pass reports progress (a bar on a
+    terminal, log lines otherwise).
     """
     config = config or ScoreConfig(morphometry=default_morphometry(is_density(hr.calibration)))
     stacks = volume_stacks(hr, lr, sr, name=name, truth=truth)
-    return score_stacks(stacks, config, mask=mask)
+    return score_stacks(stacks, config, mask=mask, progress=progress)
 
 
 def evaluate_files(
@@ -60,6 +62,7 @@ def evaluate_files(
     config: ScoreConfig | None = None,
     default_threshold: bool = True,
     truth: str | Path | None = None,
+    progress: bool = True,
 ) -> list[SpecimenScores]:
     """Read and score three volume files (``microsr evaluate --hr --lr --sr [--truth]``).
 
@@ -67,14 +70,21 @@ def evaluate_files(
     Otsu's threshold of HR (instead of ``config``'s morphometry threshold). ``truth``: a
     binary bone mask on the HR grid (:func:`read_truth`).
     """
-    # OME-Zarr stores stay on disk: the scores read them slab by slab (stacks.read)
-    vols = [open_volume(p, spacing_mm=spacing_mm) if p else None for p in (hr, lr, sr)]
+    # streamable files (OME-Zarr, TIFF, uncompressed MetaImage/NIfTI: those predict streams)
+    # stay on disk: the scores read them slab by slab (stacks.read)
+    vols = [
+        open_volume(p, spacing_mm=spacing_mm, any_format=True) if p else None for p in (hr, lr, sr)
+    ]
     config = config or ScoreConfig()
     if default_threshold:
         morph = default_morphometry(is_density(vols[0].calibration))
         config = config.model_copy(update={"morphometry": morph})
     mask = read_truth(truth, vols[0]) if truth else None
-    return [evaluate_volumes(*vols, name=stacks_source(lr), config=config, truth=mask)]
+    return [
+        evaluate_volumes(
+            *vols, name=stacks_source(lr), config=config, truth=mask, progress=progress
+        )
+    ]
 
 
 def read_truth(path: str | Path, hr: Volume) -> np.ndarray:
@@ -101,6 +111,7 @@ def evaluate_dataset(
     device: str = "auto",
     config: ScoreConfig | None = None,
     default_threshold: bool = True,
+    progress: bool = True,
 ) -> list[SpecimenScores]:
     """Scores of a model on every specimen of a prepared dataset's ``split``.
 
@@ -125,7 +136,7 @@ def evaluate_dataset(
     if default_threshold:
         config = config.model_copy(update={"morphometry": dataset.morphometry})
     return [
-        score_stacks(dataset_stacks(dataset_dir, info, sid, loaded), config)
+        score_stacks(dataset_stacks(dataset_dir, info, sid, loaded), config, progress=progress)
         for sid in splits[split]
     ]
 

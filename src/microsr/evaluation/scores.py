@@ -23,6 +23,12 @@ Tb.N, BS/BV, plate-model Tb.Th/Tb.Sp; direct local-thickness ``tb_th_lt_mm``,
 ``tb_sp_lt_mm`` and ``conn_d_per_mm3``), each LR/SR feature also as ``<key>_err`` =
 image - HR.
 
+Inputs are read ``chunk`` slices at a time (files that ``predict`` streams stay on disk:
+:func:`microsr.evaluation.run.evaluate_files`); what is kept whole are the bool masks (HR,
+LR, SR bone and TA: 1 byte per voxel each; not the images), and the 3D features read them
+block by block (:mod:`microsr.morphometry.blocks`, one extended block at a time). Every
+pass reports progress (``progress``).
+
 With an exact truth (stacks with ``has_truth``: a binary mask on the HR grid, e.g. the
 segmentation a grey HR scan was made from) the mask is scored as one more image, never
 segmented: slice-wise ``ba_ta_truth`` over the same TA, 3D features under ``"truth"``, and
@@ -52,6 +58,7 @@ from microsr.morphometry import (
     segment,
 )
 from microsr.morphometry.segment import fixed_threshold, require_density, smoothed_otsu
+from microsr.runtime import progress as make_progress
 
 IMAGES = ("lr", "sr")
 
@@ -106,13 +113,26 @@ def dataset_scoring(
     )
 
 
-def _chunks(stacks: PairedStacks, size: int, keys: tuple[str, ...] = ("lr", "sr", "hr")):
-    for s in range(0, len(stacks), size):
-        e = min(s + size, len(stacks))
-        yield s, e, stacks.read(s, e, keys)
+def _chunks(
+    stacks: PairedStacks, size: int, keys: tuple[str, ...] = ("lr", "sr", "hr"), *,
+    desc: str = "", progress: bool = False,
+):  # fmt: skip
+    """``(start, stop, {key: (n, H, W)})`` chunks of the stacks, with progress over slices
+    (a bar on a terminal, log lines otherwise) when ``progress`` and ``desc`` are given."""
+    bar = make_progress(
+        total=len(stacks), desc=f"{stacks.name}: {desc}", unit="slice",
+        disable=not (progress and desc),
+    )  # fmt: skip
+    with bar:
+        for s in range(0, len(stacks), size):
+            e = min(s + size, len(stacks))
+            yield s, e, stacks.read(s, e, keys)
+            bar.update(e - s)
 
 
-def _reference(stacks: PairedStacks, config: ScoreConfig) -> tuple[ResolvedThreshold, tuple]:
+def _reference(
+    stacks: PairedStacks, config: ScoreConfig, progress: bool = False
+) -> tuple[ResolvedThreshold, tuple]:
     """The threshold (resolved on HR) and the intensity window of the scores.
 
     Raises
@@ -125,7 +145,8 @@ def _reference(stacks: PairedStacks, config: ScoreConfig) -> tuple[ResolvedThres
     raw: list[np.ndarray] = []
 
     def hr_chunks():  # one pass over HR: the window's sample on the way
-        for _, _, chunk in _chunks(stacks, config.chunk, ("hr",)):
+        chunks = _chunks(stacks, config.chunk, ("hr",), desc="HR window", progress=progress)
+        for _, _, chunk in chunks:
             raw.append(sample_voxels(chunk["hr"], max_voxels=4_000_000))
             yield chunk["hr"]
 
@@ -186,6 +207,7 @@ def score_stacks(
     *,
     mask: np.ndarray | None = None,
     strict: bool = True,
+    progress: bool = True,
 ) -> SpecimenScores:
     """Score one specimen's paired stacks (see the module notes).
 
@@ -200,6 +222,9 @@ def score_stacks(
     strict
         ``False``: when bone cannot be segmented (e.g. an mg HA/cm3 threshold on
         uncalibrated data) still score PSNR/SSIM, and record the problem in the summary.
+    progress
+        Progress of every pass (a bar on a terminal, log lines otherwise:
+        :func:`microsr.runtime.progress`); the 3D features report per block.
 
     Returns
     -------
@@ -211,12 +236,12 @@ def score_stacks(
     config = config or ScoreConfig()
     morph = config.morphometry
     try:
-        threshold, window = _reference(stacks, config)
+        threshold, window = _reference(stacks, config, progress)
     except MicrosrError as exc:
         if strict:
             raise
-        return _quality_only(stacks, config, exc.window, str(exc))
-    bone_hr, total, truth = _hr_bone_and_ta(stacks, config, threshold, mask)
+        return _quality_only(stacks, config, exc.window, str(exc), progress)
+    bone_hr, total, truth = _hr_bone_and_ta(stacks, config, threshold, mask, progress)
     ta = total.mask
     bones = {"hr": bone_hr} | {
         k: np.zeros_like(bone_hr) for k in IMAGES if stacks.has_sr or k == "lr"
@@ -224,7 +249,8 @@ def score_stacks(
     if truth is not None:  # the exact truth: scored as an image, never segmented
         bones["truth"] = truth
     rows, sums, sweep = [], [], _Sweep(config.sweep, threshold)
-    for s, e, chunk in _chunks(stacks, config.chunk):
+    scored = _chunks(stacks, config.chunk, desc="PSNR, SSIM, BA/TA", progress=progress)
+    for s, e, chunk in scored:
         rows.append(pd.DataFrame(_quality(chunk, window, config.scale)))
         for key in bones.keys() - {"hr", "truth"}:
             bones[key][s:e] = _segment(chunk[key], threshold, stacks, morph)
@@ -245,14 +271,24 @@ def score_stacks(
         "sweep": sweep.result(),
     }
     if config.features_3d:
-        summary["features_3d"] = _features_3d(bones, stacks.spacing_mm, ta)
+        summary["features_3d"] = _features_3d(
+            bones, stacks.spacing_mm, ta, progress=progress, name=stacks.name
+        )
     return SpecimenScores(table, summary)
 
 
-def _features_3d(bones: dict, spacing_mm, ta: np.ndarray) -> dict[str, dict[str, float]]:
-    """3D features of each image over the one TA; LR/SR also as ``<key>_err`` = image - HR,
-    and with a truth mask LR/SR/HR as ``<key>_truth_err`` = image - truth."""
-    base = {key: bone_features_3d(bone, spacing_mm, mask=ta) for key, bone in bones.items()}
+def _features_3d(
+    bones: dict, spacing_mm, ta: np.ndarray, *, progress: bool = False, name: str = ""
+) -> dict[str, dict[str, float]]:
+    """3D features of each image over the one TA (block by block); LR/SR also as
+    ``<key>_err`` = image - HR, and with a truth mask LR/SR/HR as ``<key>_truth_err`` =
+    image - truth."""
+    base = {
+        key: bone_features_3d(
+            bone, spacing_mm, mask=ta, progress=progress, name=f"{name} {key.upper()}"
+        )
+        for key, bone in bones.items()
+    }
     feats = {key: dict(values) for key, values in base.items()}
     for key in (k for k in IMAGES if k in base):
         feats[key] |= {f"{k}_err": v - base["hr"][k] for k, v in base[key].items()}
@@ -262,11 +298,12 @@ def _features_3d(bones: dict, spacing_mm, ta: np.ndarray) -> dict[str, dict[str,
     return feats
 
 
-def _quality_only(stacks: PairedStacks, config: ScoreConfig, window, problem: str):
+def _quality_only(
+    stacks: PairedStacks, config: ScoreConfig, window, problem: str, progress: bool = False
+):
     """PSNR/SSIM alone, with the reason morphometry was not possible."""
-    rows = [
-        pd.DataFrame(_quality(c, window, config.scale)) for _, _, c in _chunks(stacks, config.chunk)
-    ]
+    chunks = _chunks(stacks, config.chunk, desc="PSNR, SSIM", progress=progress)
+    rows = [pd.DataFrame(_quality(c, window, config.scale)) for _, _, c in chunks]
     table = _slice_table(stacks, pd.concat(rows, ignore_index=True), None, None)
     summary = {"specimen": stacks.name, "n_slices": len(stacks), "scale": config.scale,
                "window": list(window), "problems": [f"{stacks.name}: no morphometry: {problem}"]}  # fmt: skip
@@ -274,13 +311,17 @@ def _quality_only(stacks: PairedStacks, config: ScoreConfig, window, problem: st
 
 
 def _hr_bone_and_ta(
-    stacks: PairedStacks, config: ScoreConfig, threshold: ResolvedThreshold, mask
+    stacks: PairedStacks,
+    config: ScoreConfig,
+    threshold: ResolvedThreshold,
+    mask,
+    progress: bool = False,
 ) -> tuple[np.ndarray, TotalArea, np.ndarray | None]:
     """HR's segmentation, the one TA (chosen on it and HR's exact zeros) with its rule, and
     the truth mask when the stacks carry one."""
     bone_hr, nonzero_hr, truth = [], [], []
     keys = ("hr", "truth") if stacks.has_truth else ("hr",)
-    for _, _, c in _chunks(stacks, config.chunk, keys):
+    for _, _, c in _chunks(stacks, config.chunk, keys, desc="HR bone, TA", progress=progress):
         bone_hr.append(_segment(c["hr"], threshold, stacks, config.morphometry))
         nonzero_hr.append(c["hr"] != 0)
         if "truth" in c:

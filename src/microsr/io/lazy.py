@@ -114,13 +114,17 @@ def _z_range(first, n: int) -> tuple[int, int, object]:
     return z0, int(arr.max()) + 1, (int(arr) - z0 if arr.ndim == 0 else arr - z0)
 
 
-def open_volume(path: str | Path, *, spacing_mm=None) -> Volume:
+def open_volume(path: str | Path, *, spacing_mm=None, any_format: bool = False) -> Volume:
     """A volume file, its voxels read lazily (slab by slab) when it is an OME-Zarr store.
 
     Parameters
     ----------
     path, spacing_mm
         As in :func:`microsr.io.read_volume` (same errors, same header and metadata).
+    any_format
+        Also read lazily every format :func:`microsr.io.source.open_slices` streams (TIFF
+        files and folders, uncompressed MetaImage and NIfTI), as ``predict`` does
+        (``evaluate``); other formats are still read whole.
 
     Returns
     -------
@@ -129,11 +133,12 @@ def open_volume(path: str | Path, *, spacing_mm=None) -> Volume:
         :func:`microsr.io.read_volume` returns.
     """
     path = Path(path)
-    if not (is_zarr_path(path) and path.exists()):
+    if not (any_format or (is_zarr_path(path) and path.exists())):
         return read_volume(path, spacing_mm=spacing_mm)
     src = open_slices(path, spacing_mm=spacing_mm)
-    if not src.streamed:
-        return read_volume(path, spacing_mm=spacing_mm)
+    if not src.streamed:  # open_slices read it whole (read_volume): that array, not a re-read
+        whole = np.asarray(src._read(0, src.shape[0]))  # type: ignore[misc]
+        return Volume(whole, src.spacing_mm, src.origin_mm, src.calibration, src.metadata)
     array = LazySlices(src._read, src.shape, src.dtype, slab=src.chunk_z, path=path)
     return Volume(array, src.spacing_mm, src.origin_mm, src.calibration, src.metadata)  # type: ignore[arg-type]
 

@@ -4,7 +4,8 @@ Segmentation (Gaussian sigma 1.2 voxels, then a lower threshold, 500 mg HA/cm3 o
 calibrated data) is in :mod:`~microsr.morphometry.segment`; BA/TA in
 :mod:`~microsr.morphometry.area`; BV/TV, Tb.N, Tb.Th, Tb.Sp, BS/BV through
 itk-bonemorphometry in :mod:`~microsr.morphometry.features3d`, beside direct Tb.Th/Tb.Sp
-(local thickness) and Conn.D in :mod:`~microsr.morphometry.structure`; the total area
+(local thickness, :mod:`~microsr.morphometry.thickness`) and Conn.D in
+:mod:`~microsr.morphometry.structure`, all block by block (:mod:`~microsr.morphometry.blocks`); the total area
 (auto | envelope | roi | nonzero) in :mod:`~microsr.morphometry.total_area`.
 """
 
@@ -18,12 +19,8 @@ from microsr.morphometry.segment import (
     segment,
     smooth,
 )
-from microsr.morphometry.structure import (
-    STRUCTURE_NOTES,
-    euler_delta,
-    local_thickness,
-    structure_features,
-)
+from microsr.morphometry.structure import STRUCTURE_NOTES, euler_delta, structure_features
+from microsr.morphometry.thickness import local_thickness, mean_local_thickness
 from microsr.morphometry.total_area import TotalArea, choose_total_area
 from microsr.morphometry.volume import MorphometryResult, morphometry_volume, write_morphometry
 
@@ -39,6 +36,7 @@ __all__ = [
     "choose_total_area",
     "euler_delta",
     "local_thickness",
+    "mean_local_thickness",
     "morphometry_volume",
     "periosteal_envelope",
     "resolve_threshold",

@@ -47,6 +47,7 @@ def morphometry_volume(
     mask: np.ndarray | None = None,
     features_3d: bool = True,
     name: str = "volume",
+    progress: bool = True,
 ) -> MorphometryResult:
     """Segment ``volume`` (see :mod:`microsr.morphometry.segment`) and measure it.
 
@@ -59,7 +60,9 @@ def morphometry_volume(
         (under ``ta="auto"`` it is TA).
     features_3d
         Also compute the 3D features (itk-bonemorphometry, local thickness, Conn.D) over
-        the TA mask.
+        the TA mask, block by block (:mod:`microsr.morphometry.blocks`).
+    progress
+        Progress of the 3D features (a bar on a terminal, log lines otherwise).
 
     Raises
     ------
@@ -77,7 +80,11 @@ def morphometry_volume(
     ta = choose_total_area(bone, config, mask, image=arr, name=name)
     _, sy, sx = volume.spacing_mm
     slices = bone_area_fraction(bone, ta.mask, pixel_area_mm2=sy * sx).assign(ta_rule=ta.rule)
-    features = bone_features_3d(bone, volume.spacing_mm, mask=ta.mask) if features_3d else {}
+    features = (
+        bone_features_3d(bone, volume.spacing_mm, mask=ta.mask, progress=progress, name=name)
+        if features_3d
+        else {}
+    )
     info = {
         "threshold": threshold.describe(),
         "threshold_config": config.model_dump(),
