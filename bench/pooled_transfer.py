@@ -53,7 +53,7 @@ import pandas as pd
 
 from microsr.data.manifest import read_manifest, write_manifest
 from microsr.data.prepare import PrepareConfig
-from microsr.data.splits import make_splits
+from microsr.data.splits import Splits, make_splits, write_splits
 from microsr.morphometry import MorphometryConfig
 from microsr.stats.describe import mean_ci
 from microsr.study import StudyConfig, phantom_manifest, run_study, slab_manifest
@@ -91,7 +91,7 @@ def sources(out: Path, args) -> dict[str, list]:
     return out_rows
 
 
-def fixed_splits(rows: dict[str, list], seed: int) -> dict[str, dict]:
+def fixed_splits(rows: dict[str, list], seed: int) -> dict[str, Splits]:
     """Per source: train/val/test specimen ids (LHDL 4/1/3 slabs, DIDSR by donor, phantoms
     all training but one)."""
     lhdl = make_splits({r.specimen: "lhdl" for r in rows["lhdl"]}, seed=seed,
@@ -101,7 +101,7 @@ def fixed_splits(rows: dict[str, list], seed: int) -> dict[str, dict]:
         subjects={r.specimen: r.extra["subject"] for r in rows["didsr"]},
     )  # fmt: skip
     ids = sorted(r.specimen for r in rows["phantom"])
-    phantom = {"train": ids[1:], "val": ids[:1], "test": []}
+    phantom = Splits(seed=seed, train=ids[1:], val=ids[:1], test=[])
     return {"lhdl": lhdl, "didsr": didsr, "phantom": phantom}
 
 
@@ -117,14 +117,14 @@ def run_condition(out: Path, name: str, rows, splits, args) -> pd.DataFrame:
     used = name.split("+")
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
-    keep = [r for s in rows for r in rows[s] if s in used or r.specimen in splits[s]["test"]]
+    keep = [r for s in rows for r in rows[s] if s in used or r.specimen in splits[s].test]
     split = {"seed": args.seed, "train": [], "val": [], "test": []}
     for s in rows:
-        split["test"] += splits[s]["test"] if s in TESTED else []
+        split["test"] += splits[s].test if s in TESTED else []
         if s in used:
-            split["train"] += splits[s]["train"]
-            split["val"] += splits[s]["val"]
-    (folder / "splits.json").write_text(json.dumps(split, indent=2))
+            split["train"] += splits[s].train
+            split["val"] += splits[s].val
+    write_splits(Splits(**split), folder / "splits.json")
     manifest = write_manifest(keep, folder / "manifest.csv")
     config = StudyConfig(
         prepare=PrepareConfig(roi=400, normalize="minmax", split_file=folder / "splits.json"),
@@ -188,7 +188,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = sources(args.out, args)
     splits = fixed_splits(rows, args.seed)
-    (args.out / "splits.json").write_text(json.dumps(splits, indent=2))
+    (args.out / "splits.json").write_text(
+        json.dumps({source: s.to_json() for source, s in splits.items()}, indent=2)
+    )
     frames = [run_condition(args.out, c, rows, splits, args) for c in args.conditions.split(",")]
     result = table(pd.concat(frames, ignore_index=True))
     result.to_csv(args.out / "transfer.csv", index=False, float_format="%.6g")

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from microsr.cli import app
+from microsr.data.splits import read_splits
 from microsr.io import read_volume, write_volume
 from microsr.volume import Volume
 
@@ -59,7 +60,7 @@ def test_whole_pipeline_through_the_cli(tmp_path):
         cwd=tmp_path,
     )
     assert (tmp_path / "run/best.ckpt").is_file() and (tmp_path / "run/last.ckpt").is_file()
-    test_id = json.loads((tmp_path / "ds/splits.json").read_text())["test"][0]
+    test_id = read_splits(tmp_path / "ds/splits.json").test[0]
     i = int(test_id[1:])
     microsr("predict", "run/best.ckpt", f"lr{i}.mha", "sr.nii.gz", "--device", "cpu", cwd=tmp_path)
     lr, sr = read_volume(tmp_path / f"lr{i}.mha"), read_volume(tmp_path / "sr.nii.gz")

@@ -17,6 +17,7 @@ from microsr.compare.scoring import SLICE_METRICS, SPECIMEN_METRICS
 from microsr.compare.table import summary_table
 from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.data.prepare import PrepareConfig, prepare_dataset
+from microsr.data.splits import Splits, read_splits, write_splits
 from microsr.errors import MicrosrError
 from microsr.io import write_volume
 from microsr.models.factory import ModelConfig
@@ -107,7 +108,7 @@ def test_compare_end_to_end_on_tiny_specimens(pair_manifest, tmp_path):
     assert set(result.slices["candidate"]) == {"bilinear", "unet_bce", "res25d"}
     cross = pd.read_csv(tmp_path / "cmp/cross/ds_other/slices.csv")
     assert set(cross["candidate"]) == {"bilinear", "unet_bce", "res25d"}
-    assert set(cross["specimen"]) == set(json.loads((other / "splits.json").read_text())["test"])
+    assert set(cross["specimen"]) == set(read_splits(other / "splits.json").test)
     spec = result.specimens.set_index(["candidate", "specimen"])
     assert {"bias_bone", "bias_marrow", "bv_tv_err", "tb_th_err"} <= set(spec.columns)
     assert len(result.slices.query("candidate == 'bilinear'")) == 8  # every HR slice
@@ -139,9 +140,9 @@ def test_cross_test_refuses_bones_that_were_trained_on(pair_manifest, tmp_path):
     from microsr.compare.run import check_disjoint
 
     ds = prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24))
-    splits = json.loads((ds / "splits.json").read_text())
-    swapped = {"seed": 0, "train": splits["test"], "val": splits["val"], "test": splits["train"]}
-    (tmp_path / "swap.json").write_text(json.dumps(swapped))
+    splits = read_splits(ds / "splits.json")
+    swapped = Splits(seed=0, train=splits.test, val=splits.val, test=splits.train)
+    write_splits(swapped, tmp_path / "swap.json")
     leak = prepare_dataset(
         pair_manifest, tmp_path / "leak", PrepareConfig(roi=24, split_file=tmp_path / "swap.json")
     )

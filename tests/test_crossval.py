@@ -12,7 +12,7 @@ import pytest
 
 from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.data.prepare import PrepareConfig
-from microsr.data.splits import make_folds
+from microsr.data.splits import Splits, make_folds, read_folds, read_splits
 from microsr.errors import MicrosrError
 from microsr.io import write_volume
 from microsr.models.factory import ModelConfig
@@ -41,12 +41,21 @@ def test_folds_never_share_a_subject_and_test_each_once(k, seed):
     assert sorted(tested) == sorted(set(SUBJECTS.values()))  # each subject tested once
 
 
-def fold_ids(fold: dict) -> list[set]:
+def fold_ids(fold: Splits) -> list[set]:
     return [set(fold[key]) for key in ("train", "val", "test")]
 
 
 def test_folds_are_seeded():
+    """The same seed gives the same folds, and the seed is used: four seeds give four
+    different assignments of subjects to train / val / test (and each is recorded)."""
+
+    def assignment(seed: int) -> str:
+        folds = make_folds(SUBJECTS, k=5, seed=seed)
+        assert {fold.seed for fold in folds} == {seed}
+        return json.dumps([fold_ids(fold) for fold in folds], default=sorted)
+
     assert make_folds(SUBJECTS, k=5, seed=3) == make_folds(SUBJECTS, k=5, seed=3)
+    assert len({assignment(seed) for seed in range(4)}) == 4
 
 
 def test_more_folds_than_subjects_is_one_clear_error():
@@ -92,10 +101,10 @@ def test_tiny_cross_validated_study(tmp_path):
     out = tmp_path / "cv"
     summary = run_study(_manifest(tmp_path), out, config, progress=False)
     assert summary["subjects"] == ["A", "B", "C", "D"]
-    folds = json.loads((out / "folds.json").read_text())
+    folds = read_folds(out / "folds.json")
     for fold in folds:  # each fold's sub-study used its own split
-        used = json.loads((out / f"fold_{fold['fold']}" / "dataset" / "splits.json").read_text())
-        assert used["test"] == fold["test"]
+        used = read_splits(out / f"fold_{fold.fold}" / "dataset" / "splits.json")
+        assert used.test == fold.test and used.fold == fold.fold
     slices = pd.read_csv(out / "stats" / "slices.csv", dtype={"specimen": str})
     assert sorted(slices["specimen"].unique()) == ["s0", "s1", "s2", "s3", "s4"]
     assert slices.groupby("specimen")["fold"].nunique().eq(1).all()  # tested once
@@ -119,14 +128,14 @@ def test_tiny_cross_validated_study(tmp_path):
 
 def test_a_study_from_before_folds_resumes(tmp_path):
     from microsr.study.config import StudyLayout
-    from microsr.study.pipeline import _start
+    from microsr.study.single import start_study
 
     layout, config = StudyLayout(tmp_path / "st"), StudyConfig()
     manifest = tmp_path / "m.csv"
-    _start(layout, manifest, config)
+    start_study(layout, manifest, config)
     record = json.loads(layout.study_json.read_text())
     del record["config"]["folds"]  # as written by microsr before --folds
     layout.study_json.write_text(json.dumps(record))
-    _start(layout, manifest, config)  # same config: resumes
+    start_study(layout, manifest, config)  # same config: resumes
     with pytest.raises(MicrosrError, match="another config"):
-        _start(layout, manifest, config.model_copy(update={"folds": 3}))
+        start_study(layout, manifest, config.model_copy(update={"folds": 3}))

@@ -9,6 +9,7 @@ import torch
 from conftest import save_model
 from typer.testing import CliRunner
 
+from microsr.calibration import WindowUnits
 from microsr.checkpoint import parse_checkpoint, read_checkpoint
 from microsr.cli import app
 from microsr.data.normalize import NormalizationConfig
@@ -100,7 +101,9 @@ def test_a_network_that_is_not_the_checkpoints_is_refused(trained, tmp_path):
         ({"factor": 3}, "scale factors"),
         ({"normalization": {"mode": "window", "low": 5000.0, "high": 9000.0}}, "intensities"),
         ({"normalization": {"mode": "minmax"}}, "normalised by window"),
-        ({"provenance": {"units": "mgha"}}, "--units mgha"),
+        ({"units": {"kind": "mgha"}}, "trained on mg HA/cm3.*--units mgha"),
+        # a checkpoint from before units had one record: the dataset's units in provenance
+        ({"units": None, "provenance": {"units": "mgha"}}, "trained on mg HA/cm3.*--units mgha"),
     ],
 )
 def test_a_dataset_that_does_not_fit_the_checkpoint_is_refused(trained, tmp_path, change, match):
@@ -117,7 +120,8 @@ def test_a_dataset_that_does_not_fit_the_checkpoint_is_refused(trained, tmp_path
 def test_checkpoints_record_units_and_acquisition_file(trained):
     ds, source = trained
     meta, _ = parse_checkpoint(source)
-    assert meta.provenance == {"units": "native", "acquisition_file": None, "init": None}
+    assert meta.provenance == {"acquisition_file": None, "init": None}  # units: one record
+    assert meta.units == WindowUnits(kind="grey")  # the test scans carry no calibration
     info = json.loads((ds / "dataset.json").read_text())
     assert info["config"]["simulation"]["acquisition_file"] is None
 

@@ -139,6 +139,32 @@ def test_mask_folder_becomes_a_manifest_with_subjects_and_truth(tmp_path):
     assert read_volume(rows[0].lr_path).shape == (8, 8, 8)
 
 
+def test_mask_specimens_are_seeded_by_id_not_by_position(tmp_path):
+    """A mask's grey HR and LR scan depend on the seed and its id only
+    (:mod:`microsr.data.simulated`): the same mask alone in a folder, or after another,
+    gives the same volumes; another id gives other ones."""
+    from microsr.data.manifest import read_manifest
+    from microsr.study.masks import mask_manifest
+
+    blob = ndimage_blobs(np.random.default_rng(0))
+    scans = {}
+    for folder, names in (("alone", ["roi_2_d2"]), ("after", ["roi_1_d1", "roi_2_d2"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            write_volume(Volume(blob, (1.0,) * 3), tmp_path / folder / f"{name}.nrrd")
+        manifest = mask_manifest(
+            tmp_path / folder, tmp_path / f"{folder}_data", spacing_mm=0.05, crop=16
+        )
+        scans[folder] = {
+            r.specimen: (read_volume(r.hr_path).array, read_volume(r.lr_path).array)
+            for r in read_manifest(manifest)
+        }
+    for alone, after in zip(scans["alone"]["roi_2_d2"], scans["after"]["roi_2_d2"], strict=True):
+        np.testing.assert_array_equal(alone, after)
+    # the same mask under another id is painted and scanned with other noise
+    assert not np.array_equal(scans["after"]["roi_1_d1"][1], scans["after"]["roi_2_d2"][1])
+
+
 def ndimage_blobs(rng: np.random.Generator, shape=(20, 20, 20)) -> np.ndarray:
     """A random bone-like binary mask (smoothed noise above its 70th percentile)."""
     from scipy import ndimage

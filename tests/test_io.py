@@ -371,7 +371,7 @@ def test_failed_write_keeps_existing_target(tmp_path, monkeypatch):
     write_volume(old, tmp_path / "slices")
     monkeypatch.setattr(tiff_io.tifffile, "imwrite", _failing(tifffile.imwrite))
     for target in ("vol.tif", "slices"):
-        with pytest.raises((InputFileError, RuntimeError)):
+        with pytest.raises((InputFileError, RuntimeError), match="disk full"):
             write_volume(make_volume("uint16"), tmp_path / target, overwrite=True)
         assert read_volume(tmp_path / target).array.dtype == np.uint8
     assert folder_listing(tmp_path) == ["slices", "vol.tif"]

@@ -1,9 +1,10 @@
 import json
+from dataclasses import replace
 
 import pytest
 
 from microsr.data.manifest import read_manifest
-from microsr.data.splits import check_splits, load_splits, make_splits
+from microsr.data.splits import Splits, check_splits, make_splits, read_splits, write_splits
 from microsr.errors import InputFileError, MicrosrError
 
 
@@ -19,6 +20,51 @@ def test_manifest_missing_columns(tmp_path):
     p.write_text("specimen,lr_path\nA,a.tif\n")
     with pytest.raises(InputFileError, match=r"m\.csv.*missing column\(s\) site, hr_path"):
         read_manifest(p)
+
+
+def test_spacing_text_has_one_parser_for_options_and_manifest_cells(tmp_path, pair_manifest):
+    """:func:`microsr.io.files.parse_spacing` reads ``--spacing`` and the manifest's spacing
+    cells alike (one number or ``z,y,x``), and :func:`write_manifest` writes what it reads."""
+    from microsr.data.manifest import write_manifest
+    from microsr.io.files import format_spacing, parse_spacing
+
+    assert parse_spacing("0.0195") == 0.0195 and parse_spacing(" ") is None
+    assert parse_spacing("0.03, 0.02,0.02") == (0.03, 0.02, 0.02)
+    assert parse_spacing(format_spacing((0.03, 0.02, 0.02))) == (0.03, 0.02, 0.02)
+    for bad in ("a", "0.1,0.2", "-1", "nan"):
+        with pytest.raises(MicrosrError, match=rf"--spacing '{bad}': give"):
+            parse_spacing(bad)
+    rows = read_manifest(pair_manifest)
+    rows[0] = replace(rows[0], lr_spacing_mm=(0.04, 0.02, 0.02))
+    rows[1] = replace(rows[1], hr_spacing_mm=0.01)
+    again = read_manifest(write_manifest(rows, tmp_path / "again.csv"))
+    assert again[0].lr_spacing_mm == (0.04, 0.02, 0.02) and again[1].hr_spacing_mm == 0.01
+    text = (tmp_path / "again.csv").read_text().replace("0.04,0.02,0.02", "0.04,x,0.02")
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.raises(InputFileError, match=r"bad\.csv.*specimen 's0': lr_spacing_mm '0\.04,x"):
+        read_manifest(tmp_path / "bad.csv")
+
+
+def test_spacing_tolerances_are_the_named_ones(caplog):
+    """Every spacing comparison names a tolerance of :mod:`microsr.io.spacing`."""
+    from microsr.data.prepare import training_spacings
+    from microsr.io.spacing import SPACING_RATIO_RTOL, SPACING_SCALE_RTOL, spacing_off
+    from microsr.pairing.geometry import scale_factor
+
+    assert (SPACING_RATIO_RTOL, SPACING_SCALE_RTOL) == (0.01, 0.10)
+    assert spacing_off(1.11, 1.0, SPACING_SCALE_RTOL) and not spacing_off(1.09, 1.0, 0.1)
+    assert scale_factor((1, 0.0399, 0.0401), (1, 0.02, 0.02)) == 2  # within 1 %
+    with pytest.raises(MicrosrError, match="must be an integer"):
+        scale_factor((1, 0.0405, 0.04), (1, 0.02, 0.02))
+    record = {"n_slices": 1, "lr_spacing_mm": [0.04] * 3}
+    near = {
+        "a": record | {"hr_spacing_mm": [0.02] * 3},
+        "b": record | {"hr_spacing_mm": [0.0218] * 3},
+    }
+    assert training_spacings({"specimens": near})["hr_spacing_mm"] == pytest.approx([0.0209] * 3)
+    far = near | {"b": record | {"hr_spacing_mm": [0.0225] * 3}}  # 12.5 % apart
+    assert training_spacings({"specimens": far}) == {}
+    assert "differ by more than 10 %" in caplog.text
 
 
 def test_manifest_missing_file_and_duplicates(tmp_path, pair_manifest):
@@ -56,9 +102,36 @@ def test_user_split_overlap_is_rejected(tmp_path):
     p = tmp_path / "splits.json"
     p.write_text(json.dumps({"train": ["a", "b"], "val": ["c"], "test": ["b"]}))
     with pytest.raises(InputFileError, match=r"\['b'\] are in both train and test"):
-        load_splits(p, {"a", "b", "c"})
+        read_splits(p, {"a", "b", "c"})
     p.write_text(json.dumps({"train": ["a"], "val": ["c"], "test": ["b"]}))
-    assert load_splits(p, {"a", "b", "c"})["test"] == ["b"]
+    assert read_splits(p, {"a", "b", "c"}).test == ["b"]
+
+
+def test_splits_json_is_one_typed_record_with_one_reader_and_writer(tmp_path):
+    """``splits.json`` reads as :class:`Splits` (written back: the same text), whatever
+    wrote it; a bad file is an error naming the file and the field."""
+    made = make_splits({"a": "x", "b": "x", "c": "x", "d": "x"}, seed=5)
+    assert isinstance(made, Splits) and made.seed == 5 and made.fold is None
+    path = write_splits(made, tmp_path / "splits.json")
+    assert list(json.loads(path.read_text())) == ["seed", "train", "val", "test"]
+    assert read_splits(path) == made and read_splits(path, made.specimens()) == made
+    user = Splits(train=["a"], val=["b"], test=["c"])  # a user's own file: no seed
+    assert "seed" not in write_splits(user, tmp_path / "user.json").read_text()
+    assert user["val"] == user.val == ["b"]
+    with pytest.raises(KeyError, match="not a split"):
+        user["seed"]
+    for bad, problem in (
+        ({"train": ["a"], "val": []}, "test: Field required"),
+        ({"train": [], "val": ["a"], "test": ["b"]}, "the train split is empty"),
+        ({"train": ["a"], "val": ["b"], "test": ["c"], "tset": []}, "tset: Extra inputs"),
+        ({"train": "a", "val": ["b"], "test": ["c"]}, "train: Input should be a valid list"),
+    ):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(InputFileError, match=rf"splits\.json.*{problem}"):
+            read_splits(path)
+    path.write_text("{")
+    with pytest.raises(InputFileError, match=r"splits\.json.*cannot read splits JSON"):
+        read_splits(path)
 
 
 def test_rows_of_one_subject_share_a_split():

@@ -31,6 +31,51 @@ def test_ct_noise_has_unit_std_a_ramp_spectrum_and_the_lr_cut_off():
     assert power[0, 0] < 1e-6 * power.max()  # zero mean: intensities are not shifted
 
 
+@pytest.mark.parametrize("name", ["ramp", "shepp-logan", "cosine", "hamming", "hann"])
+def test_the_noise_texture_uses_scikit_images_fbp_filters(name):
+    """The windows of :mod:`microsr.simulate.noise_texture` against scikit-image's own
+    ``iradon`` filters (``skimage.transform.radon_transform._get_fourier_filter``, 0.24:
+    the filters the simulator reconstructs with), relative to its ramp; a fine grid, as the
+    windows are written in their continuous form."""
+    import numpy as np
+    from skimage.transform.radon_transform import _get_fourier_filter
+
+    from microsr.simulate.noise_texture import fbp_noise_power, filter_window
+
+    size = 2048
+    freq = np.fft.fftfreq(size)[1 : size // 2]
+    theirs = (_get_fourier_filter(size, name) / _get_fourier_filter(size, "ramp"))[:, 0]
+    np.testing.assert_allclose(filter_window(freq, name), theirs[1 : size // 2], atol=2e-3)
+    power = fbp_noise_power(np.array([0.1, 0.5, 0.51]), name)
+    assert power[0] == pytest.approx(0.1 * filter_window(np.array(0.1), name) ** 2)
+    assert power[2] == 0  # beyond the detector's Nyquist frequency
+
+
+def test_augmentation_noise_has_the_dataset_filters_texture():
+    """The texture follows the dataset's reconstruction filter: Hann-filtered noise loses
+    power near the cut-off as ``W**2`` says; a dataset records the filter it was simulated
+    with (``ramp`` for real LR scans)."""
+    from microsr.data.records import DatasetInfo
+
+    torch.manual_seed(2)
+    ramp, _ = _radial_power(ct_noise((300, 64, 64), factor=2))
+    hann, rho = _radial_power(ct_noise((300, 64, 64), factor=2, filter_name="hann"))
+    band = lambda p, lo, hi: p[(rho > lo) & (rho < hi)].mean()
+    # W(f) = 0.5 + 0.5 cos(2 pi f), f = 2 rho in cycles per LR pixel: W^2 falls from ~0.8
+    # (rho 0.05-0.1) to ~0.04 (rho 0.2-0.24) relative to the ramp's
+    relative = (band(hann, 0.2, 0.24) / band(hann, 0.05, 0.1)) / (
+        band(ramp, 0.2, 0.24) / band(ramp, 0.05, 0.1)
+    )
+    assert relative < 0.15
+    record = {"n_slices": 1, "n_lr_slices": 1, "crop_yxhw": [0, 0, 1, 1], "hr_slices": [0],
+              "lr_t": [0.0], "hr_spacing_mm": [1.0, 1.0, 1.0]}  # fmt: skip
+    config = {"simulation": {"acquisition": {"filter_name": "hann"}}}
+    info = {"factor": 2, "normalization": {"mode": "minmax"}, "config": config}
+    real = DatasetInfo.of(info | {"specimens": {"a": record}})
+    simulated = DatasetInfo.of(info | {"specimens": {"a": record | {"simulated": {"draws": 1}}}})
+    assert real.noise_filter == "ramp" and simulated.noise_filter == "hann"
+
+
 def test_add_noise_draws_a_level_per_sample_up_to_the_maximum():
     torch.manual_seed(1)
     lr = torch.full((256, 3, 32, 32), 0.4)
@@ -63,6 +108,7 @@ def test_training_with_noise_augment_changes_the_model_and_records_it(pair_manif
                        progress=False)  # fmt: skip
         runs.append(read_checkpoint(result.last))
     assert runs[2]["microsr"]["train_config"]["noise_augment"] == 0.05
+    assert runs[2]["hyper_parameters"]["data"]["noise_filter"] == "ramp"  # real LR scans
     same, plain, noisy = (r["state_dict"] for r in runs)
     assert all(torch.equal(same[k], plain[k]) for k in plain)  # seeded: runs are repeatable
     assert any(not torch.equal(noisy[k], plain[k]) for k in plain)  # so the noise did this

@@ -246,6 +246,23 @@ def test_report_cli_on_a_folder_without_study(tmp_path):
     assert not (tmp_path / "report").exists()
 
 
+def test_report_reads_study_json_typed(tmp_path):
+    """The report reads ``study.json`` as a :class:`StudyRecord` (its fields, not ``.get``
+    chains): a malformed record is an error naming the file, not a crash deep in a page."""
+    from microsr.errors import MicrosrError
+    from microsr.report.record import StudyRecord
+
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "study.json").write_text(json.dumps({"config": ["not", "a", "mapping"]}))
+    with pytest.raises(MicrosrError, match=r"study\.json: not a readable study\.json"):
+        load_study(tmp_path)
+    config = {"folds": 4, "train": {"model": {"name": "rcan"}}}
+    (tmp_path / "study.json").write_text(json.dumps({"manifest": "/d/m.csv", "config": config}))
+    record = load_study(tmp_path)[0]
+    assert isinstance(record, StudyRecord) and record.folds == 4 and record.model_name == "rcan"
+    assert StudyRecord().folds is None and StudyRecord().model_name is None
+
+
 CHECK = """<script>
 window.addEventListener('load', function () {
   var imgs = Array.from(document.images);

@@ -114,7 +114,7 @@ def test_phantom_odd_shapes(shape):
 
 
 def test_phantom_bad_shape():
-    with pytest.raises(MicrosrError):
+    with pytest.raises(MicrosrError, match=r"Y, X >= 16, got \(4, 8, 40\)"):
         make_phantom((4, 8, 40))
 
 
@@ -240,7 +240,8 @@ def test_progress_reports_and_does_not_change_the_result(monkeypatch, caplog):
     ],
 )
 def test_bad_config_raises(options):
-    with pytest.raises(MicrosrError):
+    (name,) = options
+    with pytest.raises(MicrosrError, match=f"invalid AcquisitionConfig: {name} must be"):
         AcquisitionConfig(**options)
 
 

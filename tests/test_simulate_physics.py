@@ -203,7 +203,8 @@ def test_every_filter_reconstructs_the_disk(filter_name):
      {"reference_value": "median"}],
 )  # fmt: skip
 def test_bad_effect_options_raise(options):
-    with pytest.raises((MicrosrError, ValueError)):
+    (name,) = options  # a bad type is pydantic's error, a bad value ours: both name the field
+    with pytest.raises((MicrosrError, ValueError), match=name):
         AcquisitionConfig(**options)
 
 

@@ -149,6 +149,25 @@ def test_calibrated_threshold_maps_500_mgha_through_the_hr_window():
     assert calibrated_threshold(_info({"mode": "minmax"}, {"a": cal}), ["a"]) is None
 
 
+def test_the_structure_threshold_follows_the_one_default_threshold_rule(monkeypatch):
+    """``training.threshold.default_morphometry`` is the default rule (500 mg HA/cm3 on
+    calibrated data, else Otsu) and the structure term's threshold follows it."""
+    from types import SimpleNamespace
+
+    from microsr.morphometry.config import MorphometryConfig
+    from microsr.training import threshold
+
+    assert threshold.default_morphometry(True) == MorphometryConfig()
+    assert threshold.default_morphometry(False).threshold == "otsu"
+    norm = {"mode": "window", "low": -200.0, "high": 1800.0}
+    info = _info(norm, {"a": {"slope": 2.0, "intercept": -100.0, "units": "mg HA/cm3"}})
+    pairs = SimpleNamespace(specimens=["a"])
+    assert threshold.structure_threshold(info, pairs, sigma_vox=1.0) == pytest.approx(0.25)
+    rule = MorphometryConfig(threshold_value=700.0)  # stored 400: (400 + 200) / 2000
+    monkeypatch.setattr(threshold, "default_morphometry", lambda calibrated: rule)
+    assert threshold.structure_threshold(info, pairs, sigma_vox=1.0) == pytest.approx(0.3)
+
+
 @pytest.fixture
 def dataset(pair_manifest, tmp_path):
     return prepare_dataset(pair_manifest, tmp_path / "ds", PrepareConfig(roi=24), progress=False)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from microsr.cli import app
 from microsr.data.manifest import SpecimenRow, write_manifest
 from microsr.data.prepare import PrepareConfig
+from microsr.data.splits import Splits, read_splits
 from microsr.io import write_volume
 from microsr.models.factory import ModelConfig
 from microsr.report.checks import outside_axes
@@ -148,11 +149,11 @@ def test_site_with_too_few_specimens_is_a_clear_problem(tmp_path):
     from microsr.study.models import model_names, model_splits
 
     sites = {"a": "femur", "b": "femur", "c": "femur", "d": "spine"}
-    splits = {"train": ["a", "d"], "val": ["b"], "test": ["c"]}
+    splits = Splits(train=["a", "d"], val=["b"], test=["c"])
     assert model_names(sites, pooled=True) == ["femur", "spine", "pooled"]
     with pytest.raises(MicrosrError, match="'spine': no val specimen"):
         model_splits(splits, sites, "spine")
-    assert model_splits(splits, sites, "pooled")["train"] == ["a", "d"]
+    assert model_splits(splits, sites, "pooled") == splits
 
 
 def test_acquisition_manifest_pairs_each_bone_with_every_protocol(tmp_path):
@@ -182,7 +183,7 @@ def test_acquisition_manifest_pairs_each_bone_with_every_protocol(tmp_path):
     err3 = np.std(read_volume(three["b0"].lr_path).array - hr[::2, ::2, ::2])
     assert err3 < err1  # 3 frames: less noise
     prepare_dataset(manifest, tmp_path / "ds", PrepareConfig(roi=24))
-    splits = json.loads((tmp_path / "ds/splits.json").read_text(encoding="utf-8"))
+    splits = read_splits(tmp_path / "ds/splits.json")
     where = {sid: k for k in ("train", "val", "test") for sid in splits[k]}
     assert all(
         where[f"b{i}_1frame"] == where[f"b{i}_3frames"] == where[f"b{i}_random"] for i in range(4)
@@ -194,12 +195,12 @@ def test_study_state_is_read_from_study_json_typed(tmp_path):
     whether a run resumes the study; the run's state is one ``StudyRun`` object."""
     from microsr.data.normalize import NormalizationConfig
     from microsr.errors import MicrosrError
-    from microsr.study.config import StudyRecord
+    from microsr.report.record import StudyRecord
     from microsr.study.models import model_names
-    from microsr.study.pipeline import StudyRun, _start
+    from microsr.study.single import StudyRun, start_study
 
     layout, manifest = StudyLayout(tmp_path / "st"), tmp_path / "m.csv"
-    _start(layout, manifest, StudyConfig(), title="Trial")
+    start_study(layout, manifest, StudyConfig(), title="Trial")
     text = layout.study_json.read_text()
     record = StudyRecord.read(layout.study_json)
     assert json.dumps(record.to_json(), indent=2) == text

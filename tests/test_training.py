@@ -6,13 +6,15 @@ import torch
 
 from microsr.checkpoint import read_checkpoint
 from microsr.data.prepare import PrepareConfig, prepare_dataset
+from microsr.data.splits import read_splits
 from microsr.device import resolve_device
 from microsr.errors import MicrosrError
 from microsr.inference.checkpoint import load_checkpoint
 from microsr.models.factory import ModelConfig
+from microsr.training import train as train_module
 from microsr.training.config import TrainConfig
 from microsr.training.losses import compute_loss
-from microsr.training.train import SRDataModule, train
+from microsr.training.train import COMPLETE, SRDataModule, train, train_or_reuse
 
 TINY = TrainConfig(
     loss="bce",
@@ -35,6 +37,7 @@ def test_train_writes_self_describing_checkpoints_and_resumes(dataset, tmp_path)
     run = tmp_path / "run"
     result = train(dataset, run, TINY, progress=False)
     assert result.best == run / "best.ckpt" and result.last.is_file()
+    assert json.loads((run / COMPLETE).read_text())["best"] == str(result.best)  # finished
     ckpt = read_checkpoint(result.last)  # weights_only=True load of a real checkpoint
     meta = ckpt["microsr"]
     assert meta["model_class"] == "UNet" and meta["factor"] == 2
@@ -69,12 +72,14 @@ def test_seed_is_generated_and_recorded_when_not_given(dataset, tmp_path):
 def test_test_specimens_never_reach_training(dataset):
     dm = SRDataModule(dataset, TINY)
     seen = set(dm.train_dataloader().dataset.pairs.specimens)
-    assert seen == set(dm.splits["train"]) and seen.isdisjoint(dm.splits["test"])
+    assert seen == set(dm.splits.train) and seen.isdisjoint(dm.splits.test)
     # A tampered splits file that leaks a test specimen into training is refused.
     splits = json.loads((dataset / "splits.json").read_text())
     splits["train"].append(splits["test"][0])
     (dataset / "splits.json").write_text(json.dumps(splits))
-    with pytest.raises(MicrosrError, match="are in train and in val/test"):
+    with pytest.raises(
+        MicrosrError, match=r"splits\.json: specimen\(s\) .* are in both train and test"
+    ):
         SRDataModule(dataset, TINY)
     # the check is a raise, not an assert: it holds under `python -O` too
     code = (
@@ -88,6 +93,37 @@ def test_test_specimens_never_reach_training(dataset):
 
     done = subprocess.run([sys.executable, "-O", "-c", code, str(dataset)], check=False)
     assert done.returncode == 3
+
+
+def test_one_rule_says_whether_a_run_is_trained_already(tmp_path, monkeypatch):
+    """A run is reused only when :func:`train` finished it (``complete.json``); a killed run
+    with a ``best.ckpt`` resumes; a run of another config is refused, whatever its state.
+    The study and ``compare`` both ask :func:`train_or_reuse`."""
+    calls = []
+
+    def fake_train(dataset_dir, run_dir, config, *, resume, progress):
+        calls.append(resume)
+        for name in ("best.ckpt", "last.ckpt"):
+            (run_dir / name).write_bytes(b"")
+        (run_dir / "train_config.json").write_text(config.model_dump_json())
+        if len(calls) > 1:  # the first run is killed before it returns
+            (run_dir / COMPLETE).write_text(json.dumps({"best": str(run_dir / "best.ckpt")}))
+        return train_module.TrainResult(run_dir / "best.ckpt", run_dir / "last.ckpt", None, config)
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    run = tmp_path / "run"
+    run.mkdir()
+    assert train_or_reuse("ds", run, TINY) == run / "best.ckpt" and calls == [False]
+    assert train_or_reuse("ds", run, TINY) == run / "best.ckpt" and calls == [False, True]
+    on_gpu = TINY.model_copy(update={"device": "cuda"})  # where it runs is not the run
+    assert train_or_reuse("ds", run, on_gpu) == run / "best.ckpt" and calls == [False, True]
+    assert train_or_reuse("ds", run, TINY.model_copy(update={"seed": None})) == run / "best.ckpt"
+    with pytest.raises(MicrosrError, match="holds a run with another config"):
+        train_or_reuse("ds", run, TINY.model_copy(update={"epochs": 5}))
+    (run / COMPLETE).unlink()  # a killed run of another config is refused too
+    with pytest.raises(MicrosrError, match="holds a run with another config"):
+        train_or_reuse("ds", run, TINY.model_copy(update={"seed": 8}))
+    assert calls == [False, True]
 
 
 def test_resume_without_checkpoint_is_an_error(dataset, tmp_path):
@@ -127,7 +163,7 @@ def test_evaluate_dataset_with_a_2_5d_model(dataset, tmp_path):
     loaded = load_checkpoint(train(dataset, tmp_path / "r25", cfg, progress=False).last)
     assert loaded.context_slices == 1
     results = evaluate_dataset(dataset, loaded)
-    n_test = len(json.loads((dataset / "splits.json").read_text())["test"])
+    n_test = len(read_splits(dataset / "splits.json").test)
     df = pd.concat([r.slices for r in results])
     assert len(df) == 8 * n_test and df.psnr_sr.notna().all() and (df.ssim_sr <= 1).all()
 

@@ -26,8 +26,24 @@ from microsr.volume import Calibration, Volume
 
 logger = logging.getLogger(__name__)
 
+# The one vocabulary of units: every option and record that names units takes its names
+# from these (tests/test_units_vocabulary.py keeps it so).
+#: What stored values are: a scanner's ``native`` values, linear attenuation ``mu`` (1/cm),
+#: ``hu`` (Hounsfield units) or ``mgha`` (mg HA/cm3).
 Units = Literal["native", "mu", "hu", "mgha"]
 UNITS: tuple[str, ...] = ("native", "mu", "hu", "mgha")
+#: The units of a model's intensity window (:class:`WindowUnits`): ``mgha``, ``native`` (with
+#: their calibration) or ``grey`` (uncalibrated grey values).
+WindowKind = Literal["mgha", "native", "grey"]
+#: What ``prepare --units`` pairs the scans in: as stored (``native``) or converted to ``mgha``.
+DatasetUnits = Literal["native", "mgha"]
+#: What a prediction's input values are: ``auto`` (its calibration says), ``mgha``, or
+#: ``model`` (already in the model's units).
+InputUnits = Literal["auto", "mgha", "model"]
+#: What a prediction is written in: the ``input``'s own units, or ``mgha``.
+OutputUnits = Literal["input", "mgha"]
+#: An SR output of a checkpoint whose normalisation cannot map back to HR units (format 1).
+LEGACY_UNITS = "legacy"
 DENSITY_UNITS = "mg HA/cm3"
 
 
@@ -265,7 +281,7 @@ class WindowUnits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    kind: Literal["mgha", "native", "grey"]
+    kind: WindowKind
     slope: float | None = None
     intercept: float | None = None
     units: str = DENSITY_UNITS

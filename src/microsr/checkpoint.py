@@ -17,7 +17,9 @@ Format versions: 1 (microsr 0.1): LR-slice pairing, per-slice min-max or a fixed
 and fitted intensity windows. Version-1 checkpoints still load and predict on their LR grid.
 Optional fields added later without a version change (older files lack them, readers default
 them): ``lr_spacing_mm`` / ``hr_spacing_mm`` (the training voxel sizes), ``units`` (the
-window's density units).
+window's density units). ``units`` is the one record of a model's units: checkpoints that
+recorded the dataset's ``--units`` as ``provenance["units"]`` instead still read, ``"mgha"``
+there as ``units`` of kind ``mgha``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, model_validator
 from torch import nn
 
 from microsr import __version__
@@ -80,7 +82,7 @@ class CheckpointMeta(BaseModel):
         The full :class:`~microsr.training.config.TrainConfig` as a dict.
     provenance
         Where the weights and data came from (JSON types; empty in older checkpoints):
-        ``units`` (the dataset's, ``"native"`` or ``"mgha"``), ``acquisition_file`` (the whole
+        ``acquisition_file`` (the whole
         acquisition file the training LR scans were simulated with, ``prepare
         --acquisition``), ``init`` (``{"path", "sha256"}`` of the checkpoint fine-tuned
         from, ``train --init``).
@@ -104,6 +106,17 @@ class CheckpointMeta(BaseModel):
     train_config: dict = Field(default_factory=dict)
     seed: int | None = None
     provenance: dict = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _units_from_provenance(cls, raw: object) -> object:
+        """Older checkpoints: the dataset's ``--units mgha`` in ``provenance["units"]``."""
+        if not isinstance(raw, dict) or raw.get("units") is not None:
+            return raw
+        old = raw.get("provenance")
+        if isinstance(old, dict) and old.get("units") == "mgha":
+            return {**raw, "units": {"kind": "mgha"}}
+        return raw
 
     @property
     def context_slices(self) -> int:

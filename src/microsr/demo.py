@@ -72,7 +72,7 @@ def run_demo(
     info, splits = load_dataset_info(dataset)
     scoring = dataset_scoring(info)
     results = []
-    for sid in splits["test"]:
+    for sid in splits.test:
         lr_path, hr_path = out_dir / "data" / f"{sid}_lr.mha", out_dir / "data" / f"{sid}_hr.mha"
         sr_path = predict_file(
             out_dir / "best.ckpt", lr_path, out_dir / "predictions" / f"{sid}_sr.mha",

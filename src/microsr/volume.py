@@ -100,3 +100,25 @@ class Volume:
     def with_array(self, array: np.ndarray, **changes) -> Volume:
         """A copy with another array (and optionally other fields)."""
         return replace(self, array=array, **changes)
+
+
+def strided_sample(array, *, max_voxels: int, dtype: type = np.float32) -> np.ndarray:
+    """Every ``step``-th voxel of ``array`` in C order, ``step = ceil(size / max_voxels)``
+    (so at most ``max_voxels``), as ``dtype``: the one voxel sample of the package.
+
+    Gathered slab by slab along the first axis (``array.slab`` slices at a time when the
+    array has one, else 32), so a lazily read ``(Z, Y, X)`` volume is never held whole.
+    """
+    shape = tuple(array.shape)
+    size = int(np.prod(shape, dtype=np.int64))
+    step = max(1, -(-size // max_voxels))
+    if len(shape) < 2:
+        return np.asarray(np.asarray(array).reshape(-1)[::step], dtype=dtype)
+    per_slice = size // shape[0] if shape[0] else 0
+    slab = int(getattr(array, "slab", None) or 32)
+    parts = []
+    for z in range(0, shape[0], slab):
+        flat = np.asarray(array[z : z + slab]).reshape(-1)
+        first = -z * per_slice % step  # the first multiple of step at or after this slab
+        parts.append(np.asarray(flat[first::step], dtype=dtype))
+    return np.concatenate(parts) if parts else np.empty(0, dtype)

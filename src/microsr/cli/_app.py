@@ -105,16 +105,11 @@ def parse_pair(text: str, option: str) -> tuple[float, float]:
 
 
 def parse_spacing(text: str | None) -> float | tuple[float, float, float] | None:
-    """``"0.0195"`` -> 0.0195; ``"0.03,0.02,0.02"`` -> (z, y, x)."""
-    if text is None:
-        return None
-    try:
-        parts = [float(p) for p in text.replace(" ", "").split(",")]
-    except ValueError:
-        raise MicrosrError(f"--spacing {text!r}: give a number in mm or z,y,x") from None
-    if len(parts) not in (1, 3) or not all(p > 0 for p in parts):
-        raise MicrosrError(f"--spacing {text!r}: give one positive number in mm or three (z,y,x)")
-    return parts[0] if len(parts) == 1 else tuple(parts)  # type: ignore[return-value]
+    """``--spacing`` text (:func:`microsr.io.files.parse_spacing`, imported on use so that
+    ``microsr --help`` loads no readers)."""
+    from microsr.io.files import parse_spacing as parse
+
+    return parse(text)
 
 
 def given_options(ctx, options: dict[str, str]) -> list[str]:

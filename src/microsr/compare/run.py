@@ -24,7 +24,7 @@ from microsr.io.atomic import atomic_path
 from microsr.models.factory import count_parameters
 from microsr.simulate.acquisition_file import AcquisitionFile
 from microsr.training.config import TrainConfig
-from microsr.training.train import train
+from microsr.training.train import train_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -128,28 +128,14 @@ def _write(out_dir: Path, result: CompareResult) -> None:
         Path(tmp).write_text(result.markdown + "\n")
 
 
-def _trained(run_dir: Path, wanted: TrainConfig) -> bool:
-    """Whether ``run_dir`` already holds a finished run of ``wanted`` (then it is reused)."""
-    saved = run_dir / "train_config.json"
-    if not (run_dir / "best.ckpt").is_file() or not saved.is_file():
-        return False
-    if TrainConfig.model_validate_json(saved.read_text()) != wanted:
-        raise MicrosrError(f"{run_dir}: holds a run with another config (remove it to retrain)")
-    return True
-
-
 def train_candidates(
     dataset_dir: str | Path, out_dir: str | Path, config: CompareConfig, *, progress: bool = False
 ) -> None:
     """Train every candidate into ``out_dir/runs/<name>``; finished matching runs are reused."""
     for candidate in config.candidates:
         run_dir = Path(out_dir) / "runs" / candidate.name
-        wanted = _train_config(candidate, config)
-        if _trained(run_dir, wanted):
-            log.info("compare: reusing %s", run_dir)
-            continue
-        log.info("compare: training %s", candidate.name)
-        train(dataset_dir, run_dir, wanted, progress=progress)
+        log.info("compare: %s", candidate.name)
+        train_or_reuse(dataset_dir, run_dir, _train_config(candidate, config), progress=progress)
 
 
 def score_runs(
@@ -166,9 +152,9 @@ def score_runs(
     out_dir = Path(out_dir)
     runs_dir = Path(runs_dir) if runs_dir is not None else out_dir / "runs"
     info, splits = load_dataset_info(dataset_dir)
-    if not splits["test"]:
+    if not splits.test:
         raise MicrosrError(f"{dataset_dir}: the test split is empty")
-    shape = DatasetInfo.of(info).specimens[splits["test"][0]].crop_yxhw[2:]
+    shape = DatasetInfo.of(info).specimens[splits.test[0]].crop_yxhw[2:]
     scoring = dataset_scoring(info, morphometry=config.morphometry)
     slices, specimens, models = [], [], {}
     for i, candidate in enumerate(config.candidates):
@@ -177,7 +163,7 @@ def score_runs(
         if config.tta:
             log.info("compare: scoring %s with test-time augmentation", candidate.name)
         a, b = score_candidate(
-            dataset_dir, info, splits["test"], loaded, name=candidate.name, config=scoring,
+            dataset_dir, info, splits.test, loaded, name=candidate.name, config=scoring,
             baseline=BILINEAR if i == 0 else None,
         )  # fmt: skip
         slices.append(a)
@@ -247,8 +233,8 @@ def check_disjoint(train_dataset: str | Path, test_dataset: str | Path) -> None:
         record = meta.specimens.get(sid)
         return (record.subject if record is not None else None) or sid
 
-    seen = {bone(info, s) for s in splits["train"] + splits["val"]}
-    leak = sorted(s for s in other_splits["test"] if bone(other_info, s) in seen)
+    seen = {bone(info, s) for s in splits.train + splits.val}
+    leak = sorted(s for s in other_splits.test if bone(other_info, s) in seen)
     if leak:
         raise MicrosrError(
             f"{test_dataset}: test specimens {leak} were trained on in {train_dataset}"

@@ -3,7 +3,7 @@
 Required columns: ``specimen, site, lr_path, hr_path``. Optional: ``lr_spacing_mm,
 hr_spacing_mm, subject, acquisition, sex, treatment, frames, truth_path``. Relative paths are resolved
 against the manifest's folder. Spacing columns supply spacing for files that store none
-(TIFF). ``subject`` names the physical bone when one bone has several rows (e.g. scanned
+(TIFF): one number in mm (isotropic) or ``z,y,x``. ``subject`` names the physical bone when one bone has several rows (e.g. scanned
 with two protocols): its rows always share a split. An empty ``lr_path`` is allowed where
 the reader asks for it (``prepare`` then simulates the LR scan from the HR one).
 ``truth_path`` is an optional binary bone mask on the HR grid (e.g. the segmentation a grey
@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from microsr.errors import InputFileError
+from microsr.errors import InputFileError, MicrosrError
+from microsr.io.files import format_spacing, parse_spacing
 
 REQUIRED = ("specimen", "site", "lr_path", "hr_path")
 OPTIONAL = ("lr_spacing_mm", "hr_spacing_mm", "sex", "treatment", "frames")
@@ -81,24 +82,20 @@ class SpecimenRow:
     site: str
     lr_path: Path | None  # None: no LR scan, simulated from the HR one
     hr_path: Path
-    lr_spacing_mm: float | None = None
-    hr_spacing_mm: float | None = None
+    lr_spacing_mm: float | tuple[float, float, float] | None = None  # mm; one: isotropic
+    hr_spacing_mm: float | tuple[float, float, float] | None = None
     extra: dict = field(default_factory=dict)
     truth_path: Path | None = None  # binary bone mask on the HR grid (exact truth)
 
 
-def _spacing(value: str, manifest: Path, specimen: str, column: str) -> float | None:
-    if value is None or value.strip() == "":
-        return None
+def _spacing(
+    value: str | None, manifest: Path, specimen: str, column: str
+) -> float | tuple[float, float, float] | None:
+    """A spacing cell: one number or ``z,y,x`` in mm (:func:`microsr.io.files.parse_spacing`)."""
     try:
-        out = float(value)
-    except ValueError:
-        raise InputFileError(
-            manifest, f"specimen {specimen!r}: {column} {value!r} is not a number"
-        ) from None
-    if not out > 0:
-        raise InputFileError(manifest, f"specimen {specimen!r}: {column} must be > 0, got {out}")
-    return out
+        return parse_spacing(value, option=f"specimen {specimen!r}: {column}")
+    except MicrosrError as exc:
+        raise InputFileError(manifest, str(exc)) from None
 
 
 def read_manifest(path: str | Path, *, allow_missing_lr: bool = False) -> list[SpecimenRow]:
@@ -198,7 +195,7 @@ def write_manifest(rows: list[SpecimenRow], path: str | Path) -> Path:
                     rel.append(str(Path(p).resolve().relative_to(path.parent.resolve())))
                 except ValueError:
                     rel.append(str(p))
-            spacing = [r.lr_spacing_mm or "", r.hr_spacing_mm or ""]
+            spacing = [format_spacing(r.lr_spacing_mm), format_spacing(r.hr_spacing_mm)]
             cells = [r.specimen, r.site, *rel[:2], *spacing, *rel[2:]]
             w.writerow([*cells, *(r.extra.get(k, "") for k in extras)])
     return path

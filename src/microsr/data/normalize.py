@@ -35,6 +35,7 @@ import torch
 
 from microsr.data.config import MinmaxInverse, NormalizationConfig
 from microsr.errors import MicrosrError
+from microsr.volume import strided_sample
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +200,8 @@ def fit_minmax_inverse(lr_stats: np.ndarray, hr_ranges: np.ndarray) -> MinmaxInv
 
 
 def sample_voxels(array: np.ndarray, *, max_voxels: int = 1_000_000) -> np.ndarray:
-    """An evenly strided sample of at most ``max_voxels`` voxels of ``array`` (float32)."""
-    flat = np.asarray(array).reshape(-1)
-    step = max(1, int(np.ceil(flat.size / max_voxels)))
-    return np.asarray(flat[::step], dtype=np.float32)
+    """:func:`microsr.volume.strided_sample` (float32) with the dataset records' default size."""
+    return strided_sample(array, max_voxels=max_voxels)
 
 
 def check_input_range(x, config: NormalizationConfig, *, name: str) -> bool:

@@ -30,7 +30,7 @@ import numpy as np
 import pydantic
 
 from microsr import __version__
-from microsr.calibration import units_of
+from microsr.calibration import WindowUnits, units_of
 from microsr.data.manifest import read_manifest
 from microsr.data.normalize import (
     NormalizationConfig,
@@ -47,10 +47,11 @@ from microsr.data.specimen import (
     write_lr_draw,
     write_specimen,
 )
-from microsr.data.splits import load_splits, make_splits
+from microsr.data.splits import Splits, make_splits, read_splits, write_splits
 from microsr.errors import MicrosrError
 from microsr.io import read_volume
 from microsr.io.atomic import atomic_folder, check_output
+from microsr.io.spacing import SPACING_SCALE_RTOL, spacing_off
 from microsr.runtime import progress as make_progress
 
 __all__ = [
@@ -141,13 +142,13 @@ def prepare_dataset(
     owned = lambda entry: entry.name in OWNED
     with atomic_folder(out_dir, overwrite=overwrite, replaceable=owned) as tmp:
         for row in make_progress(rows, desc="prepare", unit="specimen", disable=not progress):
-            train = row.specimen in splits["train"]
+            train = row.specimen in splits.train
             meta[row.specimen], sample = _specimen(row, tmp / "specimens", config, train)
             samples += [sample] if sample is not None else []
         norm = fit_normalization(config, samples)
         info = _dataset_info(manifest, meta, config, norm)
         (tmp / "dataset.json").write_text(json.dumps(info.to_json(), indent=2))
-        (tmp / "splits.json").write_text(json.dumps(splits, indent=2))
+        write_splits(splits, tmp / "splits.json")
     log.info(
         "prepared %d specimens (%d HR-grid pairs; normalisation: %s) in %s",
         len(meta), sum(m.n_slices for m in meta.values()), norm.source, out_dir,
@@ -155,11 +156,11 @@ def prepare_dataset(
     return out_dir
 
 
-def _splits(rows, config: PrepareConfig) -> dict:
+def _splits(rows, config: PrepareConfig) -> Splits:
     """The user's split file, or a seeded split by specimen (by subject where given)."""
     specimens = {r.specimen: r.site for r in rows}
     if config.split_file is not None:
-        return load_splits(config.split_file, set(specimens))
+        return read_splits(config.split_file, set(specimens))
     subjects = {r.specimen: r.extra["subject"] for r in rows if r.extra.get("subject")}
     return make_splits(
         specimens, seed=config.split_seed, fractions=config.fractions, subjects=subjects
@@ -217,19 +218,21 @@ def _dataset_info(
 
 
 def _warn_spacings(meta: dict[str, SpecimenRecord]) -> None:
-    """Warn about specimens whose LR voxel is > 10 % off the median LR voxel (per axis):
+    """Warn about specimens whose LR voxel is more than ``SPACING_SCALE_RTOL`` (10 %) off the
+    median LR voxel (per axis):
     the model learns one physical scale, and ``predict`` compares inputs with the median."""
     median = _median_spacings(meta.values()).get("lr_spacing_mm")
     for sid, m in meta.items():
         off = [
             f"{a} {s:.4g} vs {t:.4g} mm"
             for a, s, t in zip("zyx", m.lr_spacing_mm or (), median or ())
-            if abs(s - t) > 0.1 * t
+            if spacing_off(s, t, SPACING_SCALE_RTOL)
         ]
         if off:
             log.warning(
-                "%s: LR voxel size more than 10 %% off the dataset's median LR voxel (%s); "
-                "the model will learn structures at mixed physical scales", sid, "; ".join(off),
+                "%s: LR voxel size more than %d %% off the dataset's median LR voxel (%s); "
+                "the model will learn structures at mixed physical scales", sid,
+                round(100 * SPACING_SCALE_RTOL), "; ".join(off),
             )  # fmt: skip
 
 
@@ -262,11 +265,12 @@ def _median_spacings(specimens) -> dict:
         for key in ("lr_spacing_mm", "hr_spacing_mm")
     }
     hr = found["hr_spacing_mm"]
-    if len(hr) and np.any(hr.max(axis=0) > hr.min(axis=0) * 1.1):
+    if len(hr) and any(map(spacing_off, hr.max(axis=0), hr.min(axis=0), [SPACING_SCALE_RTOL] * 3)):
         log.warning(
-            "the specimens' HR voxel sizes differ by more than 10 %% (%s to %s mm): the "
+            "the specimens' HR voxel sizes differ by more than %d %% (%s to %s mm): the "
             "checkpoint records no HR target, and predict keeps the trained factors",
-            hr.min(axis=0).round(5).tolist(), hr.max(axis=0).round(5).tolist(),
+            round(100 * SPACING_SCALE_RTOL), hr.min(axis=0).round(5).tolist(),
+            hr.max(axis=0).round(5).tolist(),
         )  # fmt: skip
         return {}
     return {
@@ -276,9 +280,9 @@ def _median_spacings(specimens) -> dict:
     }
 
 
-def dataset_units(info: dict | DatasetInfo) -> dict | None:
-    """The units of a dataset's HR window (:class:`~microsr.calibration.WindowUnits` as a
-    dict): mg HA/cm3 (``--units mgha`` or density-valued scans), native values with the
+def dataset_units(info: dict | DatasetInfo) -> WindowUnits | None:
+    """The units of a dataset's HR window (:class:`~microsr.calibration.WindowUnits`):
+    mg HA/cm3 (``--units mgha`` or density-valued scans), native values with the
     specimens' calibration, or grey values; ``None`` when specimens disagree."""
     found = {}
     for sid, m in specimen_records(info).items():
@@ -291,16 +295,15 @@ def dataset_units(info: dict | DatasetInfo) -> dict | None:
             len(found), ", ".join(list(found.values())[:3]),
         )  # fmt: skip
         return None
-    return json.loads(next(iter(found)))
+    return WindowUnits.model_validate_json(next(iter(found)))
 
 
-def load_dataset_info(dataset_dir: str | Path) -> tuple[DatasetInfo, dict]:
+def load_dataset_info(dataset_dir: str | Path) -> tuple[DatasetInfo, Splits]:
     """Read ``dataset.json`` (typed: :class:`~microsr.data.records.DatasetInfo`) and
-    ``splits.json`` of a prepared dataset."""
+    ``splits.json`` (typed: :class:`~microsr.data.splits.Splits`) of a prepared dataset."""
     dataset_dir = Path(dataset_dir)
     try:
         info = json.loads((dataset_dir / "dataset.json").read_text())
-        splits = json.loads((dataset_dir / "splits.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise MicrosrError(f"{dataset_dir}: not a prepared microsr dataset ({exc})") from None
     if info.get("format") != "microsr-dataset":
@@ -311,8 +314,10 @@ def load_dataset_info(dataset_dir: str | Path) -> tuple[DatasetInfo, dict]:
             f"format {info.get('format_version')}); prepare it again with this version"
         )
     try:
-        return DatasetInfo.model_validate(info), splits
+        typed = DatasetInfo.model_validate(info)
     except pydantic.ValidationError as exc:
         problem = exc.errors()[0]
         where = ".".join(str(x) for x in problem["loc"])
         raise MicrosrError(f"{dataset_dir}/dataset.json: {where}: {problem['msg']}") from None
+    # a study model's dataset lists its site's specimens only: no check that all are split
+    return typed, read_splits(dataset_dir / "splits.json")

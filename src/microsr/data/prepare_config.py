@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from microsr.calibration import DatasetUnits
 from microsr.data.simulated import SimulationConfig
 from microsr.data.splits import DEFAULT_FRACTIONS
 from microsr.pairing.registration import RegistrationConfig
@@ -40,7 +41,7 @@ class PrepareConfig(BaseModel):
     tolerance_lr_voxels: float = Field(1.0, gt=0)
     register_lr: bool = Field(False, description="rigidly register each LR scan onto its HR scan")
     registration: RegistrationConfig = RegistrationConfig()
-    units: Literal["native", "mgha"] = Field(
+    units: DatasetUnits = Field(
         "native", description="convert both scans to mg HA/cm3 (calibration) before pairing"
     )
     simulation: SimulationConfig = Field(

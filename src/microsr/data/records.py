@@ -151,6 +151,16 @@ class DatasetInfo(BaseModel):
         """The acquisition file its LR scans were simulated with (``None``: none)."""
         return (self.config.get("simulation") or {}).get("acquisition_file")
 
+    @property
+    def noise_filter(self) -> str:
+        """The FBP filter of its LR scans' noise texture: the simulation's acquisition filter
+        (an acquisition file's, e.g. a fitted one) when any LR scan was simulated, else
+        ``"ramp"`` (real LR scans: the reconstruction filter is not recorded)."""
+        if not any(s.simulated for s in self.specimens.values()):
+            return "ramp"
+        acquisition = (self.config.get("simulation") or {}).get("acquisition") or {}
+        return str(acquisition.get("filter_name", "ramp"))
+
     def with_normalization(self, normalization: NormalizationConfig) -> DatasetInfo:
         """The same dataset with another normalisation (fine-tuning keeps a checkpoint's)."""
         return self.model_copy(update={"normalization": normalization})

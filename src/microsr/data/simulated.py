@@ -130,6 +130,12 @@ def simulate_specimen_lr(
     return lr, record
 
 
+def grey_seed(seed: int, specimen: str) -> int:
+    """The seed of a specimen's synthetic HR grey levels (e.g. painted on a mask): the
+    simulation seed and the specimen id, as its LR scan (:func:`simulate_specimen_lr`)."""
+    return int(specimen_rng(seed, f"{specimen}#grey").integers(2**31 - 1))
+
+
 #: Shape (Z, Y, X) of a demo phantom at 10 um.
 PHANTOM_SHAPE = (48, 160, 160)
 

@@ -4,7 +4,9 @@ Saved as ``splits.json`` keyed by specimen id, as nnU-Net's ``splits_final.json`
 
     {"seed": 0, "train": ["f01", ...], "val": [...], "test": [...]}
 
-A user may supply their own file with the same keys.
+A user may supply their own file with the same keys. :class:`Splits` is the typed record;
+:func:`read_splits` / :func:`write_splits` its one reader and writer (a cross-validation's
+``folds.json``: :func:`read_folds` / :func:`write_folds`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,136 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pydantic
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from microsr.errors import InputFileError, MicrosrError
 
 SPLITS = ("train", "val", "test")
 # The paper's femur split is 44/12/15 of 71 specimens.
 DEFAULT_FRACTIONS = (0.62, 0.17, 0.21)
+
+
+class Splits(BaseModel):
+    """``splits.json``: the specimen ids of each split (disjoint; ``train`` not empty).
+
+    Attributes
+    ----------
+    seed
+        Seed that made the split; ``None``: a user's own file.
+    fold
+        Cross-validation fold (1-based) the split is, if any.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int | None = None
+    fold: int | None = None
+    train: list[str]
+    val: list[str]
+    test: list[str]
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Splits:
+        # No specimen is in two splits: the rule that keeps test bones out of training, a
+        # raise (not an assert), so it holds under `python -O` too.
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            both = set(self[a]) & set(self[b])
+            if both:
+                raise ValueError(f"specimen(s) {sorted(both)} are in both {a} and {b}")
+        if not self.train:
+            raise ValueError("the train split is empty")
+        return self
+
+    def __getitem__(self, split: str) -> list[str]:
+        """The ids of the split named ``split`` (``train``, ``val`` or ``test``)."""
+        if split not in SPLITS:
+            raise KeyError(f"{split!r}: not a split (use one of {', '.join(SPLITS)})")
+        return getattr(self, split)
+
+    def specimens(self) -> set[str]:
+        """Every specimen of the three splits."""
+        return set(self.train) | set(self.val) | set(self.test)
+
+    def to_json(self) -> dict:
+        """The record as written (no ``seed`` / ``fold`` when it has none)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _typed(splits: dict | Splits, source: str | Path) -> Splits:
+    if isinstance(splits, Splits):
+        return splits
+    try:
+        return Splits.model_validate(splits)
+    except pydantic.ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(x) for x in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        raise InputFileError(source, f"{where}: {message}" if where else message) from None
+
+
+def check_splits(
+    splits: dict | Splits, specimens: set[str], *, source: str | Path = "splits"
+) -> Splits:
+    """``splits`` typed (disjoint, train not empty), checked to cover exactly ``specimens``.
+
+    Raises
+    ------
+    InputFileError
+        A split missing or overlapping another, an unknown specimen, one in no split.
+    """
+    splits = _typed(splits, source)
+    listed = splits.specimens()
+    if listed - specimens:
+        raise InputFileError(source, f"unknown specimen(s) {sorted(listed - specimens)}")
+    if specimens - listed:
+        raise InputFileError(source, f"specimen(s) {sorted(specimens - listed)} are in no split")
+    return splits
+
+
+def read_splits(path: str | Path, specimens: set[str] | None = None) -> Splits:
+    """Read a ``splits.json`` (a prepared dataset's or a user's); with ``specimens``, check
+    that it covers exactly those.
+
+    Raises
+    ------
+    InputFileError
+        Unreadable, not JSON, or not valid splits (the message names the file).
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputFileError(path, f"cannot read splits JSON ({exc})") from None
+    if specimens is None:
+        return _typed(raw, path)
+    return check_splits(raw, specimens, source=path)
+
+
+def write_splits(splits: Splits, path: str | Path) -> Path:
+    """Write ``splits`` as ``splits.json`` text to ``path`` (the caller makes it atomic)."""
+    path = Path(path)
+    path.write_text(json.dumps(splits.to_json(), indent=2))
+    return path
+
+
+def read_folds(path: str | Path) -> list[Splits]:
+    """Read a cross-validation's ``folds.json`` (a list of splits, one per fold)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputFileError(path, f"cannot read folds JSON ({exc})") from None
+    if not isinstance(raw, list):
+        raise InputFileError(path, "not a list of splits")
+    return [_typed(fold, path) for fold in raw]
+
+
+def write_folds(folds: list[Splits], path: str | Path) -> Path:
+    """Write ``folds`` as ``folds.json`` text to ``path`` (the caller makes it atomic)."""
+    path = Path(path)
+    path.write_text(json.dumps([fold.to_json() for fold in folds], indent=2))
+    return path
 
 
 def _counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -38,7 +164,7 @@ def make_splits(
     seed: int,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     subjects: dict[str, str] | None = None,
-) -> dict:
+) -> Splits:
     """Split specimens into train/val/test, per site (stratified), reproducibly.
 
     Parameters
@@ -77,56 +203,24 @@ def make_splits(
         out["train"] += sorted(ids[:n_train])
         out["val"] += sorted(ids[n_train : n_train + n_val])
         out["test"] += sorted(ids[n_train + n_val :])
-    check_splits(out, set(specimens))
-    return out
+    return check_splits(out, set(specimens))
 
 
-def _split_subjects(specimens, subjects, *, seed, fractions) -> dict:
+def _split_subjects(specimens, subjects, *, seed, fractions) -> Splits:
     members: dict[str, list[str]] = {}
     for sid in sorted(specimens):
         members.setdefault(subjects.get(sid) or sid, []).append(sid)
     units = {subject: specimens[ids[0]] for subject, ids in members.items()}
     by_unit = make_splits(units, seed=seed, fractions=fractions)
-    out = {"seed": by_unit["seed"]}
+    out = {"seed": by_unit.seed}
     for key in SPLITS:
         out[key] = sorted(sid for unit in by_unit[key] for sid in members[unit])
-    check_splits(out, set(specimens))
-    return out
-
-
-def check_splits(splits: dict, specimens: set[str], *, source: str | Path = "splits") -> None:
-    """Assert that the splits are disjoint and cover exactly ``specimens``."""
-    for key in SPLITS:
-        if key not in splits:
-            raise InputFileError(source, f"missing key {key!r} (need train, val, test)")
-    sets = {k: set(splits[k]) for k in SPLITS}
-    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-        both = sets[a] & sets[b]
-        if both:
-            raise InputFileError(source, f"specimen(s) {sorted(both)} are in both {a} and {b}")
-    listed = set().union(*sets.values())
-    if listed - specimens:
-        raise InputFileError(source, f"unknown specimen(s) {sorted(listed - specimens)}")
-    if specimens - listed:
-        raise InputFileError(source, f"specimen(s) {sorted(specimens - listed)} are in no split")
-    if not sets["train"]:
-        raise InputFileError(source, "the train split is empty")
-
-
-def load_splits(path: str | Path, specimens: set[str]) -> dict:
-    """Read a user's splits file and check it against the dataset's specimens."""
-    path = Path(path)
-    try:
-        splits = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputFileError(path, f"cannot read splits JSON ({exc})") from None
-    check_splits(splits, specimens, source=path)
-    return splits
+    return check_splits(out, set(specimens))
 
 
 def make_folds(
     subjects: dict[str, str], *, k: int, seed: int, val_fraction: float = 0.2
-) -> list[dict]:
+) -> list[Splits]:
     """Subject-level K-fold cross-validation splits (nnU-Net's 5-fold CV, by subject).
 
     The subjects are shuffled (seeded) and dealt round-robin into ``k`` test groups; fold
@@ -147,8 +241,8 @@ def make_folds(
 
     Returns
     -------
-    list of dict
-        One splits dict per fold (``seed, fold, train, val, test``: specimen ids).
+    list of Splits
+        One per fold (``seed``, ``fold``; ``train``, ``val``, ``test``: specimen ids).
 
     Raises
     ------
@@ -187,6 +281,5 @@ def make_folds(
         }
         fold = {"seed": int(seed), "fold": i + 1}
         fold |= {key: sorted(s for u in ids[key] for s in members[u]) for key in SPLITS}
-        check_splits(fold, set(subjects))
-        folds.append(fold)
+        folds.append(check_splits(fold, set(subjects)))
     return folds

@@ -57,6 +57,7 @@ from microsr.morphometry import (
     choose_total_area,
     segment,
 )
+from microsr.morphometry.config import default_morphometry
 from microsr.morphometry.segment import fixed_threshold, require_density, smoothed_otsu
 from microsr.runtime import progress as make_progress
 
@@ -87,11 +88,6 @@ class SpecimenScores:
 
     slices: pd.DataFrame
     summary: dict = field(default_factory=dict)
-
-
-def default_morphometry(calibrated: bool) -> MorphometryConfig:
-    """500 mg HA/cm3 on calibrated data (the paper), else Otsu's threshold of the HR scan."""
-    return MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu")
 
 
 def dataset_window(normalization: dict | NormalizationConfig) -> tuple[float, float] | None:

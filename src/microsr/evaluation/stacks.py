@@ -29,6 +29,7 @@ import numpy as np
 
 from microsr.calibration import apply_map, linear_map, units_of
 from microsr.errors import MicrosrError
+from microsr.io.spacing import SPACING_RATIO_RTOL, spacing_off
 from microsr.pairing.geometry import check_boxes, check_pair
 from microsr.pairing.upsample import sample_z, upsample_bilinear, z_span
 from microsr.volume import Calibration, Volume
@@ -89,7 +90,7 @@ def centre_flags(lr_t: np.ndarray, n_lr: int) -> np.ndarray:
 
 def _sr_positions(sr: Volume, hr: Volume, hr_slice: np.ndarray, name: str) -> np.ndarray:
     """Fractional SR slice index of each paired HR slice (SR on the HR in-plane grid)."""
-    if any(abs(sr.spacing_mm[i] - hr.spacing_mm[i]) > 0.01 * hr.spacing_mm[i] for i in (1, 2)):
+    if any(spacing_off(sr.spacing_mm[i], hr.spacing_mm[i], SPACING_RATIO_RTOL) for i in (1, 2)):
         raise MicrosrError(
             f"{name}: SR spacing {sr.spacing_mm} mm is not on the HR grid "
             f"{hr.spacing_mm} mm in-plane"

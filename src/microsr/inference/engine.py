@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from microsr.calibration import LEGACY_UNITS
 from microsr.data.normalize import (
     NormalizationConfig,
     check_input_range,
@@ -302,5 +303,5 @@ def output_target(
         "microsr_z_grid": grid.z_grid,
     }
     if not loaded.meta.normalization.output_in_hr_units:
-        meta["microsr_units"] = "legacy"
+        meta["microsr_units"] = LEGACY_UNITS
     return template(grid.shape, grid.spacing_mm, grid.origin_mm, units.calibration, meta)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from microsr.calibration import InputUnits, OutputUnits
 from microsr.inference.augment import tta_images
 from microsr.inference.checkpoint import LoadedModel
 
@@ -69,12 +70,12 @@ class PredictOptions(BaseModel):
         "(SR voxel = input voxel / factor), whatever the model's HR voxel: a transfer across "
         "physical scales (warned), instead of aiming at the model's HR voxel size",
     )
-    input_units: Literal["auto", "mgha", "model"] = Field(
+    input_units: InputUnits = Field(
         "auto",
         description="what the input's values are: auto (its calibration says), mgha (mg "
         "HA/cm3), model (already in the model's units)",
     )
-    output_units: Literal["input", "mgha"] = Field(
+    output_units: OutputUnits = Field(
         "input",
         description="SR in the input's own units with its calibration, or in mg HA/cm3",
     )

@@ -17,7 +17,7 @@ an input of voxel size ``s``, per axis:
 input's own grid (SR voxel = input voxel / factor): a transfer across physical scales, e.g. a
 model trained at 39 -> 19.5 um run on a 103 um scan to give 51 um. Nothing is refused for
 its scale; a warning gives the SR voxel beside the model's HR target when they differ by
-more than :data:`TOLERANCE`.
+more than :data:`~microsr.io.spacing.SPACING_SCALE_RTOL`.
 
 Checkpoints that record no voxel sizes (written before they did): the input's in-plane voxel
 is assumed to be the training LR's, the HR target is that / ``factor`` in-plane and as fine
@@ -33,11 +33,9 @@ from dataclasses import dataclass
 
 from microsr.checkpoint import CheckpointMeta
 from microsr.errors import MicrosrError
+from microsr.io.spacing import SPACING_SCALE_RTOL, spacing_off
 
 log = logging.getLogger(__name__)
-
-#: Relative voxel-size difference beyond which a scale is "another scale" (10 %).
-TOLERANCE = 0.10
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def plan_scale(
     ratios = [s / t for s, t in zip(spacing_mm, target)]
     if keep_factors:
         factors = [meta.slice_factor, meta.factor, meta.factor]
-    elif all(r < 1 + TOLERANCE for r in ratios):
+    elif all(r < 1 + SPACING_SCALE_RTOL for r in ratios):
         text = (
             f"{name}: voxel size {_fmt(spacing_mm)} mm (z, y, x) is already at or finer than "
             f"the model's HR target {_fmt(target)} mm (trained on LR voxels {_fmt(lr_mm)} mm); "
@@ -143,23 +141,24 @@ def plan_scale(
 
 
 def _warn_scale(spacing_mm, lr_mm, name: str) -> None:
-    """Warn when an input voxel is more than :data:`TOLERANCE` off the training LR voxel."""
+    """Warn when an input voxel is more than ``SPACING_SCALE_RTOL`` off the training LR voxel."""
     off = [
         f"{axis} {s:.4g} vs {t:.4g} mm ({100 * (s - t) / t:+.0f} %)"
         for axis, s, t in zip("zyx", spacing_mm, lr_mm)
-        if abs(s - t) > TOLERANCE * t
+        if spacing_off(s, t, SPACING_SCALE_RTOL)
     ]
     if off:
         log.warning(
             "%s: LR voxel size differs from the training LR voxel by more than %d %%: %s; the "
             "model learned structures at another physical scale, check the SR",
-            name, round(100 * TOLERANCE), "; ".join(off),
+            name, round(100 * SPACING_SCALE_RTOL), "; ".join(off),
         )  # fmt: skip
 
 
 def _warn_transfer(sr_mm, target_mm, name: str) -> None:
-    """``keep_factors``: warn when the SR voxel is more than :data:`TOLERANCE` off the HR target."""
-    if any(abs(s - t) > TOLERANCE * t for s, t in zip(sr_mm, target_mm)):
+    """``keep_factors``: warn when the SR voxel is more than ``SPACING_SCALE_RTOL`` off the
+    HR target."""
+    if any(spacing_off(s, t, SPACING_SCALE_RTOL) for s, t in zip(sr_mm, target_mm)):
         log.warning(
             "%s: --keep-factors: SR voxel %s mm, but the model was trained for an HR voxel of "
             "%s mm: the physical scale differs from training (a transfer across "

@@ -24,7 +24,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from microsr.calibration import DENSITY_UNITS, WindowUnits, apply_map, linear_map, units_of
+from microsr.calibration import (
+    DENSITY_UNITS,
+    InputUnits,
+    OutputUnits,
+    WindowUnits,
+    apply_map,
+    linear_map,
+    units_of,
+)
 from microsr.errors import MicrosrError
 from microsr.volume import Calibration
 
@@ -62,7 +70,7 @@ def _inverse(ab: tuple[float, float]) -> tuple[float, float]:
 
 
 def _declared(
-    given: WindowUnits, model: WindowUnits, input_units: str, force: bool, name: str
+    given: WindowUnits, model: WindowUnits, input_units: InputUnits, force: bool, name: str
 ) -> WindowUnits:
     """The input's units after ``input_units`` / ``force`` (see the module notes)."""
     if input_units == "model":
@@ -93,8 +101,8 @@ def plan_units(
     metadata: dict,
     model: WindowUnits | None,
     *,
-    input_units: str = "auto",
-    output_units: str = "input",
+    input_units: InputUnits = "auto",
+    output_units: OutputUnits = "input",
     force: bool = False,
     name: str = "input",
 ) -> UnitsPlan:

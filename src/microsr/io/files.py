@@ -22,6 +22,7 @@ from microsr.io.itk_formats import ITK_FORMATS, dicom_series_ids, read_dicom_fol
 from microsr.io.omezarr import check_replaceable, is_zarr_path, read_ome_zarr
 from microsr.io.scanco import SCANCO_FORMATS, read_scanco_file
 from microsr.io.sink import format_suffix, output_suffix, slabs, write_slices, write_whole
+from microsr.io.spacing import SPACING_SAME_RTOL
 from microsr.io.tiff import TIFF_SUFFIXES, list_slices, read_tiff_file, read_tiff_folder
 from microsr.volume import Volume
 
@@ -209,6 +210,36 @@ def _read_folder(folder: Path) -> tuple[np.ndarray, dict]:
     raise InputFileError(folder, "no TIFF slices (*.tif, *.tiff) or DICOM files in this folder")
 
 
+def parse_spacing(
+    text: str | None, *, option: str = "--spacing"
+) -> float | tuple[float, float, float] | None:
+    """Spacing text in mm: ``"0.0195"`` -> 0.0195, ``"0.03,0.02,0.02"`` -> ``(z, y, x)``;
+    ``None`` or blank -> ``None``. The one parser of spacing text (options, manifest cells).
+
+    Raises
+    ------
+    MicrosrError
+        Not one positive number or three, naming ``option`` (e.g. the manifest's cell).
+    """
+    if text is None or not str(text).strip():
+        return None
+    try:
+        parts = [float(p) for p in str(text).replace(" ", "").split(",")]
+    except ValueError:
+        raise MicrosrError(f"{option} {text!r}: give a number in mm or z,y,x") from None
+    if len(parts) not in (1, 3) or not all(np.isfinite(p) and p > 0 for p in parts):
+        raise MicrosrError(f"{option} {text!r}: give one positive number in mm or three (z,y,x)")
+    return parts[0] if len(parts) == 1 else tuple(parts)  # type: ignore[return-value]
+
+
+def format_spacing(spacing: float | Sequence[float] | None) -> str:
+    """The text :func:`parse_spacing` reads back (``""`` for ``None``)."""
+    if spacing is None:
+        return ""
+    values = [spacing] if isinstance(spacing, numbers.Real) else list(spacing)
+    return ",".join(f"{float(v):.10g}" for v in values)
+
+
 def as_spacing(value: float | Sequence[float] | None) -> tuple[float, float, float] | None:
     """User spacing as a ``(z, y, x)`` tuple in mm (a number means isotropic)."""
     if value is None:
@@ -237,7 +268,7 @@ def choose_spacing(
                 path, "no voxel spacing stored in this file; give it with --spacing (mm)"
             )
         return stored
-    if stored is not None and not np.allclose(stored, user, rtol=1e-6, atol=0.0):
+    if stored is not None and not np.allclose(stored, user, rtol=SPACING_SAME_RTOL, atol=0.0):
         logger.warning(
             "%s: file stores spacing %s mm (z, y, x); using the given %s mm", path, stored, user
         )

@@ -40,6 +40,7 @@ import numpy as np
 
 from microsr.errors import InputFileError
 from microsr.io.atomic import atomic_path
+from microsr.io.spacing import SPACING_SAME_RTOL
 from microsr.volume import Calibration, Volume
 
 logger = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def _warn_geometry(volume: Volume, path: Path, suffix: str) -> None:
     if suffix == ".isq":
         um = np.round(np.asarray(volume.shape) * spacing * 1000) / 1000
         stored = um / np.asarray(volume.shape)
-        if not np.allclose(stored, spacing, rtol=1e-6, atol=0):
+        if not np.allclose(stored, spacing, rtol=SPACING_SAME_RTOL, atol=0):
             logger.warning(
                 "%s: ISQ stores the size in whole micrometres; spacing %s mm becomes %s mm",
                 path,

@@ -45,3 +45,10 @@ class MorphometryConfig(BaseModel):
         if self.threshold == "fraction" and not 0 < self.threshold_value < 1:
             raise ValueError(f"a fraction threshold must lie in (0, 1), got {self.threshold_value}")
         return self
+
+
+def default_morphometry(calibrated: bool) -> MorphometryConfig:
+    """The default bone threshold, the one rule: 500 mg HA/cm3 on calibrated data (the
+    paper), else Otsu's threshold of the HR scan; ``evaluate``, ``compare``, the study and
+    training's structure term use it."""
+    return MorphometryConfig() if calibrated else MorphometryConfig(threshold="otsu")

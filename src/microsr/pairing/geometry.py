@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from microsr.errors import MicrosrError
+from microsr.io.spacing import SPACING_RATIO_RTOL, spacing_off
 from microsr.volume import Volume
 
 
@@ -67,7 +68,7 @@ def scale_factor(lr_spacing_mm, hr_spacing_mm, *, name: str = "pair") -> int:
     """Integer in-plane factor from (z, y, x) spacings; raises MicrosrError if not integer."""
     ratios = np.asarray(lr_spacing_mm[1:], float) / np.asarray(hr_spacing_mm[1:], float)
     factor = round(float(ratios.mean()))
-    if factor < 1 or np.any(np.abs(ratios - factor) > 0.01 * factor):
+    if factor < 1 or any(spacing_off(r, factor, SPACING_RATIO_RTOL) for r in ratios):
         raise MicrosrError(
             f"{name}: in-plane LR/HR spacing ratio must be an integer >= 1, got "
             f"y {ratios[0]:.4g}, x {ratios[1]:.4g} (LR spacing {tuple(lr_spacing_mm)} mm, "
@@ -80,7 +81,7 @@ def z_factor(lr: Volume, hr: Volume, *, name: str = "pair") -> int:
     """LR / HR slice spacing as an integer >= 1; raises MicrosrError naming the numbers."""
     ratio = lr.spacing_mm[0] / hr.spacing_mm[0]
     factor = round(ratio)
-    if factor < 1 or abs(ratio - factor) > 0.01 * factor:
+    if factor < 1 or spacing_off(ratio, factor, SPACING_RATIO_RTOL):
         raise MicrosrError(
             f"{name}: the LR/HR slice spacing ratio must be an integer >= 1 to pair LR with "
             f"every HR slice, got {ratio:.4g} (LR {lr.spacing_mm[0]:.4g} mm, HR "

@@ -26,6 +26,7 @@ from microsr.evaluation.stacks import GRID_NOTE
 from microsr.io.atomic import atomic_path
 from microsr.report import bland_altman, figures
 from microsr.report.checks import outside_axes
+from microsr.report.record import StudyRecord
 from microsr.stats.tables import primary_slices_note
 
 log = logging.getLogger(__name__)
@@ -96,13 +97,12 @@ CAPTIONS = {
 }
 
 
-def sr_label(record: dict) -> str:
+def sr_label(record: StudyRecord) -> str:
     """``"SR (<architecture>)"`` from the study's config, else ``"SR"``."""
-    name = record.get("config", {}).get("train", {}).get("model", {}).get("name")
-    return f"SR ({name})" if name else "SR"
+    return f"SR ({record.model_name})" if record.model_name else "SR"
 
 
-def figure_jobs(study: Path, tables: dict, record: dict) -> list[FigureJob]:
+def figure_jobs(study: Path, tables: dict, record: StudyRecord) -> list[FigureJob]:
     """Every figure whose data exist, in section order A, B, C, D, E."""
     slices, specimens = tables.get("slices"), tables.get("specimens")
     training, matrix = tables.get("training"), tables.get("generalisation")
@@ -139,12 +139,12 @@ def _figures(jobs: list[FigureJob], out: Path) -> list[tuple[FigureJob, Path]]:
     return made
 
 
-def report_title(record: dict, title: str | None = None) -> str:
+def report_title(record: StudyRecord, title: str | None = None) -> str:
     """``title``, else the study's own (``study.json``'s ``title``), else from its manifest."""
-    title = title or record.get("title")
+    title = title or record.title
     if title:
         return str(title)
-    manifest = Path(record.get("manifest", "study"))
+    manifest = Path(record.manifest or "study")
     name = (
         manifest.stem if manifest.stem != "manifest" else f"{manifest.parent.name}/{manifest.name}"
     )
@@ -175,14 +175,14 @@ def _table(frame: pd.DataFrame, max_rows: int = 60) -> str:
     return f"<div class='t'>{table}</div>{more}"
 
 
-def _page(title: str, record: dict, tables: dict, figs, problems: list[str]) -> str:
+def _page(title: str, record: StudyRecord, tables: dict, figs, problems: list[str]) -> str:
     head = html.escape(title)
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{head}</title>"
         f"<style>{CSS}</style></head><body><h1>{head}</h1>"
     ]
     parts.append(
-        f"<p>Manifest: <code>{html.escape(record.get('manifest', '?'))}</code>. "
+        f"<p>Manifest: <code>{html.escape(record.manifest or '?')}</code>. "
         f"{html.escape(_summary(tables))}</p>"
         f"<p>{html.escape(primary_slices_note())} {html.escape(GRID_NOTE)}.</p>"
     )
@@ -195,7 +195,7 @@ def _page(title: str, record: dict, tables: dict, figs, problems: list[str]) -> 
             f"<p>{html.escape(job.caption)} Data: <code>tables/{job.source}.csv</code>; "
             f"also <code>figures/{png.stem}.pdf</code>.</p>"
         )
-    if record.get("config", {}).get("folds"):
+    if record.folds:
         parts.append(f"<p>{html.escape(CV_NOTE)}</p>")
     tabled = (
         "cv_pooled",
@@ -215,20 +215,16 @@ def _page(title: str, record: dict, tables: dict, figs, problems: list[str]) -> 
         if tables.get(name) is not None:
             parts.append(f"<h2>Table: {name}</h2>{_table(tables[name])}")
     parts.append(
-        "<h2>Configuration</h2><pre>"
-        + html.escape(json.dumps(record.get("config", {}), indent=2))
-        + "</pre>"
+        "<h2>Configuration</h2><pre>" + html.escape(json.dumps(record.config, indent=2)) + "</pre>"
     )
     parts.append(
-        "<h2>Software</h2><pre>"
-        + html.escape(json.dumps(record.get("software", {}), indent=2))
-        + "</pre>"
+        "<h2>Software</h2><pre>" + html.escape(json.dumps(record.software, indent=2)) + "</pre>"
     )
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def load_study(study: Path) -> tuple[dict, list[str], dict[str, pd.DataFrame]]:
+def load_study(study: Path) -> tuple[StudyRecord, list[str], dict[str, pd.DataFrame]]:
     """``study.json``, ``problems.json`` and every ``stats/*.csv`` (by name) of a study.
 
     Raises
@@ -241,7 +237,7 @@ def load_study(study: Path) -> tuple[dict, list[str], dict[str, pd.DataFrame]]:
     stats = study / "stats"
     if not stats.is_dir():
         raise MicrosrError(f"{study}: no statistics yet (stats/ missing); run microsr study")
-    record = json.loads((study / "study.json").read_text())
+    record = StudyRecord.read(study / "study.json")
     problems = (
         json.loads((study / "problems.json").read_text())
         if (study / "problems.json").is_file()

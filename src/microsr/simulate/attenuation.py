@@ -32,7 +32,7 @@ import numpy as np
 from microsr.calibration import DENSITY_UNITS, value_units
 from microsr.errors import MicrosrError
 from microsr.simulate.config import AcquisitionConfig
-from microsr.volume import Volume
+from microsr.volume import Volume, strided_sample
 
 #: Percentile of the HR grey values taken as bone for ``rule="percentile"``.
 BONE_PERCENTILE = 99.5
@@ -123,7 +123,7 @@ def _check_calibration(cal, name) -> None:
 
 def _bone_percentile(hr: Volume, name) -> float:
     """The 99.5th percentile of (a strided sample of) the HR grey values."""
-    sample = _strided_sample(hr)
+    sample = strided_sample(hr.array, max_voxels=_MAX_SAMPLES, dtype=np.float64)
     sample = sample[np.isfinite(sample)]
     if sample.size == 0 or float(sample.max()) == float(sample.min()):
         value = float(sample[0]) if sample.size else float("nan")
@@ -138,18 +138,3 @@ def _bone_percentile(hr: Volume, name) -> float:
             f"values is {ref:g}, not positive, so it cannot be bone; give --reference-value"
         )
     return ref
-
-
-def _strided_sample(hr: Volume) -> np.ndarray:
-    """Every ``step``-th voxel of the C-ordered volume (float64, at most ``_MAX_SAMPLES``),
-    gathered slab by slab so that a lazily read volume is never held whole."""
-    nz, ny, nx = hr.shape
-    per_slice = ny * nx
-    step = max(1, math.ceil(nz * per_slice / _MAX_SAMPLES))
-    slab = int(getattr(hr.array, "slab", None) or 32)
-    parts = []
-    for z in range(0, nz, slab):
-        flat = np.asarray(hr.array[z : z + slab]).reshape(-1)
-        first = -z * per_slice % step  # the first multiple of step at or after this slab
-        parts.append(np.asarray(flat[first::step], dtype=np.float64))
-    return np.concatenate(parts) if parts else np.empty(0)

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from microsr.errors import MicrosrError
+from microsr.io.spacing import SPACING_SCALE_RTOL, spacing_off
 from microsr.simulate.attenuation import resolve_attenuation
 from microsr.simulate.config import AcquisitionConfig
 from microsr.simulate.fit_quality import FitQuality, assess_fit
@@ -83,7 +84,7 @@ _START_PHOTONS = 5000.0
 _REF_SLICES = 12  # LR slices of the reference simulated per candidate (its noise floor's precision)
 _MAX_REF_INPLANE = 320  # HR voxels; larger references are cropped at the centre
 #: Largest relative difference between the reference's voxel size and the scan's / factor.
-REFERENCE_SPACING_TOLERANCE = 0.10
+REFERENCE_SPACING_TOLERANCE = SPACING_SCALE_RTOL
 #: Smallest share of the reference's voxels in each class (bone, marrow).
 MIN_CLASS_FRACTION = 0.01
 
@@ -370,7 +371,7 @@ def _reference(scan: Volume, factor: int, reference: Volume):
             f"{name}: reference volume of shape {shape} is too small for factor {factor}"
         )
     expected = scan.spacing_mm[1] / factor
-    if abs(reference.spacing_mm[1] / expected - 1) > REFERENCE_SPACING_TOLERANCE:
+    if spacing_off(reference.spacing_mm[1], expected, REFERENCE_SPACING_TOLERANCE):
         raise MicrosrError(
             f"{name}: the reference's voxel size {reference.spacing_mm[1]:.4g} mm is not the "
             f"scan's {scan.spacing_mm[1]:.4g} mm / factor {factor} = {expected:.4g} mm (beyond "

@@ -32,12 +32,13 @@ from pathlib import Path
 import pandas as pd
 
 from microsr.data.manifest import SpecimenRow, read_manifest
-from microsr.data.splits import make_folds
+from microsr.data.splits import make_folds, read_folds, write_folds, write_splits
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
 from microsr.stats.describe import mean_ci
 from microsr.stats.tables import TRUTH_IMAGES, TRUTH_METRICS, run_stats, truth_errors
 from microsr.study.config import StudyConfig, StudyLayout
+from microsr.study.single import run_single
 
 log = logging.getLogger(__name__)
 
@@ -64,42 +65,38 @@ def fold_layout(root: Path, fold: int) -> StudyLayout:
     return StudyLayout(root / f"fold_{fold}")
 
 
-def write_folds(root: Path, rows: list[SpecimenRow], k: int, seed: int) -> list[Path]:
+def fold_splits(root: Path, rows: list[SpecimenRow], k: int, seed: int) -> list[Path]:
     """``folds.json`` and ``splits/fold_<i>.json`` (kept when they exist: resumed studies)."""
     folds = make_folds(subjects_of(rows), k=k, seed=seed)
     record = root / "folds.json"
-    if record.is_file() and json.loads(record.read_text()) != folds:
+    if record.is_file() and read_folds(record) != folds:
         raise MicrosrError(
             f"{record}: holds other folds than this manifest gives; use a new folder"
         )
     paths = []
     for fold in folds:
-        path = root / "splits" / f"fold_{fold['fold']}.json"
+        path = root / "splits" / f"fold_{fold.fold}.json"
         if not path.is_file():
             with atomic_path(path) as tmp:
-                tmp.write_text(json.dumps(fold, indent=2))
+                write_splits(fold, tmp)
         paths.append(path)
     if not record.is_file():
         with atomic_path(record) as tmp:
-            tmp.write_text(json.dumps(folds, indent=2))
+            write_folds(folds, tmp)
     return paths
 
 
 def run_folds(manifest: Path, root: Path, config: StudyConfig, *, progress: bool) -> list[str]:
     """Run every fold's sub-study; returns the problems (a failed fold does not stop the rest)."""
-    from microsr.study.pipeline import run_study
-
     rows = read_manifest(manifest)
     found: dict[str, list[int]] = {}  # problem -> the folds that had it
-    paths = write_folds(root, rows, config.folds, config.prepare.split_seed)
+    paths = fold_splits(root, rows, config.folds, config.prepare.split_seed)
     for i, split_file in enumerate(paths, start=1):
         prepare = config.prepare.model_copy(update={"split_file": split_file.resolve()})
         sub = config.model_copy(update={"folds": None, "prepare": prepare})
         try:
             start = time.perf_counter()
-            summary = run_study(
-                manifest, fold_layout(root, i).root, sub, report=False, progress=progress
-            )
+            summary = run_single(manifest, fold_layout(root, i), sub, progress=progress)
             _record_time(fold_layout(root, i), time.perf_counter() - start)
             for problem in summary.get("problems", []):
                 found.setdefault(problem, []).append(i)

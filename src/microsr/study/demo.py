@@ -18,9 +18,8 @@ from microsr.data.simulated import (
     slab_specimens,
 )
 from microsr.errors import MicrosrError
-from microsr.evaluation.scores import default_morphometry
 from microsr.io import read_volume
-from microsr.morphometry.config import MorphometryConfig
+from microsr.morphometry.config import MorphometryConfig, default_morphometry
 from microsr.simulate import AcquisitionConfig
 from microsr.simulate.acquisition_file import AcquisitionFile
 from microsr.study.acquisitions import FRAMES_PROTOCOLS, acquisition_manifest

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from microsr.data.manifest import SpecimenRow, write_manifest
+from microsr.data.simulated import SimulationConfig, grey_seed, simulate_specimen_lr
 from microsr.errors import MicrosrError
 from microsr.evaluation.stacks import stacks_source
 from microsr.io import write_volume
-from microsr.simulate import AcquisitionConfig, MaskGreyConfig, grey_from_mask, read_mask
-from microsr.simulate.acquisition import simulate_acquisition
+from microsr.simulate import MaskGreyConfig, grey_from_mask, read_mask
 from microsr.simulate.from_mask import SYNTHETIC_NOTE, centre_crop
-from microsr.simulate.randomize import draw_record
 from microsr.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -71,18 +70,20 @@ def mask_manifest(
     crop
         Side of the central cube kept (HR voxels); ``None``: the whole mask.
     seed
-        Seeds the grey levels (``seed + i`` for the i-th mask) and the LR noise.
+        Seeds the grey levels and the LR scan of each mask, with its id
+        (:mod:`microsr.data.simulated`: the one seeding rule), whatever the folder holds.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, specimens = [], {}
-    for i, path in enumerate(mask_files(Path(mask_dir))):
+    rows, specimens, simulation = [], {}, SimulationConfig(seed=seed)
+    for path in mask_files(Path(mask_dir)):
         sid = stacks_source(path)
         mask, spacing = read_mask(path, spacing_mm=spacing_mm)
         mask = centre_crop(mask, crop)
-        hr = grey_from_mask(mask, spacing, MaskGreyConfig(), seed=seed + i, source=str(path))
-        acq = AcquisitionConfig(seed=seed + i)
-        lr = simulate_acquisition(hr, acq)
+        hr = grey_from_mask(
+            mask, spacing, MaskGreyConfig(), seed=grey_seed(seed, sid), source=str(path)
+        )
+        lr, simulated = simulate_specimen_lr(hr, sid, simulation)
         truth = Volume(mask.astype(np.uint8), spacing)
         row = SpecimenRow(
             sid, site, write_volume(lr, out_dir / f"{sid}_lr.mha", overwrite=True),
@@ -94,7 +95,7 @@ def mask_manifest(
         specimens[sid] = {
             "mask": str(path), "subject": subject_of(path), "shape": list(mask.shape),
             "spacing_mm": list(spacing), "bv_tv": float(mask.mean()),
-            "grey": hr.metadata["from_mask"], "acquisition": draw_record(acq),
+            "grey": hr.metadata["from_mask"], "acquisition": simulated["acquisition"],
         }  # fmt: skip
         log.info("%s: HR %s (BV/TV %.3f) -> LR %s", sid, hr.shape, mask.mean(), lr.shape)
     record = {"note": SYNTHETIC_NOTE, "crop": crop, "specimens": specimens}

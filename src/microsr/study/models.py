@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
+from microsr.data.splits import SPLITS, Splits, write_splits
 from microsr.errors import MicrosrError
 from microsr.io.atomic import atomic_path
 from microsr.study.config import POOLED, StudyConfig, StudyLayout
-from microsr.training.train import train
+from microsr.training.train import train_or_reuse
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +22,10 @@ def model_names(sites: dict[str, str], *, pooled: bool) -> list[str]:
     return names + ([POOLED] if pooled and len(names) > 1 else [])
 
 
-def model_splits(splits: dict, sites: dict[str, str], model: str) -> dict:
+def model_splits(splits: Splits, sites: dict[str, str], model: str) -> Splits:
     """The global split restricted to the specimens of ``model``'s site (all for pooled)."""
     keep = (lambda sid: True) if model == POOLED else (lambda sid: sites.get(sid) == model)
-    out = {k: [s for s in splits[k] if keep(s)] for k in ("train", "val", "test")}
+    out = {k: [s for s in splits[k] if keep(s)] for k in SPLITS}
     for key in ("train", "val"):
         if not out[key]:
             raise MicrosrError(
@@ -33,10 +33,10 @@ def model_splits(splits: dict, sites: dict[str, str], model: str) -> dict:
                 f"(site has {sum(1 for s in sites.values() if s == model)} specimen(s); "
                 "a site needs 3 or more to get its own train/val/test specimens)"
             )
-    return {"seed": splits.get("seed")} | out
+    return splits.model_copy(update=out)
 
 
-def model_dataset(layout: StudyLayout, model: str, splits: dict, sites: dict[str, str]) -> Path:
+def model_dataset(layout: StudyLayout, model: str, splits: Splits, sites: dict[str, str]) -> Path:
     """``models/<model>/dataset``: the shared ``dataset.json``, the model's splits, data linked."""
     out = layout.model(model) / "dataset"
     if (out / "dataset.json").is_file() and (out / "splits.json").is_file():
@@ -44,7 +44,7 @@ def model_dataset(layout: StudyLayout, model: str, splits: dict, sites: dict[str
     sub = model_splits(splits, sites, model)
     with atomic_path(out, directory=True) as tmp:
         shutil.copyfile(layout.dataset / "dataset.json", tmp / "dataset.json")
-        (tmp / "splits.json").write_text(json.dumps(sub, indent=2))
+        write_splits(sub, tmp / "splits.json")
         target = os.path.relpath(layout.dataset / "specimens", start=out)
         try:
             (tmp / "specimens").symlink_to(target, target_is_directory=True)
@@ -57,17 +57,6 @@ def train_model(
     layout: StudyLayout, model: str, dataset: Path, config: StudyConfig, *, progress: bool
 ) -> Path:
     """Train (or resume, or skip when complete) the model; returns its ``best.ckpt``."""
-    run = layout.run(model)
-    done = run / "complete.json"
-    if done.is_file():
-        best = Path(json.loads(done.read_text())["best"])
-        if best.is_file():
-            log.info("model %s: trained already (%s)", model, best)
-            return best
-    resume = (run / "last.ckpt").is_file()
     cfg = config.train.model_copy(update={"device": config.device})
-    log.info("model %s: %s training in %s", model, "resuming" if resume else "starting", run)
-    result = train(dataset, run, cfg, resume=resume, progress=progress)
-    with atomic_path(done) as tmp:
-        tmp.write_text(json.dumps({"best": str(result.best), "last": str(result.last)}))
-    return result.best
+    log.info("model %s: in %s", model, layout.run(model))
+    return train_or_reuse(dataset, layout.run(model), cfg, progress=progress)

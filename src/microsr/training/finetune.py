@@ -23,6 +23,7 @@ import torch
 
 from microsr.checkpoint import parse_checkpoint
 from microsr.data.normalize import NormalizationConfig
+from microsr.data.prepare import dataset_units
 from microsr.data.records import DatasetInfo
 from microsr.errors import InputFileError, MicrosrError
 from microsr.models.factory import ModelConfig
@@ -107,12 +108,16 @@ def check_dataset_fits(
             f"{source.path}'s {(meta.factor, meta.slice_factor)}; fine-tune on data of the "
             "same factors"
         )
-    units = info.units
-    trained = meta.provenance.get("units")
-    if units and trained and units != trained:
+    data, trained = dataset_units(info), meta.units
+    if (
+        data is not None
+        and trained is not None
+        and (data.kind == "mgha") != (trained.kind == "mgha")
+    ):
         raise MicrosrError(
-            f"{ds}: the dataset is in {units} units, the checkpoint {source.path} was trained "
-            f"on {trained} units; prepare the dataset with --units {trained}"
+            f"{ds}: the dataset is in {data.describe()}, the checkpoint {source.path} was "
+            f"trained on {trained.describe()}; prepare the dataset with --units "
+            f"{'mgha' if trained.kind == 'mgha' else 'native'}"
         )
     _check_intensities(source, info.normalization, ds)
 

@@ -27,8 +27,9 @@ class SRModule(L.LightningModule):
         What the model needs to know about its data at prediction time: ``factor``,
         ``z_factor`` and ``normalization`` (dict), recorded in every checkpoint; with a
         structure term, also the unit-range ``structure_threshold`` it was trained with
-        (when ``config`` leaves it to the dataset); ``provenance`` (units, acquisition
-        file, fine-tuning source: :class:`~microsr.checkpoint.CheckpointMeta`).
+        (when ``config`` leaves it to the dataset); with ``noise_augment``, the dataset's
+        reconstruction filter ``noise_filter`` (the noise texture); ``provenance``
+        (acquisition file, fine-tuning source: :class:`~microsr.checkpoint.CheckpointMeta`).
 
     With ``config.freeze_batchnorm`` (default when fine-tuning, ``config.init``), BatchNorm
     layers stay in evaluation mode while training: they normalise with the running
@@ -58,7 +59,11 @@ class SRModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         lr, hr = batch
         if self.cfg.noise_augment:
-            lr = add_noise(lr, self.cfg.noise_augment, factor=int(self.hparams["data"]["factor"]))
+            data = self.hparams["data"]
+            lr = add_noise(
+                lr, self.cfg.noise_augment, factor=int(data["factor"]),
+                filter_name=data.get("noise_filter", "ramp"),
+            )  # fmt: skip
         loss = self._loss(self(lr), hr)
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss

@@ -2,7 +2,8 @@
 
 ``microsr train --structure-weight W`` without ``--structure-threshold`` uses the threshold
 that ``microsr evaluate`` and ``microsr compare`` segment the dataset with by default
-(:func:`microsr.evaluation.default_morphometry`), expressed in the model's unit range:
+(:func:`~microsr.morphometry.config.default_morphometry`, the one default rule), expressed in the model's
+unit range:
 
 * window normalisation and density-calibrated training specimens: 500 mg HA/cm3 (the
   paper's threshold, :class:`~microsr.morphometry.segment.MorphometryConfig`), converted to
@@ -26,12 +27,18 @@ from microsr.data.dataset import SlicePairs
 from microsr.data.normalize import normalize
 from microsr.data.records import DatasetInfo
 from microsr.errors import MicrosrError
-from microsr.morphometry.config import MorphometryConfig
+from microsr.morphometry.config import MorphometryConfig, default_morphometry
 from microsr.morphometry.segment import smoothed_otsu
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OTSU_SLICES", "calibrated_threshold", "otsu_threshold", "structure_threshold"]
+__all__ = [
+    "OTSU_SLICES",
+    "calibrated_threshold",
+    "default_morphometry",
+    "otsu_threshold",
+    "structure_threshold",
+]
 
 #: Slices per training specimen that the Otsu threshold is computed on.
 OTSU_SLICES = 16
@@ -105,8 +112,12 @@ def structure_threshold(info: dict | DatasetInfo, pairs: SlicePairs, *, sigma_vo
         The threshold falls outside (0, 1) (the HR window does not contain it), or no Otsu
         threshold can be computed.
     """
-    value = calibrated_threshold(info, pairs.specimens)
-    how = "500 mg HA/cm3 through the HR window"
+    typed = DatasetInfo.of(info)
+    rule = default_morphometry(all(typed.specimens[s].is_density for s in pairs.specimens))
+    value = None
+    if rule.threshold == "mgha":  # None in min-max mode: no fixed unit-range position
+        value = calibrated_threshold(typed, pairs.specimens, rule.threshold_value)
+    how = f"{rule.threshold_value:g} mg HA/cm3 through the HR window"
     if value is None:
         value, how = otsu_threshold(pairs, sigma_vox=sigma_vox), "Otsu of the training targets"
     if not 0 < value < 1:

@@ -34,6 +34,8 @@ from microsr.training.threshold import structure_threshold
 
 log = logging.getLogger(__name__)
 SEED_ENV = "MICROSR_SEED"
+#: Written by :func:`train` when it returns: the run is finished (its best and last checkpoints).
+COMPLETE = "complete.json"
 
 
 @dataclass(frozen=True)
@@ -118,15 +120,9 @@ class SRDataModule(L.LightningDataModule):
         if init is not None:  # fine-tuning: the checkpoint's normalisation, not the dataset's
             check_dataset_fits(init, self.info, dataset_dir)
             self.info = finetune_info(init, self.info)
-        train, val, test = (set(self.splits[k]) for k in ("train", "val", "test"))
-        # The one rule that must never break: no test specimen reaches training (an explicit
-        # check, not an assert, which `python -O` would remove).
-        if train & (test | val):
-            raise MicrosrError(
-                f"{dataset_dir}/splits.json: specimen(s) {sorted(train & (test | val))} are in "
-                "train and in val/test"
-            )
-        if not val:
+        # No test specimen reaches training: ``Splits`` refuses overlapping splits (a raise,
+        # not an assert, so it holds under `python -O` too).
+        if not self.splits.val:
             raise MicrosrError(f"{dataset_dir}: the validation split is empty")
         self.train_pairs, self.val_pairs = self._pairs("train"), self._pairs("val")
 
@@ -218,16 +214,18 @@ def _module_data(data: SRDataModule, config: TrainConfig, init: InitSource | Non
         "z_factor": info.z_factor,
         "normalization": info.normalization.model_dump(mode="json"),
     }
+    if config.noise_augment:  # the texture of the augmentation noise (microsr.training.noise)
+        out["noise_filter"] = info.noise_filter
     out["provenance"] = {
-        "units": info.units,
         "acquisition_file": info.acquisition_file,
         "init": init.record if init is not None else None,
     }
     # voxel sizes: what the weights saw, not the held-out specimens (a test specimen of
     # another scale must not erase the HR target); units: all specimens, so a dataset whose
     # held-out scans come in other units records none and predict takes inputs as they are
-    trained = data.splits["train"]
-    out.update(training_spacings(info, trained), units=dataset_units(info))
+    trained = data.splits.train
+    units = dataset_units(info)
+    out.update(training_spacings(info, trained), units=units and units.model_dump(mode="json"))
     if config.structure_weight and config.structure_threshold is None:
         sigma = config.structure_sigma
         out["structure_threshold"] = structure_threshold(
@@ -331,5 +329,50 @@ def train(
     best = run_dir / "best.ckpt"
     if not best.is_file():
         best = last
+    if trainer.global_rank == 0:
+        with atomic_path(run_dir / COMPLETE) as tmp:
+            tmp.write_text(json.dumps({"best": str(best), "last": str(last)}))
     log.info("training finished: %s", json.dumps({"best": str(best), "last": str(last)}))
     return TrainResult(best, last, metrics if metrics.is_file() else None, config)
+
+
+def _same_run(saved: TrainConfig, wanted: TrainConfig) -> bool:
+    """Where a run trains (``device``) and a seed left to generate do not make another run."""
+    ignore = {"device"} | ({"seed"} if wanted.seed is None else set())
+    return saved.model_dump(exclude=ignore) == wanted.model_dump(exclude=ignore)
+
+
+def finished_run(run_dir: str | Path, wanted: TrainConfig) -> Path | None:
+    """The best checkpoint of a finished run of ``wanted`` in ``run_dir``, else ``None``.
+
+    A run is finished when :func:`train` returned (it writes :data:`COMPLETE` last); a killed
+    run, even one with a ``best.ckpt``, is not.
+
+    Raises
+    ------
+    MicrosrError
+        ``run_dir`` holds a run (finished or not) of another config.
+    """
+    run_dir = Path(run_dir)
+    saved = run_dir / "train_config.json"
+    if saved.is_file() and not _same_run(
+        TrainConfig.model_validate_json(saved.read_text()), wanted
+    ):
+        raise MicrosrError(f"{run_dir}: holds a run with another config (remove it to retrain)")
+    done = run_dir / COMPLETE
+    best = Path(json.loads(done.read_text())["best"]) if done.is_file() else None
+    return best if best is not None and best.is_file() else None
+
+
+def train_or_reuse(
+    dataset_dir: str | Path, run_dir: str | Path, config: TrainConfig, *, progress: bool = False
+) -> Path:
+    """The best checkpoint of ``config`` in ``run_dir``: reused when the run is finished
+    (:func:`finished_run`), else trained, resuming from its ``last.ckpt`` when there is one."""
+    best = finished_run(run_dir, config)
+    if best is not None:
+        log.info("%s: trained already (%s)", run_dir, best)
+        return best
+    resume = (Path(run_dir) / "last.ckpt").is_file()
+    log.info("%s: %s training", run_dir, "resuming" if resume else "starting")
+    return train(dataset_dir, run_dir, config, resume=resume, progress=progress).best
