@@ -24,4 +24,8 @@ run "$py" bench/bench_predict.py --device "$device" --slices "$slices" --repeat 
 run "$py" bench/bench_train.py --device "$device" --precision "$precision" \
   --slices "$train_slices" --specimens 8 --epochs 3 --workers "$workers" --batch "$batch"
 if [ "$device" = cpu ]; then run "$py" bench/bench_concurrent.py --device cpu; fi
+# the issue-35 size on a GPU (512^3 LR -> 1024^3 SR, ~2x the output on disk), 128^3 on a CPU
+if [ "$device" = cuda ]; then zside=512; else zside=128; fi
+run "$py" bench/bench_zarr.py --device "$device" --side "$zside" --z "$zside" --workers 1,2
+run "$py" bench/bench_memory.py --device "$device"
 echo "results: $out"

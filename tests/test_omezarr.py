@@ -148,6 +148,7 @@ def test_dask_prediction_equals_single_process_exactly(lr_and_model, reference, 
     for a, b in zip(_levels(out), _levels(ref_store)):
         assert np.array_equal(a, b)
     assert not (out / ".microsr-done").exists() and not (tmp_path / "sr.zarr.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sr.zarr"]  # no work store left
     assert "microsr_plan" not in zarr.open_group(str(out), mode="r").attrs
 
 
@@ -175,10 +176,12 @@ def test_a_block_that_fails_once_is_redone(lr_and_model, reference, client, tmp_
 def test_killed_job_resumes_and_skips_finished_blocks(
     lr_and_model, reference, client, tmp_path, monkeypatch
 ):
+    """A job killed outright leaves its work store; a rerun of the same plan resumes it."""
     import microsr.inference.distributed as dist
 
     lr_path, ckpt = lr_and_model
     out, calls = tmp_path / "sr.zarr", []
+    work = dist.work_path(out)
     real = dist._write_block
 
     def broken(o, start, srs):
@@ -188,20 +191,22 @@ def test_killed_job_resumes_and_skips_finished_blocks(
         real(o, start, srs)
 
     monkeypatch.setattr(dist, "_write_block", broken)
+    monkeypatch.setattr(dist, "_discard", lambda path: None)  # killed: no cleanup ran
     cfg = dist.DaskConfig(block_slices=32, retries=0)
-    with pytest.raises(MicrosrError, match="rerun the same command to resume"):
+    with pytest.raises(MicrosrError, match="failed after 0 retries"):
         dist.predict_dask(ckpt, lr_path, out, client=client, config=cfg)
-    with pytest.raises(InputFileError, match="unfinished predict --dask store"):
-        read_volume(out)  # an unfinished store is never taken for a volume
+    assert not out.exists() and work.is_dir()  # the target never holds a partial store
     assert not (tmp_path / "sr.zarr.lock").exists()
-    with pytest.raises(InputFileError, match="another input"):  # another plan: refused
+    monkeypatch.undo()
+    with pytest.raises(InputFileError, match="another input"):  # another plan: refused, kept
         dist.predict_dask(ckpt, lr_path, out, client=client,
                           config=dist.DaskConfig(block_slices=64))  # fmt: skip
+    assert work.is_dir() and not out.exists()
     calls.clear()
     monkeypatch.setattr(dist, "_write_block", lambda o, s, srs: (calls.append(s), real(o, s, srs)))
     dist.predict_dask(ckpt, lr_path, out, client=client, config=cfg)
     assert calls == [64]  # blocks 0 and 32 were finished: skipped
-    assert np.array_equal(read_volume(out).array, reference.array)
+    assert np.array_equal(read_volume(out).array, reference.array) and not work.exists()
     with pytest.raises(InputFileError, match="--overwrite"):  # a finished store is not redone
         dist.predict_dask(ckpt, lr_path, out, client=client, config=cfg)
 

@@ -21,8 +21,7 @@ from microsr.evaluation import evaluate_files
 from microsr.io import read_volume, write_volume
 from microsr.io.lazy import LazySlices, open_volume
 from microsr.simulate import AcquisitionConfig, simulate_acquisition
-from microsr.simulate.attenuation import _strided_sample
-from microsr.volume import Calibration, Volume
+from microsr.volume import Calibration, Volume, strided_sample
 
 runner = CliRunner()
 Z = 70  # three z chunk slabs of 32, the last partial
@@ -97,16 +96,19 @@ def test_native_convert_keeps_the_stored_type(tmp_path):
     assert got.dtype == np.uint16 and np.array_equal(got, read_volume(mha_path).array)
 
 
-def test_strided_sample_matches_the_whole_volume(tmp_path, monkeypatch):
-    import microsr.simulate.attenuation as att
+def test_strided_sample_matches_the_whole_volume(tmp_path):
+    """The one voxel sample (:func:`microsr.volume.strided_sample`) is the same whether the
+    volume is read lazily, slab by slab, or whole; the dataset records' sample is it."""
+    from microsr.data.normalize import sample_voxels
 
     zarr_path, _ = _hr(tmp_path)
-    monkeypatch.setattr(att, "_MAX_SAMPLES", 997)  # step 34: samples cross slab edges
     lazy, whole = open_volume(zarr_path), read_volume(zarr_path)
     flat = whole.array.reshape(-1)
-    want = flat[:: -(-flat.size // 997)].astype(np.float64)
-    assert np.array_equal(_strided_sample(lazy), want)
-    assert np.array_equal(_strided_sample(whole), want)
+    want = flat[:: -(-flat.size // 997)].astype(np.float64)  # step 34: crosses slab edges
+    assert np.array_equal(strided_sample(lazy.array, max_voxels=997, dtype=np.float64), want)
+    assert np.array_equal(strided_sample(whole.array, max_voxels=997, dtype=np.float64), want)
+    assert np.array_equal(sample_voxels(whole.array, max_voxels=997), want.astype(np.float32))
+    assert np.array_equal(strided_sample(flat, max_voxels=997), want.astype(np.float32))  # 1D
 
 
 @pytest.mark.parametrize("factor", [2, 3])

@@ -16,8 +16,9 @@ Writing streams: slices are gathered into chunk-aligned z-slabs of ``CHUNKS[0]``
 peak memory is one slab plus one batch whatever the depth. ``multiscales`` is written last: a
 store without it is refused by the reader ("not an OME-Zarr image"), so an interrupted write
 is never taken for a volume. :func:`write_ome_zarr` also writes into a temporary folder renamed
-onto the target (:mod:`microsr.io.atomic`); :mod:`microsr.inference.distributed` fills a store
-in place, block by block, and finishes it with :func:`finish_store`.
+onto the target (:mod:`microsr.io.atomic`); :mod:`microsr.inference.distributed` fills a work
+store ``OUT.zarr.partial`` block by block, finishes it with :func:`finish_store` and renames it
+onto the target.
 
 Reading accepts OME-NGFF 0.4 and 0.5 (``ome`` attribute, Zarr v3) images with 3 spatial axes;
 spacing comes from the first dataset's ``scale`` (units converted to mm).
