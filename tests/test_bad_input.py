@@ -316,7 +316,7 @@ CASES = [
          ["fit-acquisition", "{w}/busy_lr.mha", "{o}/a.json", "--reference", "{w}/ref_hr.mha"], "no flat region"),
     Case("fit-acquisition, noise without bone",
          ["fit-acquisition", "{w}/noise_lr.mha", "{o}/a.json", "--reference", "{w}/ref_hr.mha"],
-         "no bone/marrow contrast"),
+         "bone and marrow are not told apart"),
     Case("fit-acquisition without --reference",
          ["fit-acquisition", "{w}/fit_lr.mha", "{o}/a.json"], "needs --reference: an HR scan"),
     Case("fit-acquisition, reference at another voxel size",

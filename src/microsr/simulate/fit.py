@@ -308,6 +308,14 @@ def _scan_stats(scan: Volume, mask) -> ScanStats:
     stats, info = scan_statistics(scan.array, mask)
     if stats is None:
         raise MicrosrError(_no_flat_message(name, info))
+    if not info["structured"]:
+        raise MicrosrError(
+            f"{name}: bone and marrow are not told apart: after Gaussian smoothing (sigma 1 "
+            f"voxel) Otsu's split separates the grey values by {info['separation']:.2f} of "
+            f"their variance (need >= {MIN_SEPARATION}; noise {stats.noise:.3g} grey values). "
+            "Either the scan has no bone, or its noise is too strong for the fit: give a "
+            "region with bone (--mask), or a scan with less noise"
+        )
     if not stats.contrast > 1.5 * stats.noise:
         raise MicrosrError(
             f"{name}: no bone/marrow contrast (bone {stats.bone:.4g} vs marrow "

@@ -425,13 +425,16 @@ def scan_statistics(
     """
     array = np.asarray(array, dtype=np.float32)
     smooth, threshold = classify(array, mask)
+    separation = None
     if structured is None:
-        structured = otsu_separation(smooth, threshold, mask) >= MIN_SEPARATION
+        separation = otsu_separation(smooth, threshold, mask)
+        structured = separation >= MIN_SEPARATION
     if structured:
         flat = flat_regions(smooth, threshold, mask)
     else:  # one class (e.g. a phantom of water): everything is flat
         flat = np.ones(array.shape, bool) if mask is None else mask.copy()
-    info = {"threshold": threshold, "flat_fraction": float(flat.mean()), "structured": structured}
+    info = {"threshold": threshold, "flat_fraction": float(flat.mean()), "structured": structured,
+            "separation": separation}  # fmt: skip
     sizes = [p for p in ((patch,) if patch else PATCH_SIZES) if p <= min(array.shape[1:])]
     counts = {p: len(patch_corners(flat, p)) for p in sizes}
     info.update({f"patches_{p}": n for p, n in counts.items()})
