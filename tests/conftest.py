@@ -95,3 +95,13 @@ def save_model(path, config, *, normalization=None, z_grid="hr", seed=0):
     if z_grid != "hr":
         meta = meta.model_copy(update={"z_grid": z_grid, "format_version": 1})
     return save_checkpoint(path, build_model(config), meta)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """An in-process Dask ``LocalCluster`` of 2 single-threaded workers, and its client."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as c:  # fmt: skip
+        yield c

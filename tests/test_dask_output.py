@@ -30,15 +30,6 @@ def inputs(tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:  # fmt: skip
-        yield c
-
-
 def _tree(folder):
     """``{relative path: sha256}`` of every file under ``folder`` (folders as ``None``)."""
     return {

@@ -118,15 +118,6 @@ def reference(lr_and_model, tmp_path_factory):
     return read_volume(out)
 
 
-@pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as c:  # fmt: skip
-        yield c
-
-
 def _levels(path):
     group = zarr.open_group(str(path), mode="r")
     return [

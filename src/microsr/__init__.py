@@ -16,9 +16,8 @@ import importlib
 
 __version__ = "0.2.0"
 
-#: The names of :mod:`microsr.api` (its functions and the configs they take), re-exported.
-_API = (
-    # configs
+#: The configs :mod:`microsr.api`'s functions take, re-exported (loaded on first use).
+_CONFIGS = (
     "AcquisitionConfig",
     "DaskConfig",
     "ModelConfig",
@@ -28,7 +27,11 @@ _API = (
     "ScoreConfig",
     "StudyConfig",
     "TrainConfig",
-    # data and functions
+)
+#: The data types and functions of :mod:`microsr.api`, re-exported; the one list of them
+#: (``microsr.api.__all__`` is this: the root cannot import the facade, which imports
+#: every layer).
+_FUNCTIONS = (
     "Calibration",
     "Volume",
     "compute_morphometry",
@@ -49,6 +52,7 @@ _API = (
     "write_evaluation",
     "write_volume",
 )
+_API = _CONFIGS + _FUNCTIONS
 
 __all__ = ["__version__", *_API]
 

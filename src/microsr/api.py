@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from microsr import _CONFIGS, _FUNCTIONS
 from microsr.errors import MicrosrError
-from microsr.volume import Calibration, Volume
+from microsr.volume import Calibration, Volume  # noqa: F401 (Calibration: re-exported)
 
 if TYPE_CHECKING:  # for the signatures only (torch-free at run time)
     import numpy as np
@@ -39,27 +40,7 @@ if TYPE_CHECKING:  # for the signatures only (torch-free at run time)
     from microsr.training.config import TrainConfig
     from microsr.training.train import TrainResult
 
-__all__ = [
-    "Calibration",
-    "Volume",
-    "compute_morphometry",
-    "evaluate",
-    "evaluate_dataset",
-    "fit_acquisition",
-    "load_model",
-    "make_phantom",
-    "predict",
-    "predict_batch",
-    "predict_file",
-    "prepare_dataset",
-    "read_volume",
-    "run_study",
-    "simulate_acquisition",
-    "train",
-    "train_config",
-    "write_evaluation",
-    "write_volume",
-]
+__all__ = list(_FUNCTIONS)  # the one list: microsr/__init__.py
 
 #: The configs the functions take, by name -> their module (loaded on first use, so that
 #: e.g. ``microsr.PredictOptions`` imports torch only when asked for).
@@ -74,6 +55,9 @@ CONFIGS = {
     "StudyConfig": "microsr.study.config",
     "TrainConfig": "microsr.training.config",
 }
+
+if set(CONFIGS) != set(_CONFIGS):  # the root re-exports exactly these
+    raise ImportError("microsr._CONFIGS and microsr.api.CONFIGS name different configs")
 
 PathLike = str | Path
 Spacing = float | Sequence[float] | None
