@@ -411,10 +411,17 @@ def predict_block(job: BlockJob, start: int, stop: int) -> tuple[int, int]:
             torch.set_num_threads(threads)
         loaded = _model(job.checkpoint, job.device)
         source = open_slices(job.lr_path, spacing_mm=job.spacing_mm)
-        srs = (sr for _, _, sr in predict_slices(
+        slices = predict_slices(
             loaded, source, options=job.options, progress=False, zrange=(start, stop)
-        ))  # fmt: skip
-        _write_block(Path(job.out_path), start, srs)
+        )
+        try:
+            _write_block(Path(job.out_path), start, (sr for _, _, sr in slices))
+        finally:
+            # a block that dies mid-way must not leave predict_slices suspended inside
+            # torch.inference_mode (thread-local state): closed here, in this thread, the
+            # next task on the thread starts clean (seen: the next block's model copy failed
+            # with "requires_grad ... on inference tensor")
+            slices.close()
     marker = _done_marker(Path(job.out_path), (start, stop))
     tmp = marker.with_name(marker.name + f".tmp{os.getpid()}")
     tmp.write_text("done\n")
